@@ -1,0 +1,99 @@
+"""What every admin command shares: settings, one unit of work, clear errors, output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wiremesh.server.config import Settings, load_settings
+from wiremesh.server.db import migrate
+from wiremesh.server.db.session import create_engine, create_sessionmaker
+from wiremesh.server.errors import ApiError
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def cli_settings() -> Settings:
+    try:
+        return load_settings()
+    except ValueError as exc:
+        fail(f"invalid configuration: {exc}")
+
+
+async def _ensure_schema(settings: Settings) -> None:
+    """The embedded SQLite database is migrated on use; PostgreSQL must be migrated explicitly."""
+    if settings.is_sqlite:
+        await asyncio.to_thread(migrate.upgrade, settings)
+        return
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            current = await connection.run_sync(migrate.current_revision)
+    finally:
+        await engine.dispose()
+    if current != migrate.head_revision(settings):
+        fail("the database schema is not up to date: run `wiremesh db upgrade`")
+
+
+@asynccontextmanager
+async def unit_of_work(settings: Settings | None = None) -> AsyncIterator[AsyncSession]:
+    """One CLI command = one transaction: committed when the block ends without an error."""
+    settings = settings or cli_settings()
+    await _ensure_schema(settings)
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            yield session
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+def run(work: Callable[[], Awaitable[T]]) -> T:
+    """Run an async command body; an ApiError becomes a clear message and exit status 1."""
+    try:
+        return asyncio.run(_call(work))
+    except ApiError as exc:
+        fail(f"{exc.message} ({exc.code})")
+
+
+async def _call(work: Callable[[], Awaitable[T]]) -> T:
+    return await work()
+
+
+def emit(data: Any, as_json: bool) -> None:
+    """Print a result: JSON for scripts, aligned columns for people."""
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    rows = data if isinstance(data, list) else [data]
+    if not rows:
+        typer.echo("(none)")
+        return
+    columns = list(rows[0].keys())
+    widths = {c: max(len(c), *(len(_cell(r.get(c))) for r in rows)) for c in columns}
+    typer.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        typer.echo("  ".join(_cell(row.get(c)).ljust(widths[c]) for c in columns).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table")

@@ -1,0 +1,1 @@
+"""The wiremesh coordination server."""

@@ -1,0 +1,73 @@
+"""create_app(): the ASGI application and the lifespan that owns engine, hub, mail and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from wiremesh import __version__
+from wiremesh.server.config import Settings, load_settings
+from wiremesh.server.db import migrate
+from wiremesh.server.db.session import create_engine, create_sessionmaker
+from wiremesh.server.errors import install_error_handlers
+from wiremesh.server.state import AppState
+
+logger = logging.getLogger("wiremesh.server")
+
+API_PREFIX = "/api/v1"
+
+
+def _api_routers() -> list[APIRouter]:
+    """Every domain's endpoints; imported here so the app is the one place that lists them."""
+    from wiremesh.server.auth.api import router as auth_router
+    from wiremesh.server.devices.api import router as devices_router
+    from wiremesh.server.mail.api import router as mail_router
+    from wiremesh.server.orgs.api import router as orgs_router
+    from wiremesh.server.presence.api import router as presence_router
+    from wiremesh.server.users.api import router as users_router
+
+    return [
+        users_router,
+        auth_router,
+        orgs_router,
+        devices_router,
+        presence_router,
+        mail_router,
+    ]
+
+
+def create_app(settings: Settings | None = None, *, migrate_on_start: bool = True) -> FastAPI:
+    """Build the app; the lifespan migrates the database (when asked) and starts the workers."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if migrate_on_start:
+            await asyncio.to_thread(migrate.upgrade, settings)
+        engine = create_engine(settings)
+        state = AppState(settings=settings, engine=engine, sessionmaker=create_sessionmaker(engine))
+        app.state.wiremesh = state
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="wiremesh",
+        version=__version__,
+        description="Coordination server for a multi-tenant WireGuard mesh VPN",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    for router in _api_routers():
+        app.include_router(router, prefix=API_PREFIX)
+    return app

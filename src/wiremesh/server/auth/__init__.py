@@ -1,0 +1,1 @@
+"""Bearer tokens, secret hashing and the principal behind every request."""

@@ -1,0 +1,120 @@
+"""Typed server settings, read from ``WIREMESH_*`` environment variables and an optional file."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "WIREMESH_CONFIG_FILE"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure; one instance per process."""
+
+    model_config = SettingsConfigDict(env_prefix="WIREMESH_", extra="forbid")
+
+    data_dir: Path = Field(default=Path("wiremesh-data"), description="Where the embedded state lives")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy async URL; None means SQLite in data_dir"
+    )
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    public_url: str | None = Field(default=None, description="URL agents and mails link to")
+
+    heartbeat_interval: float = Field(default=15.0, gt=0, le=3600)
+    heartbeat_timeout: float = Field(default=60.0, gt=0, le=86400)
+    heartbeat_flush_interval: float = Field(default=1.0, gt=0, le=60)
+    auth_timeout: float = Field(default=10.0, gt=0, le=300)
+
+    connection_retention_days: float = Field(default=30.0, gt=0)
+    cleanup_interval: float = Field(default=3600.0, gt=0)
+    cleanup_batch_size: int = Field(default=5000, ge=1)
+
+    default_network_pool: str = Field(
+        default="100.64.0.0/10", description="Org networks are carved from this range"
+    )
+    default_org_prefix: int = Field(default=20, ge=8, le=30)
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    secret_keys: list[str] = Field(
+        default_factory=list, description="Fernet keys, newest first; empty = key file in data_dir"
+    )
+    secret_key_file: Path | None = None
+
+    server_id: str | None = Field(default=None, description="Replica identity; default hostname+pid")
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment beats the optional TOML file named by ``WIREMESH_CONFIG_FILE``."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            if not Path(config_file).is_file():
+                raise ValueError(f"{CONFIG_FILE_ENV} names {config_file!r}, which is not a file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @field_validator("default_network_pool")
+    @classmethod
+    def _valid_pool(cls, value: str) -> str:
+        network = ipaddress.ip_network(value, strict=True)
+        if network.version != 4:
+            raise ValueError("the network pool must be IPv4")
+        return str(network)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_proxies(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(item, strict=False)) for item in value]
+
+    @model_validator(mode="after")
+    def _timeout_exceeds_interval(self) -> Settings:
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise ValueError("heartbeat_timeout must be longer than heartbeat_interval")
+        return self
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The URL actually used: the configured one, or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'wiremesh.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @cached_property
+    def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(item) for item in self.trusted_proxies]
+
+    @cached_property
+    def replica_id(self) -> str:
+        if self.server_id:
+            return self.server_id
+        return f"{os.uname().nodename}-{os.getpid()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings; keyword overrides win over environment and file (used by the CLI and tests)."""
+    return Settings(**overrides)

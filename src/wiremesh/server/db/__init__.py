@@ -1,0 +1,1 @@
+"""Database plumbing: metadata, engines, sessions and migrations."""

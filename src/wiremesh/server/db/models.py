@@ -1,0 +1,21 @@
+"""Imports every model so that ``Base.metadata`` is complete (Alembic and tests use it)."""
+
+from wiremesh.server.auth.models import ApiToken
+from wiremesh.server.db.base import Base
+from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
+from wiremesh.server.mail.models import SMTPSettings
+from wiremesh.server.orgs.models import Membership, Organization
+from wiremesh.server.presence.models import ConnectionStatus
+from wiremesh.server.users.models import User
+
+__all__ = [
+    "ApiToken",
+    "Base",
+    "ConnectionStatus",
+    "Membership",
+    "Organization",
+    "SMTPSettings",
+    "SetupKey",
+    "User",
+    "VirtualIPMapping",
+]

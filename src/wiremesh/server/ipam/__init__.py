@@ -1,0 +1,1 @@
+"""Virtual IP address management inside each organization's network."""

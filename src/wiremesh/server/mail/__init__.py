@@ -1,0 +1,1 @@
+"""SMTP settings per organization with a global fallback, and the mail outbox."""

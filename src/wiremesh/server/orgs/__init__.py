@@ -1,0 +1,1 @@
+"""Organizations (tenants) and who belongs to them, with which role."""

@@ -1,0 +1,1 @@
+"""Agent sessions: the WebSocket hub, heartbeat, ``connection_status`` history and monitoring."""

@@ -1,0 +1,1 @@
+"""People who sign in: their accounts and their server-admin flag."""

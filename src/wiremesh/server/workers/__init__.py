@@ -1,0 +1,1 @@
+"""Background jobs run by the server: flushing, sweeping, cleanup and mail."""

@@ -1,0 +1,138 @@
+"""Shared fixtures: every database test runs on SQLite and on PostgreSQL, each test on a fresh
+database built by running the real migrations (once, as a template) — no state is shared."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from wiremesh.server.app import create_app
+from wiremesh.server.config import Settings
+from wiremesh.server.db import migrate
+from wiremesh.server.db.session import create_engine, create_sessionmaker
+from wiremesh.server.state import AppState
+
+POSTGRES_URL = os.environ.get(
+    "WIREMESH_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+TEMPLATE_DB = f"wiremesh_template_{os.getpid()}"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _asyncpg_dsn(database: str) -> str:
+    url = make_url(POSTGRES_URL).set(drivername="postgresql", database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def _postgres_url(database: str) -> str:
+    return make_url(POSTGRES_URL).set(database=database).render_as_string(hide_password=False)
+
+
+async def _admin(sql: str) -> None:
+    connection = await asyncpg.connect(_asyncpg_dsn(make_url(POSTGRES_URL).database or "postgres"))
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A PostgreSQL database migrated to head; tests clone it. Fails (never skips) without PG."""
+    try:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"'))
+    except OSError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc}")
+    asyncio.run(_admin(f'CREATE DATABASE "{TEMPLATE_DB}"'))
+    migrate.upgrade(Settings(database_url=_postgres_url(TEMPLATE_DB)))
+    yield TEMPLATE_DB
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data_dir = tmp_path_factory.mktemp("sqlite-template")
+    migrate.upgrade(Settings(data_dir=data_dir))
+    return data_dir / "wiremesh.db"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    backend: str = request.param
+    return backend
+
+
+@pytest.fixture
+def database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[str | None]:
+    """A fresh, migrated database for this test alone (None = the embedded SQLite default)."""
+    if backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        shutil.copy(template, tmp_path / "wiremesh.db")
+        yield None
+        return
+    template_name: str = request.getfixturevalue("postgres_template")
+    name = f"wiremesh_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
+    yield _postgres_url(name)
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def settings(database_url: str | None, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        heartbeat_interval=0.5,
+        heartbeat_timeout=2.0,
+        heartbeat_flush_interval=0.2,
+        secret_keys=[],
+    )
+
+
+@pytest.fixture
+async def sessionmaker(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(settings)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def session(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    async with sessionmaker() as session:
+        yield session
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The real app with its lifespan running (migrations already applied by the fixture)."""
+    application = create_app(settings, migrate_on_start=False)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+def app_state(app: FastAPI) -> AppState:
+    state: AppState = app.state.wiremesh
+    return state
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://wiremesh.test") as client:
+        yield client
