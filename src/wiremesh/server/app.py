@@ -14,6 +14,7 @@ from wiremesh.server.config import Settings, load_settings
 from wiremesh.server.db import migrate
 from wiremesh.server.db.session import create_engine, create_sessionmaker
 from wiremesh.server.errors import install_error_handlers
+from wiremesh.server.presence.hub import PresenceHub
 from wiremesh.server.state import AppState
 
 logger = logging.getLogger("wiremesh.server")
@@ -49,11 +50,16 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
         if migrate_on_start:
             await asyncio.to_thread(migrate.upgrade, settings)
         engine = create_engine(settings)
-        state = AppState(settings=settings, engine=engine, sessionmaker=create_sessionmaker(engine))
-        app.state.wiremesh = state
+        sessionmaker = create_sessionmaker(engine)
+        hub = PresenceHub(settings, sessionmaker)
+        await hub.start()
+        app.state.wiremesh = AppState(
+            settings=settings, engine=engine, sessionmaker=sessionmaker, hub=hub
+        )
         try:
             yield
         finally:
+            await hub.stop()
             await engine.dispose()
 
     app = FastAPI(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="WIREMESH_", extra="forbid")
 
-    data_dir: Path = Field(default=Path("wiremesh-data"), description="Where the embedded state lives")
+    data_dir: Path = Field(
+        default=Path("wiremesh-data"), description="Where the embedded state lives"
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; None means SQLite in data_dir"
     )
@@ -37,6 +40,11 @@ class Settings(BaseSettings):
     heartbeat_timeout: float = Field(default=60.0, gt=0, le=86400)
     heartbeat_flush_interval: float = Field(default=1.0, gt=0, le=60)
     auth_timeout: float = Field(default=10.0, gt=0, le=300)
+    peer_update_coalesce: float = Field(
+        default=0.05, ge=0, le=5, description="Peer changes within this window share one delta"
+    )
+    agent_rate_burst: int = Field(default=20, ge=1)
+    agent_rate_per_second: float = Field(default=10.0, gt=0)
 
     connection_retention_days: float = Field(default=30.0, gt=0)
     cleanup_interval: float = Field(default=3600.0, gt=0)
@@ -53,7 +61,9 @@ class Settings(BaseSettings):
     )
     secret_key_file: Path | None = None
 
-    server_id: str | None = Field(default=None, description="Replica identity; default hostname+pid")
+    server_id: str | None = Field(
+        default=None, description="Replica identity; default hostname+pid"
+    )
     log_level: str = "info"
 
     @classmethod
@@ -112,9 +122,9 @@ class Settings(BaseSettings):
     def replica_id(self) -> str:
         if self.server_id:
             return self.server_id
-        return f"{os.uname().nodename}-{os.getpid()}"
+        return f"{os.uname().nodename}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings; keyword overrides win over environment and file (used by the CLI and tests)."""
+    """Build settings; keyword overrides win over environment and file (CLI and tests)."""
     return Settings(**overrides)

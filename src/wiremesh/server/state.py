@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from wiremesh.server.config import Settings
+
+if TYPE_CHECKING:
+    from wiremesh.server.presence.hub import PresenceHub
 
 
 @dataclass
@@ -15,4 +18,4 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
-    services: dict[str, Any] = field(default_factory=dict)
+    hub: PresenceHub

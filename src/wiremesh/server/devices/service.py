@@ -1,0 +1,170 @@
+"""Setup keys, enrollment and device lifecycle (rename, revoke, delete, key rotation)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wiremesh.server.auth.secrets import issue_secret, parse_lookup, secret_matches
+from wiremesh.server.db.base import utcnow
+from wiremesh.server.devices import repository
+from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
+from wiremesh.server.errors import ApiError, Conflict, Invalid, NotFound
+from wiremesh.server.ipam.service import allocate_virtual_ip, lock_org_network
+from wiremesh.server.orgs.models import Membership, Organization
+from wiremesh.server.sqlalchemy_helpers import scalar_exists
+
+SETUP_KEY_KIND = "wmk"
+DEVICE_CREDENTIAL_KIND = "wmd"
+
+
+def setup_key_usable(key: SetupKey) -> bool:
+    now = utcnow()
+    limit = 1 if not key.reusable else key.usage_limit
+    return (
+        key.revoked_at is None
+        and (key.expires_at is None or key.expires_at > now)
+        and (limit is None or key.used_count < limit)
+    )
+
+
+async def create_setup_key(
+    session: AsyncSession,
+    org_id: int,
+    *,
+    owner_user_id: int,
+    name: str,
+    reusable: bool,
+    usage_limit: int | None,
+    expires_in: timedelta | None,
+) -> tuple[SetupKey, str]:
+    """A new key; devices it enrolls belong to ``owner_user_id``, who must be a member."""
+    is_member = await scalar_exists(
+        session,
+        Membership.org_id == org_id,
+        Membership.user_id == owner_user_id,
+    )
+    if not is_member:
+        raise Invalid("not_a_member", f"user {owner_user_id} is not a member of this organization")
+    if not reusable and usage_limit not in (None, 1):
+        raise Invalid("invalid_usage_limit", "a one-off key is used once; drop usage_limit")
+    issued = issue_secret(SETUP_KEY_KIND)
+    key = SetupKey(
+        org_id=org_id,
+        user_id=owner_user_id,
+        name=name,
+        lookup=issued.lookup,
+        secret_hash=issued.secret_hash,
+        reusable=reusable,
+        usage_limit=1 if not reusable else usage_limit,
+        expires_at=utcnow() + expires_in if expires_in else None,
+    )
+    session.add(key)
+    await session.flush()
+    return key, issued.plaintext
+
+
+async def revoke_setup_key(session: AsyncSession, org_id: int, key_id: int) -> SetupKey:
+    key = await repository.get_setup_key(session, org_id, key_id)
+    if key is None:
+        raise NotFound("setup key")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        await session.flush()
+    return key
+
+
+def _bad_setup_key() -> ApiError:
+    return ApiError(
+        401, "invalid_setup_key", "the setup key is invalid, expired, used up or revoked"
+    )
+
+
+async def enroll(
+    session: AsyncSession, setup_key: str, hostname: str, public_key: str | None
+) -> tuple[VirtualIPMapping, Organization, str]:
+    """Register a device with a setup key: allocate its virtual IP and issue its credential."""
+    lookup = parse_lookup(SETUP_KEY_KIND, setup_key)
+    key = await repository.get_setup_key_by_lookup(session, lookup) if lookup else None
+    if key is None or not secret_matches(setup_key, key.secret_hash) or not setup_key_usable(key):
+        raise _bad_setup_key()
+    org = await lock_org_network(session, key.org_id)
+    if not await repository.consume_setup_key_use(session, key.id):
+        raise _bad_setup_key()
+    virtual_ip = await allocate_virtual_ip(session, org)
+    credential = issue_secret(DEVICE_CREDENTIAL_KIND)
+    device = VirtualIPMapping(
+        org_id=org.id,
+        user_id=key.user_id,
+        peer_id=await _new_peer_id(session, org.id),
+        virtual_ip=virtual_ip,
+        public_key=public_key,
+        hostname=hostname,
+        credential_lookup=credential.lookup,
+        credential_hash=credential.secret_hash,
+        setup_key_id=key.id,
+    )
+    session.add(device)
+    await session.flush()
+    return device, org, credential.plaintext
+
+
+async def _new_peer_id(session: AsyncSession, org_id: int) -> str:
+    while True:
+        candidate = f"peer-{secrets.token_hex(5)}"
+        if not await repository.peer_id_taken(session, org_id, candidate):
+            return candidate
+
+
+async def authenticate_device(session: AsyncSession, credential: str) -> VirtualIPMapping:
+    """The device behind a credential, or an ApiError: 401 when unknown, 403 when revoked."""
+    lookup = parse_lookup(DEVICE_CREDENTIAL_KIND, credential)
+    device = await repository.get_device_by_lookup(session, lookup) if lookup else None
+    if device is None or not secret_matches(credential, device.credential_hash):
+        raise ApiError(401, "invalid_credential", "the device credential is not valid")
+    if device.revoked_at is not None:
+        raise ApiError(403, "device_revoked", "this device has been revoked")
+    return device
+
+
+async def get_device(session: AsyncSession, org_id: int, device_id: int) -> VirtualIPMapping:
+    device = await repository.get_device(session, org_id, device_id)
+    if device is None:
+        raise NotFound("device")
+    return device
+
+
+async def rename_device(
+    session: AsyncSession, org_id: int, device_id: int, hostname: str
+) -> VirtualIPMapping:
+    device = await get_device(session, org_id, device_id)
+    device.hostname = hostname
+    await session.flush()
+    return device
+
+
+async def revoke_device(session: AsyncSession, org_id: int, device_id: int) -> VirtualIPMapping:
+    device = await get_device(session, org_id, device_id)
+    if device.revoked_at is not None:
+        raise Conflict("already_revoked", "the device is already revoked")
+    device.revoked_at = utcnow()
+    await session.flush()
+    return device
+
+
+async def delete_device(session: AsyncSession, org_id: int, device_id: int) -> VirtualIPMapping:
+    """Forget a device; its address goes back to the pool, its connection history stays."""
+    device = await get_device(session, org_id, device_id)
+    await session.delete(device)
+    await session.flush()
+    return device
+
+
+async def set_public_key(
+    session: AsyncSession, device: VirtualIPMapping, public_key: str
+) -> VirtualIPMapping:
+    device.public_key = public_key
+    await session.flush()
+    return device

@@ -1,0 +1,546 @@
+"""The presence hub: the live state of every agent session this replica owns.
+
+Live state is memory; the database sees three kinds of writes:
+- transitions (connect, disconnect, timeout) at once, each in its own transaction, so the
+  history is exact;
+- heartbeat timestamps (``last_ping_at``, ``last_pong_at``, ``last_seen_at`` and the device's
+  ``last_seen_at``) batched: one transaction per flush interval, none on the pong path;
+- the safety net: rows left ``connected`` by a process that died are ended at start-up.
+
+Peer changes are coalesced per organization for a short window, encoded once and written to
+every socket of the org.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from wiremesh.protocol import (
+    CloseCode,
+    Device,
+    Peer,
+    PeerRemove,
+    PeerUpsert,
+    ServerSession,
+    WelcomeMessage,
+    close_reason,
+    encode,
+    encode_peers_delta,
+)
+from wiremesh.server.config import Settings
+from wiremesh.server.db.base import utcnow
+from wiremesh.server.devices.models import VirtualIPMapping
+from wiremesh.server.orgs.models import Organization
+from wiremesh.server.presence import repository
+from wiremesh.server.presence.models import ConnectionState, ConnectionStatus
+
+logger = logging.getLogger("wiremesh.presence")
+
+SEND_TIMEOUT = 5.0
+"""A socket that cannot take a frame for this long is closed as stuck."""
+
+
+class AgentTransport(Protocol):
+    """The narrow view the hub has of one agent socket."""
+
+    async def send(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    """What the hub needs to know of a device; read once when its session starts."""
+
+    device_id: int
+    org_id: int
+    user_id: int
+    peer_id: str
+    virtual_ip: str
+    hostname: str
+    public_key: str | None
+    network: str
+
+
+class LiveSession:
+    """One open agent session owned by this replica."""
+
+    __slots__ = (
+        "agent_version",
+        "connected_at",
+        "connection_id",
+        "device",
+        "ended",
+        "last_ping_at",
+        "last_pong_at",
+        "protocol",
+        "public_ip",
+        "public_port",
+        "row_id",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        *,
+        device: DeviceIdentity,
+        protocol: ServerSession,
+        transport: AgentTransport,
+        public_ip: str | None,
+        public_port: int | None,
+        agent_version: str | None,
+    ) -> None:
+        self.connection_id = uuid.uuid4()
+        self.row_id = 0
+        self.device = device
+        self.protocol = protocol
+        self.transport = transport
+        self.public_ip = public_ip
+        self.public_port = public_port
+        self.agent_version = agent_version
+        self.connected_at = utcnow()
+        self.last_ping_at: datetime | None = None
+        self.last_pong_at: datetime | None = None
+        self.ended = False
+
+    @property
+    def endpoint(self) -> str | None:
+        """Where peers reach this device's WireGuard: the address we saw, the port it reports."""
+        if self.public_ip is None or self.public_port is None:
+            return None
+        host = f"[{self.public_ip}]" if ":" in self.public_ip else self.public_ip
+        return f"{host}:{self.public_port}"
+
+    @property
+    def last_seen_at(self) -> datetime:
+        return self.last_pong_at or self.connected_at
+
+
+def peer_of(device: DeviceIdentity, live: LiveSession | None) -> Peer:
+    return Peer(
+        peer_id=device.peer_id,
+        hostname=device.hostname,
+        virtual_ip=device.virtual_ip,
+        public_key=device.public_key,
+        endpoint=live.endpoint if live else None,
+        online=live is not None,
+    )
+
+
+def identity_of(device: VirtualIPMapping, network: str) -> DeviceIdentity:
+    return DeviceIdentity(
+        device_id=device.id,
+        org_id=device.org_id,
+        user_id=device.user_id,
+        peer_id=device.peer_id,
+        virtual_ip=device.virtual_ip,
+        hostname=device.hostname,
+        public_key=device.public_key,
+        network=network,
+    )
+
+
+TransitionHook = Callable[[AsyncSession, LiveSession, ConnectionState, datetime], Awaitable[None]]
+
+
+class PresenceHub:
+    """Owns live sessions, the heartbeat flusher and the per-org peer broadcaster."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        on_transition: TransitionHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.server_id = settings.replica_id
+        self.on_transition = on_transition
+        self.by_connection: dict[uuid.UUID, LiveSession] = {}
+        self.by_device: dict[int, LiveSession] = {}
+        self.by_org: dict[int, dict[int, LiveSession]] = {}
+        self._dirty: dict[uuid.UUID, LiveSession] = {}
+        self._pending_changes: dict[int, dict[str, PeerUpsert | PeerRemove]] = {}
+        self._broadcast_handles: dict[int, asyncio.TimerHandle] = {}
+        self._broadcast_tasks: set[asyncio.Task[None]] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.flush_count = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Reconcile history left by earlier runs, then start the heartbeat flusher."""
+        ended = await self.reconcile_orphans()
+        if ended:
+            logger.info("ended %d connection rows left open by an earlier run", ended)
+        self._flusher = asyncio.create_task(self._flush_loop(), name="wiremesh-heartbeat-flusher")
+
+    async def stop(self) -> None:
+        """Close every session as ``disconnected`` (server shutdown) and flush what is pending."""
+        self._stopping = True
+        for handle in self._broadcast_handles.values():
+            handle.cancel()
+        self._broadcast_handles.clear()
+        sessions = list(self.by_connection.values())
+        await asyncio.gather(
+            *(
+                self.end_session(
+                    live,
+                    ConnectionState.DISCONNECTED,
+                    "server_shutdown",
+                    CloseCode.GOING_AWAY,
+                    close_transport=True,
+                )
+                for live in sessions
+            ),
+            return_exceptions=True,
+        )
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush()
+        for task in list(self._broadcast_tasks):
+            task.cancel()
+
+    async def reconcile_orphans(self) -> int:
+        """End rows left ``connected`` by processes that no longer run.
+
+        A single replica owns every session it knows of, so at start-up any row still
+        ``connected`` belongs to a process that died: it ends as ``disconnected`` at the
+        moment it was last seen.
+        """
+        async with self.sessionmaker() as session:
+            count = await repository.end_orphaned_connections(
+                session, keep_server_ids=[], reason="server_restart", at=utcnow()
+            )
+            await session.commit()
+        return count
+
+    # ------------------------------------------------------------------ sessions
+
+    async def open_session(self, live: LiveSession) -> WelcomeMessage:
+        """Record a new session (its own transaction), supersede an older one, build the welcome.
+
+        The session joins its org's broadcast set only when the caller has sent the welcome
+        (``activate``), so the full list always arrives before the first delta.
+        """
+        previous = self.by_device.get(live.device.device_id)
+        if previous is not None:
+            await self.end_session(
+                previous,
+                ConnectionState.DISCONNECTED,
+                "superseded",
+                CloseCode.SUPERSEDED,
+                close_transport=True,
+            )
+        device = live.device
+        async with self.sessionmaker() as session:
+            row = await repository.insert_connection(
+                session,
+                ConnectionStatus(
+                    user_id=device.user_id,
+                    org_id=device.org_id,
+                    virtual_ip=device.virtual_ip,
+                    peer_id=device.peer_id,
+                    connection_id=live.connection_id,
+                    public_ip=live.public_ip,
+                    public_port=live.public_port,
+                    status=ConnectionState.CONNECTED.value,
+                    connected_at=live.connected_at,
+                    last_seen_at=live.connected_at,
+                    server_id=self.server_id,
+                    agent_version=live.agent_version,
+                ),
+            )
+            if self.on_transition is not None:
+                await self.on_transition(session, live, ConnectionState.CONNECTED, utcnow())
+            await session.commit()
+            live.row_id = row.id
+            roster = await self._org_roster(session, device.org_id)
+        self.by_connection[live.connection_id] = live
+        self.by_device[device.device_id] = live
+        peers = [
+            peer_of(other, self.by_device.get(other.device_id))
+            for other in roster
+            if other.device_id != device.device_id
+        ]
+        return WelcomeMessage(
+            connection_id=live.connection_id,
+            device=Device(
+                peer_id=device.peer_id,
+                virtual_ip=device.virtual_ip,
+                network=device.network,
+                hostname=device.hostname,
+            ),
+            heartbeat=live.protocol.heartbeat,
+            peers=peers,
+        )
+
+    def activate(self, live: LiveSession) -> None:
+        """The welcome is out: receive deltas from now on, and tell the org this one is online."""
+        if live.ended:
+            return
+        self.by_org.setdefault(live.device.org_id, {})[live.device.device_id] = live
+        self.queue_peer_change(live.device.org_id, PeerUpsert(peer=peer_of(live.device, live)))
+
+    async def end_session(
+        self,
+        live: LiveSession,
+        status: ConnectionState,
+        reason: str,
+        close_code: int | None,
+        *,
+        close_transport: bool,
+        announce: bool = True,
+    ) -> None:
+        """End a session once: write the final row, tell the org, close the socket if asked."""
+        if live.ended:
+            return
+        live.ended = True
+        live.protocol.close(
+            CloseCode(close_code) if close_code in _CLOSE_CODES else CloseCode.NORMAL
+        )
+        self.by_connection.pop(live.connection_id, None)
+        self._dirty.pop(live.connection_id, None)
+        device = live.device
+        if self.by_device.get(device.device_id) is live:
+            del self.by_device[device.device_id]
+        org_sessions = self.by_org.get(device.org_id)
+        if org_sessions is not None and org_sessions.get(device.device_id) is live:
+            del org_sessions[device.device_id]
+            if not org_sessions:
+                del self.by_org[device.org_id]
+        # History first: once the agent sees the close, the row already says how it ended.
+        if live.row_id:
+            await self._write_end(live, status, reason, close_code)
+        if close_transport:
+            await self._close_transport(live, close_code or CloseCode.NORMAL)
+        if announce and device.device_id not in self.by_device:
+            self.queue_peer_change(device.org_id, PeerUpsert(peer=peer_of(device, None)))
+
+    async def _write_end(
+        self, live: LiveSession, status: ConnectionState, reason: str, close_code: int | None
+    ) -> None:
+        at = utcnow()
+        end = repository.SessionEnd(
+            row_id=live.row_id,
+            device_id=live.device.device_id,
+            status=status,
+            at=at,
+            end_reason=reason,
+            close_code=close_code,
+            last_ping_at=live.last_ping_at,
+            last_pong_at=live.last_pong_at,
+            last_seen_at=live.last_seen_at,
+        )
+        try:
+            async with self.sessionmaker() as session:
+                ended = await repository.end_connection(session, end)
+                if ended and self.on_transition is not None:
+                    await self.on_transition(session, live, status, at)
+                await session.commit()
+        except Exception:
+            # The row stays 'connected'; the orphan reconciliation ends it later.
+            logger.exception(
+                "could not record the end of connection %s (%s)", live.connection_id, reason
+            )
+
+    async def _close_transport(self, live: LiveSession, code: int) -> None:
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await live.transport.close(code, close_reason(code))
+        except Exception as exc:  # the socket may already be gone; nothing is lost
+            logger.debug("closing connection %s: %r", live.connection_id, exc)
+
+    async def disconnect_device(
+        self, device_id: int, code: CloseCode, reason: str, *, removed: bool
+    ) -> bool:
+        """Close a device's session (revoked, deleted); ``removed`` tells peers to drop it."""
+        live = self.by_device.get(device_id)
+        if live is not None:
+            await self.end_session(
+                live,
+                ConnectionState.DISCONNECTED,
+                reason,
+                code,
+                close_transport=True,
+                announce=not removed,
+            )
+        return live is not None
+
+    async def update_endpoint(self, live: LiveSession, listen_port: int) -> None:
+        """The agent's WireGuard port changed: record it and tell its peers."""
+        if live.public_port == listen_port:
+            return
+        live.public_port = listen_port
+        async with self.sessionmaker() as session:
+            await repository.set_public_port(session, live.row_id, listen_port)
+            await session.commit()
+        self.queue_peer_change(live.device.org_id, PeerUpsert(peer=peer_of(live.device, live)))
+
+    def refresh_device(self, identity: DeviceIdentity) -> None:
+        """A device's name or key changed: live sessions and peers see the new values."""
+        live = self.by_device.get(identity.device_id)
+        if live is not None:
+            live.device = identity
+        self.queue_peer_change(identity.org_id, PeerUpsert(peer=peer_of(identity, live)))
+
+    async def remove_device(
+        self, org_id: int, device_id: int, peer_id: str, code: CloseCode
+    ) -> None:
+        """A device was revoked or deleted: close its session, drop it from every peer."""
+        reason = "revoked" if code == CloseCode.DEVICE_REVOKED else code.name.lower()
+        await self.disconnect_device(device_id, code, reason, removed=True)
+        self.queue_peer_change(org_id, PeerRemove(peer_id=peer_id))
+
+    def is_online(self, device_id: int) -> bool:
+        return device_id in self.by_device
+
+    # ------------------------------------------------------------------ heartbeat
+
+    def record_ping(self, live: LiveSession) -> None:
+        live.last_ping_at = utcnow()
+        self._dirty[live.connection_id] = live
+
+    def record_pong(self, live: LiveSession) -> None:
+        live.last_pong_at = utcnow()
+        self._dirty[live.connection_id] = live
+
+    async def flush(self) -> int:
+        """Write the heartbeat timestamps gathered since the last flush: one transaction."""
+        if not self._dirty:
+            return 0
+        batch = list(self._dirty.values())
+        self._dirty = {}
+        connections = [
+            {
+                "row_id": live.row_id,
+                "ping_at": live.last_ping_at,
+                "pong_at": live.last_pong_at,
+                "seen_at": live.last_seen_at,
+            }
+            for live in batch
+        ]
+        devices = [
+            {"device_id": live.device.device_id, "seen_at": live.last_pong_at}
+            for live in batch
+            if live.last_pong_at is not None
+        ]
+        try:
+            async with self.sessionmaker() as session:
+                await repository.flush_heartbeats(session, connections, devices)
+                await session.commit()
+        except Exception:
+            logger.exception(
+                "heartbeat flush of %d sessions failed; retrying next time", len(batch)
+            )
+            for live in batch:
+                if not live.ended:
+                    self._dirty.setdefault(live.connection_id, live)
+            return 0
+        self.flush_count += 1
+        return len(batch)
+
+    async def _flush_loop(self) -> None:
+        interval = self.settings.heartbeat_flush_interval
+        while True:
+            await asyncio.sleep(interval)
+            await self.flush()
+
+    # ------------------------------------------------------------------ peers
+
+    async def _org_roster(self, session: AsyncSession, org_id: int) -> list[DeviceIdentity]:
+        rows = (
+            await session.execute(
+                select(VirtualIPMapping, Organization.network_cidr)
+                .join(Organization, Organization.id == VirtualIPMapping.org_id)
+                .where(VirtualIPMapping.org_id == org_id, VirtualIPMapping.revoked_at.is_(None))
+            )
+        ).all()
+        return [identity_of(device, network) for device, network in rows]
+
+    def queue_peer_change(self, org_id: int, change: PeerUpsert | PeerRemove) -> None:
+        """Coalesce a change into the org's next delta (a later change of a peer wins)."""
+        if self._stopping:
+            return
+        peer_id = change.peer.peer_id if isinstance(change, PeerUpsert) else change.peer_id
+        self._pending_changes.setdefault(org_id, {})[peer_id] = change
+        if org_id not in self._broadcast_handles:
+            loop = asyncio.get_running_loop()
+            self._broadcast_handles[org_id] = loop.call_later(
+                self.settings.peer_update_coalesce, self._start_broadcast, org_id
+            )
+
+    def _start_broadcast(self, org_id: int) -> None:
+        self._broadcast_handles.pop(org_id, None)
+        changes = self._pending_changes.pop(org_id, None)
+        if not changes:
+            return
+        task = asyncio.create_task(self._broadcast(org_id, changes))
+        self._broadcast_tasks.add(task)
+        task.add_done_callback(self._broadcast_tasks.discard)
+
+    async def _broadcast(self, org_id: int, changes: dict[str, PeerUpsert | PeerRemove]) -> None:
+        """Encode the delta once; a recipient named in it gets a copy without its own entry."""
+        recipients = list(self.by_org.get(org_id, {}).values())
+        if not recipients:
+            return
+        shared_frame = encode_peers_delta(changes.values())
+        await asyncio.gather(
+            *(self._send_delta(live, changes, shared_frame) for live in recipients)
+        )
+
+    async def _send_delta(
+        self, live: LiveSession, changes: dict[str, PeerUpsert | PeerRemove], shared_frame: str
+    ) -> None:
+        frame = shared_frame
+        if live.device.peer_id in changes:
+            others = [c for peer_id, c in changes.items() if peer_id != live.device.peer_id]
+            if not others:
+                return
+            frame = encode_peers_delta(others)
+        await self.send(live, frame)
+
+    async def send(self, live: LiveSession, frame: str) -> bool:
+        """Write one frame; a socket that is stuck or gone ends its session."""
+        if live.ended:
+            return False
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await live.transport.send(frame)
+        except Exception as exc:
+            logger.info("dropping connection %s: send failed (%r)", live.connection_id, exc)
+            await self.end_session(
+                live,
+                ConnectionState.DISCONNECTED,
+                "send_failed",
+                CloseCode.INTERNAL_ERROR,
+                close_transport=True,
+            )
+            return False
+        return True
+
+    def online_sessions(self, org_id: int | None = None) -> Iterable[LiveSession]:
+        if org_id is None:
+            return list(self.by_connection.values())
+        return list(self.by_org.get(org_id, {}).values())
+
+
+_CLOSE_CODES = {int(code) for code in CloseCode}
+
+
+def encode_welcome(welcome: WelcomeMessage) -> str:
+    return encode(welcome)

@@ -1,0 +1,93 @@
+"""A real server on a real socket (uvicorn in the test's loop) and enrolled devices."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.factories import auth, make_member, make_org, make_token, make_user
+from wiremesh.server.orgs.models import OrgRole
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    ws_url: str
+    app: FastAPI
+
+
+@pytest.fixture
+async def live_server(app: FastAPI) -> AsyncIterator[LiveServer]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the server stopped before it started")
+        await asyncio.sleep(0.01)
+    yield LiveServer(
+        base_url=f"http://127.0.0.1:{port}",
+        ws_url=f"ws://127.0.0.1:{port}/api/v1/agent/ws",
+        app=app,
+    )
+    server.should_exit = True
+    await task
+
+
+@dataclass
+class OrgFixture:
+    org_id: int
+    admin_token: str
+    network: str
+
+
+@pytest.fixture
+async def org(sessionmaker: async_sessionmaker[AsyncSession]) -> OrgFixture:
+    async with sessionmaker() as session:
+        organization = await make_org(session, network_cidr="100.64.0.0/24")
+        admin = await make_user(session)
+        await make_member(session, organization, admin, OrgRole.OWNER)
+        token = await make_token(session, admin)
+        await session.commit()
+        return OrgFixture(org_id=organization.id, admin_token=token, network="100.64.0.0/24")
+
+
+async def create_setup_key(
+    client: httpx.AsyncClient, org: OrgFixture, *, reusable: bool = True
+) -> str:
+    response = await client.post(
+        f"/api/v1/orgs/{org.org_id}/setup-keys",
+        json={"name": "test", "reusable": reusable},
+        headers=auth(org.admin_token),
+    )
+    assert response.status_code == 201, response.text
+    key: str = response.json()["key"]
+    return key
+
+
+async def enroll(client: httpx.AsyncClient, setup_key: str, hostname: str) -> dict[str, object]:
+    response = await client.post(
+        "/api/v1/enroll", json={"setup_key": setup_key, "hostname": hostname}
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, object] = response.json()
+    return body
