@@ -1,9 +1,151 @@
-"""`wiremesh` CLI: connections commands."""
+"""`wiremesh connections`, `wiremesh ips` and `wiremesh cleanup`: the seed's monitoring
+questions and the retention job, against the configured database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from wiremesh.cli._common import JsonOption, cli_settings, emit, fail, run, unit_of_work
+from wiremesh.durations import parse_duration
+from wiremesh.server.db.session import create_engine, create_sessionmaker
+from wiremesh.server.orgs.service import resolve_org
+from wiremesh.server.presence import monitoring
+from wiremesh.server.presence.cleanup import delete_old_connections
+from wiremesh.server.presence.models import ConnectionState
+from wiremesh.server.presence.schemas import ConnectionOut
+
+app = typer.Typer(no_args_is_help=True, help="Who is online, who is at risk, and the history.")
+ips_app = typer.Typer(no_args_is_help=True, help="Virtual IP addresses.")
+
+OrgFilter = typer.Option(None, "--org", help="Only this organization (id or name)")
+
+
+def connection_row(item: ConnectionOut) -> dict[str, Any]:
+    return {
+        "org_id": item.org_id,
+        "user": item.user_email,
+        "hostname": item.hostname,
+        "virtual_ip": item.virtual_ip,
+        "public": f"{item.public_ip}:{item.public_port}" if item.public_ip else None,
+        "status": item.status,
+        "connected_at": item.connected_at.isoformat(timespec="seconds"),
+        "last_seen_at": item.last_seen_at.isoformat(timespec="seconds")
+        if item.last_seen_at
+        else None,
+        "ended": item.end_reason,
+    }
+
+
+@app.command("list")
+def list_connections(
+    org: str | None = OrgFilter,
+    status: ConnectionState | None = typer.Option(
+        None, "--status", help="connected (who is online), disconnected or timeout"
+    ),
+    limit: int = typer.Option(100, "--limit", min=1, max=100_000),
+    as_json: bool = JsonOption,
+) -> None:
+    """Connections, most recent activity first."""
+
+    async def work() -> list[dict[str, Any]]:
+        async with unit_of_work() as session:
+            org_id = (await resolve_org(session, org)).id if org else None
+            items = await monitoring.list_connections(
+                session, org_id=org_id, status=status, limit=limit
+            )
+            return [i.model_dump(mode="json") if as_json else connection_row(i) for i in items]
+
+    emit(run(work), as_json)
+
+
+@app.command("at-risk")
+def at_risk(
+    org: str | None = OrgFilter,
+    seconds: float | None = typer.Option(
+        None, "--seconds", min=0.001, help="No pong for longer than this; default 2 intervals"
+    ),
+    limit: int = typer.Option(100, "--limit", min=1, max=100_000),
+    as_json: bool = JsonOption,
+) -> None:
+    """Live connections that have not answered a ping for a while."""
+    settings = cli_settings()
+    silence = timedelta(seconds=seconds or 2 * settings.heartbeat_interval)
+
+    async def work() -> list[dict[str, Any]]:
+        async with unit_of_work(settings) as session:
+            org_id = (await resolve_org(session, org)).id if org else None
+            items = await monitoring.at_risk(
+                session, org_id=org_id, silent_for=silence, limit=limit
+            )
+            return [i.model_dump(mode="json") if as_json else connection_row(i) for i in items]
+
+    emit(run(work), as_json)
+
+
+@ips_app.command("stale")
+def stale(
+    org: str | None = OrgFilter,
+    hours: float = typer.Option(24.0, "--hours", min=0.001, help="Unused for this long"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Virtual IPs unused for N hours, or never used: candidates for cleanup."""
+
+    async def work() -> list[dict[str, Any]]:
+        async with unit_of_work() as session:
+            org_id = (await resolve_org(session, org)).id if org else None
+            items = await monitoring.stale_addresses(
+                session, org_id=org_id, unused_for=timedelta(hours=hours), limit=100_000
+            )
+            return [i.model_dump(mode="json") for i in items]
+
+    emit(run(work), as_json)
+
+
+def cleanup(
+    older_than: str | None = typer.Option(
+        None,
+        "--older-than",
+        help="Retention, e.g. 30d (default: WIREMESH_CONNECTION_RETENTION_DAYS)",
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Delete ended connection rows older than the retention period (never a live one)."""
+    settings = cli_settings()
+    try:
+        retention = (
+            parse_duration(older_than)
+            if older_than
+            else timedelta(days=settings.connection_retention_days)
+        )
+    except ValueError as exc:
+        fail(str(exc))
+
+    async def work() -> dict[str, Any]:
+        async with unit_of_work(settings):
+            pass  # makes sure the schema is current before deleting
+        engine = create_engine(settings)
+        try:
+            deleted, cutoff = await delete_old_connections(
+                create_sessionmaker(engine), retention, settings.cleanup_batch_size
+            )
+        finally:
+            await engine.dispose()
+        return {"deleted": deleted, "cutoff": cutoff.isoformat(timespec="seconds")}
+
+    result = run(work)
+    if as_json:
+        emit(result, True)
+    else:
+        typer.echo(
+            f"deleted {result['deleted']} connection rows that ended before {result['cutoff']}"
+        )
 
 
 def register(root: typer.Typer) -> None:
-    """Top-level commands of this module."""
+    """`connections`, `ips` and `cleanup` at the top level."""
+    root.add_typer(app, name="connections")
+    root.add_typer(ips_app, name="ips")
+    root.command("cleanup")(cleanup)

@@ -1,5 +1,167 @@
-"""`wiremesh` CLI: devices commands."""
+"""`wiremesh device`: enrolled devices, their lifecycle and their connection history."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncSession
 
-app = typer.Typer(no_args_is_help=True)
+from wiremesh.cli._common import JsonOption, emit, fail, run, unit_of_work
+from wiremesh.durations import parse_duration
+from wiremesh.server.db.base import utcnow
+from wiremesh.server.devices import repository, service
+from wiremesh.server.devices.models import VirtualIPMapping
+from wiremesh.server.devices.schemas import DeviceUpdate
+from wiremesh.server.orgs.service import resolve_org
+from wiremesh.server.presence import monitoring
+from wiremesh.server.users.schemas import parse_input
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help=(
+        "Enrolled devices. A running server applies a revoke or delete made here within "
+        "its device sync interval (WIREMESH_DEVICE_SYNC_INTERVAL)."
+    ),
+)
+
+DeviceArgument = typer.Argument(..., help="Device id, peer id, hostname or virtual IP")
+OrgFilter = typer.Option(None, "--org", help="Organization id or name")
+
+
+def device_row(device: VirtualIPMapping) -> dict[str, Any]:
+    return {
+        "id": device.id,
+        "org_id": device.org_id,
+        "hostname": device.hostname,
+        "peer_id": device.peer_id,
+        "virtual_ip": device.virtual_ip,
+        "public_key": device.public_key,
+        "last_seen_at": device.last_seen_at.isoformat() if device.last_seen_at else None,
+        "revoked": device.revoked_at is not None,
+    }
+
+
+async def _resolve(session: AsyncSession, ref: str, org: str | None) -> VirtualIPMapping:
+    org_id = (await resolve_org(session, org)).id if org else None
+    return await service.resolve_device(session, ref, org_id)
+
+
+@app.command("list")
+def list_devices(org: str = typer.Option(..., "--org"), as_json: bool = JsonOption) -> None:
+    """List an organization's devices."""
+
+    async def work() -> list[dict[str, Any]]:
+        async with unit_of_work() as session:
+            organization = await resolve_org(session, org)
+            return [device_row(d) for d in await repository.list_devices(session, organization.id)]
+
+    emit(run(work), as_json)
+
+
+@app.command("rename")
+def rename(
+    device: str = DeviceArgument,
+    hostname: str = typer.Argument(..., help="The new name"),
+    org: str | None = OrgFilter,
+    as_json: bool = JsonOption,
+) -> None:
+    """Give a device a new name."""
+
+    async def work() -> dict[str, Any]:
+        data = parse_input(DeviceUpdate, hostname=hostname)
+        async with unit_of_work() as session:
+            found = await _resolve(session, device, org)
+            renamed = await service.rename_device(session, found.org_id, found.id, data.hostname)
+            return device_row(renamed)
+
+    emit(run(work), as_json)
+
+
+@app.command("revoke")
+def revoke(device: str = DeviceArgument, org: str | None = OrgFilter) -> None:
+    """Revoke a device: its session is closed and its credential refused from now on."""
+
+    async def work() -> str:
+        async with unit_of_work() as session:
+            found = await _resolve(session, device, org)
+            await service.revoke_device(session, found.org_id, found.id)
+            return found.hostname
+
+    typer.echo(f"device {run(work)} revoked")
+
+
+@app.command("delete")
+def delete(
+    device: str = DeviceArgument,
+    org: str | None = OrgFilter,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation"),
+) -> None:
+    """Delete a device; its virtual IP returns to the pool, its history stays."""
+    if not yes:
+        typer.confirm(f"Delete device {device}?", abort=True)
+
+    async def work() -> str:
+        async with unit_of_work() as session:
+            found = await _resolve(session, device, org)
+            await service.delete_device(session, found.org_id, found.id)
+            return found.hostname
+
+    typer.echo(f"device {run(work)} deleted")
+
+
+@app.command("history")
+def history(
+    device: str = DeviceArgument,
+    org: str | None = OrgFilter,
+    period: str = typer.Option("7d", "--period", help="How far back, e.g. 24h, 7d"),
+    flap_window: str = typer.Option("60s", "--flap-window", help="Reconnect within = a flap"),
+    as_json: bool = JsonOption,
+) -> None:
+    """A device's sessions: when, how long, how each ended; timeouts and flaps."""
+    try:
+        span = parse_duration(period)
+        window = parse_duration(flap_window)
+    except ValueError as exc:
+        fail(str(exc))
+
+    async def work() -> dict[str, Any]:
+        async with unit_of_work() as session:
+            found = await _resolve(session, device, org)
+            until = utcnow()
+            result = await monitoring.device_history(
+                session, found, since=until - span, until=until, flap_window=window
+            )
+            return result.model_dump(mode="json")
+
+    result = run(work)
+    if as_json:
+        emit(result, True)
+        return
+    summary = result["summary"]
+    typer.echo(
+        f"{result['hostname']} ({result['peer_id']}): {summary['sessions']} sessions, "
+        f"{summary['timeouts']} timeouts, {summary['flaps']} flaps, "
+        f"availability {summary['availability']:.1%} over {period}"
+    )
+    emit(
+        [
+            {
+                "connected_at": s["connected_at"],
+                "ended": s["disconnected_at"],
+                "duration": _duration(s["duration_seconds"]),
+                "status": s["status"],
+                "reason": s["end_reason"],
+                "public_ip": s["public_ip"],
+            }
+            for s in result["sessions"]
+        ],
+        False,
+    )
+
+
+def _duration(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return str(timedelta(seconds=round(seconds)))

@@ -14,6 +14,7 @@ from wiremesh.server.config import Settings, load_settings
 from wiremesh.server.db import migrate
 from wiremesh.server.db.session import create_engine, create_sessionmaker
 from wiremesh.server.errors import install_error_handlers
+from wiremesh.server.presence.cleanup import CleanupWorker
 from wiremesh.server.presence.hub import PresenceHub
 from wiremesh.server.state import AppState
 
@@ -53,12 +54,15 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
         sessionmaker = create_sessionmaker(engine)
         hub = PresenceHub(settings, sessionmaker)
         await hub.start()
+        cleanup = CleanupWorker(settings, sessionmaker)
+        cleanup.start()
         app.state.wiremesh = AppState(
             settings=settings, engine=engine, sessionmaker=sessionmaker, hub=hub
         )
         try:
             yield
         finally:
+            await cleanup.stop()
             await hub.stop()
             await engine.dispose()
 

@@ -43,6 +43,18 @@ class Settings(BaseSettings):
     peer_update_coalesce: float = Field(
         default=0.05, ge=0, le=5, description="Peer changes within this window share one delta"
     )
+    device_sync_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often live sessions are checked against revoked or deleted devices",
+    )
+    replica_lease_ttl: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="A replica silent this long is dead; its connected rows are ended",
+    )
     agent_rate_burst: int = Field(default=20, ge=1)
     agent_rate_per_second: float = Field(default=10.0, gt=0)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.auth.secrets import issue_secret, parse_lookup, secret_matches
@@ -13,7 +14,7 @@ from wiremesh.server.devices import repository
 from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
 from wiremesh.server.errors import ApiError, Conflict, Invalid, NotFound
 from wiremesh.server.ipam.service import allocate_virtual_ip, lock_org_network
-from wiremesh.server.orgs.models import Membership, Organization
+from wiremesh.server.orgs.models import Membership, Organization, OrgRole
 from wiremesh.server.sqlalchemy_helpers import scalar_exists
 
 SETUP_KEY_KIND = "wmk"
@@ -76,6 +77,21 @@ async def revoke_setup_key(session: AsyncSession, org_id: int, key_id: int) -> S
     return key
 
 
+async def default_key_owner(session: AsyncSession, org_id: int) -> int:
+    """Who owns devices enrolled by a key the operator makes: the org's first owner."""
+    owner = (
+        await session.execute(
+            select(Membership.user_id)
+            .where(Membership.org_id == org_id, Membership.role == OrgRole.OWNER.value)
+            .order_by(Membership.id)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if owner is None:
+        raise Invalid("no_owner", "the organization has no owner; pass --user")
+    return owner
+
+
 def _bad_setup_key() -> ApiError:
     return ApiError(
         401, "invalid_setup_key", "the setup key is invalid, expired, used up or revoked"
@@ -134,6 +150,29 @@ async def get_device(session: AsyncSession, org_id: int, device_id: int) -> Virt
     if device is None:
         raise NotFound("device")
     return device
+
+
+async def resolve_device(
+    session: AsyncSession, ref: str, org_id: int | None = None
+) -> VirtualIPMapping:
+    """A device by id, peer id, hostname or virtual IP (for the CLI); ambiguity is an error."""
+    text = ref.strip()
+    criteria = [
+        VirtualIPMapping.peer_id == text,
+        VirtualIPMapping.hostname == text,
+        VirtualIPMapping.virtual_ip == text,
+    ]
+    if text.isdigit() and len(text) <= 10:
+        criteria.append(VirtualIPMapping.id == int(text))
+    query = select(VirtualIPMapping).where(or_(*criteria))
+    if org_id is not None:
+        query = query.where(VirtualIPMapping.org_id == org_id)
+    found = (await session.execute(query.limit(2))).scalars().all()
+    if not found:
+        raise NotFound("device")
+    if len(found) > 1:
+        raise Conflict("ambiguous_device", f"{ref!r} names several devices; give --org or the id")
+    return found[0]
 
 
 async def rename_device(

@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, WebSocket
+from datetime import datetime, timedelta
+from typing import Annotated
 
+from fastapi import APIRouter, Query, WebSocket
+
+from wiremesh.server.auth.deps import DbSession, ServerAdmin, State
+from wiremesh.server.db.base import utcnow
+from wiremesh.server.devices import service as devices_service
+from wiremesh.server.errors import Invalid
+from wiremesh.server.orgs.deps import IdPath, OrgIdPath, OrgMember
+from wiremesh.server.presence import monitoring
+from wiremesh.server.presence.cleanup import delete_old_connections
 from wiremesh.server.presence.gateway import serve_agent
+from wiremesh.server.presence.models import ConnectionState
+from wiremesh.server.presence.schemas import (
+    CleanupReport,
+    ConnectionOut,
+    DeviceHistory,
+    StaleAddress,
+)
 from wiremesh.server.state import AppState
 
+# No router-wide body check: a WebSocket route has no HTTP request body to check, and the
+# monitoring endpoints take none.
 router = APIRouter()
 
 AGENT_WEBSOCKET_PATH = "/agent/ws"
+
+Limit = Annotated[int, Query(ge=1, le=10_000, description="At most this many rows")]
+Offset = Annotated[int, Query(ge=0, le=2_147_483_647)]
+StatusFilter = Annotated[ConnectionState | None, Query(description="Only rows in this state")]
+SilentSeconds = Annotated[
+    float | None,
+    Query(gt=0, le=86_400 * 365, description="No pong for longer than this; default 2 intervals"),
+]
+UnusedHours = Annotated[float, Query(gt=0, le=24 * 3650, description="Unused for this long")]
+OrgFilter = Annotated[int | None, Query(ge=1, le=2_147_483_647, description="Only this org")]
 
 
 @router.websocket(AGENT_WEBSOCKET_PATH)
@@ -17,3 +46,154 @@ async def agent_session(websocket: WebSocket) -> None:
     """The agent's session: see docs/protocol.md for every message and close code."""
     state: AppState = websocket.app.state.wiremesh
     await serve_agent(websocket, state)
+
+
+def _silence(state: AppState, seconds: float | None) -> timedelta:
+    return timedelta(seconds=seconds or 2 * state.settings.heartbeat_interval)
+
+
+@router.get(
+    "/orgs/{org_id}/connections",
+    tags=["monitoring"],
+    summary="The org's connections, most recent activity first (status=connected: who is online)",
+)
+async def org_connections(
+    org_id: OrgIdPath,
+    _role: OrgMember,
+    session: DbSession,
+    status: StatusFilter = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[ConnectionOut]:
+    return await monitoring.list_connections(
+        session, org_id=org_id, status=status, limit=limit, offset=offset
+    )
+
+
+@router.get(
+    "/orgs/{org_id}/connections/at-risk",
+    tags=["monitoring"],
+    summary="Live connections of the org with no pong for longer than `seconds`",
+)
+async def org_at_risk(
+    org_id: OrgIdPath,
+    _role: OrgMember,
+    session: DbSession,
+    state: State,
+    seconds: SilentSeconds = None,
+    limit: Limit = 100,
+) -> list[ConnectionOut]:
+    return await monitoring.at_risk(
+        session, org_id=org_id, silent_for=_silence(state, seconds), limit=limit
+    )
+
+
+@router.get(
+    "/orgs/{org_id}/devices/{device_id}/history",
+    tags=["monitoring"],
+    summary="One device's sessions over a period: durations, how each ended, timeouts, flaps",
+)
+async def device_history(
+    org_id: OrgIdPath,
+    device_id: IdPath,
+    _role: OrgMember,
+    session: DbSession,
+    since: Annotated[datetime | None, Query(description="Default: 7 days ago")] = None,
+    until: Annotated[datetime | None, Query(description="Default: now")] = None,
+    flap_window_seconds: Annotated[float, Query(gt=0, le=86_400)] = 60.0,
+    limit: Limit = 1000,
+) -> DeviceHistory:
+    device = await devices_service.get_device(session, org_id, device_id)
+    end = until or utcnow()
+    start = since or end - timedelta(days=7)
+    if start.tzinfo is None or end.tzinfo is None:
+        raise Invalid("naive_datetime", "since and until need a time zone (e.g. Z or +00:00)")
+    if start >= end:
+        raise Invalid("invalid_period", "since must be before until")
+    return await monitoring.device_history(
+        session,
+        device,
+        since=start,
+        until=end,
+        flap_window=timedelta(seconds=flap_window_seconds),
+        limit=limit,
+    )
+
+
+@router.get(
+    "/orgs/{org_id}/ips/stale",
+    tags=["monitoring"],
+    summary="The org's virtual IPs unused for `hours` (or never used)",
+)
+async def org_stale_ips(
+    org_id: OrgIdPath, _role: OrgMember, session: DbSession, hours: UnusedHours = 24.0
+) -> list[StaleAddress]:
+    return await monitoring.stale_addresses(
+        session, org_id=org_id, unused_for=timedelta(hours=hours), limit=10_000
+    )
+
+
+@router.get(
+    "/connections",
+    tags=["monitoring"],
+    summary="Connections of every org (server administrator)",
+)
+async def all_connections(
+    _admin: ServerAdmin,
+    session: DbSession,
+    org_id: OrgFilter = None,
+    status: StatusFilter = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[ConnectionOut]:
+    return await monitoring.list_connections(
+        session, org_id=org_id, status=status, limit=limit, offset=offset
+    )
+
+
+@router.get(
+    "/connections/at-risk",
+    tags=["monitoring"],
+    summary="Live connections of every org with no pong for `seconds` (server administrator)",
+)
+async def all_at_risk(
+    _admin: ServerAdmin,
+    session: DbSession,
+    state: State,
+    org_id: OrgFilter = None,
+    seconds: SilentSeconds = None,
+    limit: Limit = 100,
+) -> list[ConnectionOut]:
+    return await monitoring.at_risk(
+        session, org_id=org_id, silent_for=_silence(state, seconds), limit=limit
+    )
+
+
+@router.get(
+    "/ips/stale",
+    tags=["monitoring"],
+    summary="Virtual IPs of every org unused for `hours` (server administrator)",
+)
+async def all_stale_ips(
+    _admin: ServerAdmin, session: DbSession, org_id: OrgFilter = None, hours: UnusedHours = 24.0
+) -> list[StaleAddress]:
+    return await monitoring.stale_addresses(
+        session, org_id=org_id, unused_for=timedelta(hours=hours), limit=10_000
+    )
+
+
+@router.post(
+    "/connections/cleanup",
+    tags=["monitoring"],
+    summary="Delete ended connection rows older than `older_than_days` now (server administrator)",
+)
+async def cleanup_now(
+    _admin: ServerAdmin,
+    state: State,
+    older_than_days: Annotated[float | None, Query(gt=0, le=36_500)] = None,
+) -> CleanupReport:
+    days = older_than_days or state.settings.connection_retention_days
+    deleted, cutoff = await delete_old_connections(
+        state.sessionmaker, timedelta(days=days), state.settings.cleanup_batch_size
+    )
+    return CleanupReport(deleted=deleted, cutoff=cutoff)

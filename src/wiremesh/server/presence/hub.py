@@ -19,7 +19,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import select
@@ -46,6 +46,7 @@ from wiremesh.server.presence.models import ConnectionState, ConnectionStatus
 
 logger = logging.getLogger("wiremesh.presence")
 
+DEVICE_SYNC_CHUNK = 500
 SEND_TIMEOUT = 5.0
 """A socket that cannot take a frame for this long is closed as stuck."""
 
@@ -174,18 +175,27 @@ class PresenceHub:
         self._pending_changes: dict[int, dict[str, PeerUpsert | PeerRemove]] = {}
         self._broadcast_handles: dict[int, asyncio.TimerHandle] = {}
         self._broadcast_tasks: set[asyncio.Task[None]] = set()
-        self._flusher: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.flush_count = 0
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Reconcile history left by earlier runs, then start the heartbeat flusher."""
+        """Take a lease, end the history other processes left open, start the loops.
+
+        Runs before the server accepts any agent, so no row of a dead process stays
+        ``connected`` into the new run.
+        """
+        await self.renew_lease()
         ended = await self.reconcile_orphans()
         if ended:
-            logger.info("ended %d connection rows left open by an earlier run", ended)
-        self._flusher = asyncio.create_task(self._flush_loop(), name="wiremesh-heartbeat-flusher")
+            logger.info("ended %d connection rows left open by stopped servers", ended)
+        self._tasks = [
+            asyncio.create_task(self._flush_loop(), name="wiremesh-heartbeat-flusher"),
+            asyncio.create_task(self._device_sync_loop(), name="wiremesh-device-sync"),
+            asyncio.create_task(self._lease_loop(), name="wiremesh-replica-lease"),
+        ]
 
     async def stop(self) -> None:
         """Close every session as ``disconnected`` (server shutdown) and flush what is pending."""
@@ -207,27 +217,59 @@ class PresenceHub:
             ),
             return_exceptions=True,
         )
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        await self.flush()
-        for task in list(self._broadcast_tasks):
+        for task in self._tasks:
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.flush()
+        for broadcast in list(self._broadcast_tasks):
+            broadcast.cancel()
+        async with self.sessionmaker() as session:
+            await repository.drop_lease(session, self.server_id)
+            await session.commit()
+
+    async def renew_lease(self) -> None:
+        async with self.sessionmaker() as session:
+            await repository.renew_lease(session, self.server_id, utcnow())
+            await session.commit()
 
     async def reconcile_orphans(self) -> int:
-        """End rows left ``connected`` by processes that no longer run.
+        """End rows left ``connected`` by server processes that are gone.
 
-        A single replica owns every session it knows of, so at start-up any row still
-        ``connected`` belongs to a process that died: it ends as ``disconnected`` at the
-        moment it was last seen.
+        On PostgreSQL several replicas may share the database: a row is an orphan when its
+        replica's lease has run out. The embedded SQLite database has one server process,
+        so every row not owned by this process is an orphan. Orphans end ``disconnected``
+        at the moment they were last seen.
         """
         async with self.sessionmaker() as session:
+            keep = [self.server_id]
+            if session.get_bind().dialect.name != "sqlite":
+                since = utcnow() - timedelta(seconds=self.settings.replica_lease_ttl)
+                keep = await repository.live_replicas(session, since)
+                keep.append(self.server_id)
             count = await repository.end_orphaned_connections(
-                session, keep_server_ids=[], reason="server_restart", at=utcnow()
+                session, keep_server_ids=keep, reason="server_lost"
             )
             await session.commit()
         return count
+
+    async def _lease_loop(self) -> None:
+        """Renew this replica's lease and end what dead replicas left, every third of a lease."""
+        ttl = self.settings.replica_lease_ttl
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                await self.renew_lease()
+                ended = await self.reconcile_orphans()
+                if ended:
+                    logger.info("ended %d connection rows of a replica that stopped", ended)
+                async with self.sessionmaker() as session:
+                    await repository.forget_dead_replicas(
+                        session, utcnow() - timedelta(seconds=max(ttl * 10, 3600))
+                    )
+                    await session.commit()
+            except Exception:
+                logger.exception("renewing the replica lease failed; trying again")
 
     # ------------------------------------------------------------------ sessions
 
@@ -459,6 +501,45 @@ class PresenceHub:
         while True:
             await asyncio.sleep(interval)
             await self.flush()
+
+    async def sync_devices(self) -> int:
+        """Close sessions whose device was revoked or deleted elsewhere (CLI, another replica).
+
+        The API closes them at once on this replica; this catches every other path within
+        ``device_sync_interval``. Returns how many sessions were closed.
+        """
+        live_ids = list(self.by_device)
+        closed = 0
+        for start in range(0, len(live_ids), DEVICE_SYNC_CHUNK):
+            chunk = live_ids[start : start + DEVICE_SYNC_CHUNK]
+            async with self.sessionmaker() as session:
+                valid = set(
+                    (
+                        await session.execute(
+                            select(VirtualIPMapping.id).where(
+                                VirtualIPMapping.id.in_(chunk),
+                                VirtualIPMapping.revoked_at.is_(None),
+                            )
+                        )
+                    ).scalars()
+                )
+            for device_id in chunk:
+                live = self.by_device.get(device_id)
+                if device_id in valid or live is None:
+                    continue
+                await self.remove_device(
+                    live.device.org_id, device_id, live.device.peer_id, CloseCode.DEVICE_REVOKED
+                )
+                closed += 1
+        return closed
+
+    async def _device_sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.device_sync_interval)
+            try:
+                await self.sync_devices()
+            except Exception:
+                logger.exception("checking live sessions against revoked devices failed")
 
     # ------------------------------------------------------------------ peers
 

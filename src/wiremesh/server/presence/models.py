@@ -52,3 +52,17 @@ class ConnectionStatus(Base):
     close_code: Mapped[int | None] = mapped_column(Integer)
     server_id: Mapped[str | None] = mapped_column(String(128))
     agent_version: Mapped[str | None] = mapped_column(String(64))
+
+
+class ServerReplica(Base):
+    """A running server process and its lease; rows it owns outlive it only until the lease ends.
+
+    Each replica renews ``heartbeat_at`` every third of the lease; a replica whose lease has
+    run out is dead, and the others end the ``connection_status`` rows it left ``connected``.
+    """
+
+    __tablename__ = "server_replica"
+
+    server_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

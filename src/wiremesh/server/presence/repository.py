@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.devices.models import VirtualIPMapping
-from wiremesh.server.presence.models import ConnectionState, ConnectionStatus
+from wiremesh.server.presence.models import ConnectionState, ConnectionStatus, ServerReplica
 
 _CONNECTED = ConnectionState.CONNECTED.value
 
@@ -99,8 +99,36 @@ async def flush_heartbeats(
         await connection.execute(_device_seen_update, list(devices))
 
 
+async def renew_lease(session: AsyncSession, server_id: str, at: datetime) -> None:
+    """Insert or refresh this replica's lease row."""
+    result = await session.execute(
+        update(ServerReplica)
+        .where(ServerReplica.server_id == server_id)
+        .values(heartbeat_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) == 0:
+        session.add(ServerReplica(server_id=server_id, started_at=at, heartbeat_at=at))
+        await session.flush()
+
+
+async def live_replicas(session: AsyncSession, since: datetime) -> list[str]:
+    rows = await session.execute(
+        select(ServerReplica.server_id).where(ServerReplica.heartbeat_at >= since)
+    )
+    return list(rows.scalars())
+
+
+async def drop_lease(session: AsyncSession, server_id: str) -> None:
+    await session.execute(delete(ServerReplica).where(ServerReplica.server_id == server_id))
+
+
+async def forget_dead_replicas(session: AsyncSession, before: datetime) -> None:
+    await session.execute(delete(ServerReplica).where(ServerReplica.heartbeat_at < before))
+
+
 async def end_orphaned_connections(
-    session: AsyncSession, *, keep_server_ids: Sequence[str], reason: str, at: datetime
+    session: AsyncSession, *, keep_server_ids: Sequence[str], reason: str
 ) -> int:
     """End rows left ``connected`` by processes that are gone; disconnected_at = last seen."""
     statement = (

@@ -1,0 +1,69 @@
+"""Retention of connection history: ended rows older than the retention period go, in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from wiremesh.server.config import Settings
+from wiremesh.server.db.base import utcnow
+from wiremesh.server.presence import repository
+
+logger = logging.getLogger("wiremesh.cleanup")
+
+
+async def delete_old_connections(
+    sessionmaker: async_sessionmaker[AsyncSession], older_than: timedelta, batch_size: int
+) -> tuple[int, datetime]:
+    """Delete ended rows that ended before now - ``older_than``; one transaction per batch,
+    so a large backlog never holds a long lock. Live rows are never touched."""
+    cutoff = utcnow() - older_than
+    total = 0
+    while True:
+        async with sessionmaker() as session:
+            deleted = await repository.delete_ended_before(session, cutoff, batch_size)
+            await session.commit()
+        total += deleted
+        if deleted < batch_size:
+            return total, cutoff
+        await asyncio.sleep(0)
+
+
+class CleanupWorker:
+    """Runs the retention cleanup every ``cleanup_interval`` seconds inside the server."""
+
+    def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self._task: asyncio.Task[None] | None = None
+
+    async def run_once(self) -> int:
+        deleted, cutoff = await delete_old_connections(
+            self.sessionmaker,
+            timedelta(days=self.settings.connection_retention_days),
+            self.settings.cleanup_batch_size,
+        )
+        if deleted:
+            logger.info("deleted %d connection rows that ended before %s", deleted, cutoff)
+        return deleted
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                logger.exception("connection history cleanup failed; trying again next interval")
+            await asyncio.sleep(self.settings.cleanup_interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="wiremesh-cleanup")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
