@@ -190,7 +190,7 @@ async def _authenticate(
         agent_version=auth.agent_version,
     )
     welcome = await state.hub.open_session(live)
-    if not await state.hub.send(live, encode(welcome)):
+    if not await state.hub.send(live, welcome):
         return None
     state.hub.activate(live)
     return live

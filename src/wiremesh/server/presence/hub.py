@@ -18,7 +18,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -43,10 +42,14 @@ from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.orgs.models import Organization
 from wiremesh.server.presence import repository
 from wiremesh.server.presence.models import ConnectionState, ConnectionStatus
+from wiremesh.server.presence.roster import DeviceIdentity, OrgRoster
 
 logger = logging.getLogger("wiremesh.presence")
 
 DEVICE_SYNC_CHUNK = 500
+COALESCE_MEMBERS_PER_BASE = 1000
+MAX_COALESCE_WINDOW = 0.5
+_EMPTY_PEERS_TAIL = '"peers":[]}'
 SEND_TIMEOUT = 5.0
 """A socket that cannot take a frame for this long is closed as stuck."""
 
@@ -57,20 +60,6 @@ class AgentTransport(Protocol):
     async def send(self, text: str) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceIdentity:
-    """What the hub needs to know of a device; read once when its session starts."""
-
-    device_id: int
-    org_id: int
-    user_id: int
-    peer_id: str
-    virtual_ip: str
-    hostname: str
-    public_key: str | None
-    network: str
 
 
 class LiveSession:
@@ -172,6 +161,7 @@ class PresenceHub:
         self.by_device: dict[int, LiveSession] = {}
         self.by_org: dict[int, dict[int, LiveSession]] = {}
         self._dirty: dict[uuid.UUID, LiveSession] = {}
+        self._rosters: dict[int, OrgRoster] = {}
         self._pending_changes: dict[int, dict[str, PeerUpsert | PeerRemove]] = {}
         self._broadcast_handles: dict[int, asyncio.TimerHandle] = {}
         self._broadcast_tasks: set[asyncio.Task[None]] = set()
@@ -273,8 +263,8 @@ class PresenceHub:
 
     # ------------------------------------------------------------------ sessions
 
-    async def open_session(self, live: LiveSession) -> WelcomeMessage:
-        """Record a new session (its own transaction), supersede an older one, build the welcome.
+    async def open_session(self, live: LiveSession) -> str:
+        """Record a new session (its own transaction), supersede an older one; the encoded welcome.
 
         The session joins its org's broadcast set only when the caller has sent the welcome
         (``activate``), so the full list always arrives before the first delta.
@@ -311,15 +301,10 @@ class PresenceHub:
                 await self.on_transition(session, live, ConnectionState.CONNECTED, utcnow())
             await session.commit()
             live.row_id = row.id
-            roster = await self._org_roster(session, device.org_id)
+        roster = await self._roster(device.org_id)
         self.by_connection[live.connection_id] = live
         self.by_device[device.device_id] = live
-        peers = [
-            peer_of(other, self.by_device.get(other.device_id))
-            for other in roster
-            if other.device_id != device.device_id
-        ]
-        return WelcomeMessage(
+        welcome = WelcomeMessage(
             connection_id=live.connection_id,
             device=Device(
                 peer_id=device.peer_id,
@@ -328,8 +313,15 @@ class PresenceHub:
                 hostname=device.hostname,
             ),
             heartbeat=live.protocol.heartbeat,
-            peers=peers,
+            peers=[],
         )
+        head = encode(welcome)
+        assert head.endswith(_EMPTY_PEERS_TAIL)
+        peers = roster.peers_json(device.peer_id, self._peer_now)
+        return head[: -len(_EMPTY_PEERS_TAIL)] + '"peers":' + peers + "}"
+
+    def _peer_now(self, device: DeviceIdentity) -> Peer:
+        return peer_of(device, self.by_device.get(device.device_id))
 
     def activate(self, live: LiveSession) -> None:
         """The welcome is out: receive deltas from now on, and tell the org this one is online."""
@@ -438,7 +430,7 @@ class PresenceHub:
         live = self.by_device.get(identity.device_id)
         if live is not None:
             live.device = identity
-        self.queue_peer_change(identity.org_id, PeerUpsert(peer=peer_of(identity, live)))
+        self.queue_peer_change(identity.org_id, PeerUpsert(peer=peer_of(identity, live)), identity)
 
     async def remove_device(
         self, org_id: int, device_id: int, peer_id: str, code: CloseCode
@@ -543,27 +535,58 @@ class PresenceHub:
 
     # ------------------------------------------------------------------ peers
 
-    async def _org_roster(self, session: AsyncSession, org_id: int) -> list[DeviceIdentity]:
-        rows = (
-            await session.execute(
-                select(VirtualIPMapping, Organization.network_cidr)
-                .join(Organization, Organization.id == VirtualIPMapping.org_id)
-                .where(VirtualIPMapping.org_id == org_id, VirtualIPMapping.revoked_at.is_(None))
-            )
-        ).all()
-        return [identity_of(device, network) for device, network in rows]
+    async def _roster(self, org_id: int) -> OrgRoster:
+        """The org's roster, re-read from the database when it is older than its TTL."""
+        now = asyncio.get_running_loop().time()
+        roster = self._rosters.get(org_id)
+        if roster is not None and roster.is_fresh(now):
+            return roster
+        async with self.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(VirtualIPMapping, Organization.network_cidr)
+                    .join(Organization, Organization.id == VirtualIPMapping.org_id)
+                    .where(VirtualIPMapping.org_id == org_id, VirtualIPMapping.revoked_at.is_(None))
+                )
+            ).all()
+        devices = [identity_of(device, network) for device, network in rows]
+        roster = self._rosters.get(org_id)
+        if roster is None:
+            roster = self._rosters[org_id] = OrgRoster(org_id=org_id, loaded_at=now)
+        roster.replace(devices, now)
+        return roster
 
-    def queue_peer_change(self, org_id: int, change: PeerUpsert | PeerRemove) -> None:
+    def queue_peer_change(
+        self,
+        org_id: int,
+        change: PeerUpsert | PeerRemove,
+        identity: DeviceIdentity | None = None,
+    ) -> None:
         """Coalesce a change into the org's next delta (a later change of a peer wins)."""
         if self._stopping:
             return
-        peer_id = change.peer.peer_id if isinstance(change, PeerUpsert) else change.peer_id
+        roster = self._rosters.get(org_id)
+        if isinstance(change, PeerUpsert):
+            peer_id = change.peer.peer_id
+            if roster is not None:
+                roster.record(change.peer, identity)
+        else:
+            peer_id = change.peer_id
+            if roster is not None:
+                roster.forget(peer_id)
         self._pending_changes.setdefault(org_id, {})[peer_id] = change
         if org_id not in self._broadcast_handles:
             loop = asyncio.get_running_loop()
             self._broadcast_handles[org_id] = loop.call_later(
-                self.settings.peer_update_coalesce, self._start_broadcast, org_id
+                self._coalesce_window(org_id), self._start_broadcast, org_id
             )
+
+    def _coalesce_window(self, org_id: int) -> float:
+        """Wider windows for larger orgs: a delta costs one write per member, so a storm of
+        changes in a 10,000-device org is sent as a few large deltas, not thousands."""
+        base = self.settings.peer_update_coalesce
+        members = len(self.by_org.get(org_id, ()))
+        return min(max(base, base * members / COALESCE_MEMBERS_PER_BASE), MAX_COALESCE_WINDOW)
 
     def _start_broadcast(self, org_id: int) -> None:
         self._broadcast_handles.pop(org_id, None)
@@ -580,9 +603,10 @@ class PresenceHub:
         if not recipients:
             return
         shared_frame = encode_peers_delta(changes.values())
-        await asyncio.gather(
-            *(self._send_delta(live, changes, shared_frame) for live in recipients)
-        )
+        # In turn, not gathered: a write to a socket that is not backed up completes without
+        # suspending, so one task beats ten thousand; a stuck socket is cut at SEND_TIMEOUT.
+        for live in recipients:
+            await self._send_delta(live, changes, shared_frame)
 
     async def _send_delta(
         self, live: LiveSession, changes: dict[str, PeerUpsert | PeerRemove], shared_frame: str
@@ -621,7 +645,3 @@ class PresenceHub:
 
 
 _CLOSE_CODES = {int(code) for code in CloseCode}
-
-
-def encode_welcome(welcome: WelcomeMessage) -> str:
-    return encode(welcome)
