@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from wiremesh.server.presence.schemas import (
     CleanupReport,
     ConnectionOut,
     DeviceHistory,
+    ServerStats,
     StaleAddress,
 )
 from wiremesh.server.state import AppState
@@ -197,3 +199,30 @@ async def cleanup_now(
         state.sessionmaker, timedelta(days=days), state.settings.cleanup_batch_size
     )
     return CleanupReport(deleted=deleted, cutoff=cutoff)
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@router.get(
+    "/server/stats",
+    tags=["monitoring"],
+    summary="This replica's live sessions, heartbeat flushes and event-loop lag (server admin)",
+)
+async def server_stats(_admin: ServerAdmin, state: State) -> ServerStats:
+    hub = state.hub
+    return ServerStats(
+        server_id=hub.server_id,
+        sessions=len(hub.by_connection),
+        orgs_online=len(hub.by_org),
+        heartbeat_flushes=hub.flush_count,
+        pending_heartbeats=hub.pending_heartbeats,
+        loop_lag_p50_ms=round(hub.loop_lag.percentile(0.5) * 1000, 3),
+        loop_lag_p99_ms=round(hub.loop_lag.percentile(0.99) * 1000, 3),
+        rss_bytes=_rss_bytes(),
+    )

@@ -41,6 +41,7 @@ from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.orgs.models import Organization
 from wiremesh.server.presence import repository
+from wiremesh.server.presence.loopmonitor import LoopLagMonitor
 from wiremesh.server.presence.models import ConnectionState, ConnectionStatus
 from wiremesh.server.presence.roster import DeviceIdentity, OrgRoster
 
@@ -166,6 +167,7 @@ class PresenceHub:
         self._broadcast_handles: dict[int, asyncio.TimerHandle] = {}
         self._broadcast_tasks: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self.loop_lag = LoopLagMonitor()
         self._stopping = False
         self.flush_count = 0
 
@@ -181,6 +183,7 @@ class PresenceHub:
         ended = await self.reconcile_orphans()
         if ended:
             logger.info("ended %d connection rows left open by stopped servers", ended)
+        self.loop_lag.start()
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="wiremesh-heartbeat-flusher"),
             asyncio.create_task(self._device_sync_loop(), name="wiremesh-device-sync"),
@@ -207,6 +210,7 @@ class PresenceHub:
             ),
             return_exceptions=True,
         )
+        await self.loop_lag.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -444,6 +448,10 @@ class PresenceHub:
         return device_id in self.by_device
 
     # ------------------------------------------------------------------ heartbeat
+
+    @property
+    def pending_heartbeats(self) -> int:
+        return len(self._dirty)
 
     def record_ping(self, live: LiveSession) -> None:
         live.last_ping_at = utcnow()

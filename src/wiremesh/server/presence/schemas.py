@@ -67,3 +67,16 @@ class StaleAddress(BaseModel):
 class CleanupReport(BaseModel):
     deleted: int
     cutoff: datetime
+
+
+class ServerStats(BaseModel):
+    """This replica's live figures."""
+
+    server_id: str
+    sessions: int
+    orgs_online: int
+    heartbeat_flushes: int
+    pending_heartbeats: int
+    loop_lag_p50_ms: float
+    loop_lag_p99_ms: float
+    rss_bytes: int | None
