@@ -54,9 +54,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("role", sa.String(length=16), nullable=False),
         _created_at(),
-        sa.CheckConstraint(
-            "role IN ('owner', 'admin', 'member')", name=op.f("ck_membership_role")
-        ),
+        sa.CheckConstraint("role IN ('owner', 'admin', 'member')", name=op.f("ck_membership_role")),
         sa.ForeignKeyConstraint(
             ["org_id"],
             ["organization.id"],
