@@ -1,9 +1,94 @@
-"""`wiremesh` CLI: server commands."""
+"""`wiremesh server`: run the coordination server (uvicorn, programmatically)."""
+
+from __future__ import annotations
+
+import importlib.util
 
 import typer
+import uvicorn
+from uvicorn.config import WS_PROTOCOLS
+
+from wiremesh.cli._common import cli_settings, run, unit_of_work
+from wiremesh.cli.db import database_step
+from wiremesh.server.app import create_app
+from wiremesh.server.config import Settings
+from wiremesh.server.db import migrate
+from wiremesh.server.users import service as users_service
 
 app = typer.Typer(no_args_is_help=True)
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def server_url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def event_loop() -> str:
+    """uvloop when it is installed, else the standard asyncio loop."""
+    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+
+
+def websocket_implementation() -> str:
+    """The websockets library: its sans-I/O protocol where uvicorn has it (the older one is
+    deprecated and warns at every start), else the classic one."""
+    return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "websockets"
+
+
+def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
+    """Proxy headers stay off: the app itself decides which proxies it trusts."""
+    return uvicorn.Config(
+        create_app(settings, migrate_on_start=False),
+        host=host,
+        port=port,
+        ws=websocket_implementation(),
+        proxy_headers=False,
+        log_level=settings.log_level.lower(),
+        loop=event_loop(),
+    )
+
+
+async def _bootstrap_if_empty(settings: Settings) -> tuple[str, str] | None:
+    async with unit_of_work(settings) as session:
+        created = await users_service.bootstrap_if_empty(session)
+        return None if created is None else (created[0].email, created[1])
+
+
+def serve_forever(config: uvicorn.Config) -> None:
+    """Block until the server stops (a seam for tests)."""
+    uvicorn.Server(config).run()
+
+
+def server(
+    host: str | None = typer.Option(None, "--host", help="Listen address [settings: host]"),
+    port: int | None = typer.Option(
+        None, "--port", min=1, max=65535, help="Listen port [settings: port]"
+    ),
+) -> None:
+    """Run the coordination server. On the first start it creates an administrator."""
+    settings = cli_settings()
+    if settings.log_level.lower() not in LOG_LEVELS:
+        typer.secho(
+            f"error: log level {settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}",
+            err=True,
+            fg=typer.colors.RED,
+        )
+        raise typer.Exit(1)
+    host = host or settings.host
+    port = port or settings.port
+    database_step(lambda: migrate.upgrade(settings))
+    created = run(lambda: _bootstrap_if_empty(settings))
+    typer.echo(f"wiremesh server listening on {server_url(host, port)}")
+    if settings.public_url:
+        typer.echo(f"public URL: {settings.public_url}")
+    if created is not None:
+        email, token = created
+        typer.echo(f"First start: created the server administrator {email}.")
+        typer.echo(f"Its API token, shown only this once: {token}")
+    serve_forever(uvicorn_config(settings, host, port))
+
 
 def register(root: typer.Typer) -> None:
-    """Top-level commands of this module."""
+    """Add the top-level ``wiremesh server`` command."""
+    root.command("server")(server)

@@ -1,0 +1,94 @@
+"""Organizations and members: request and response bodies."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from wiremesh.server.orgs.models import OrgRole
+from wiremesh.server.users.schemas import DbId, Email
+
+ORG_NAME_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,62}[a-z0-9])?")
+ORG_NAME_RULE = (
+    "an organization name is 1 to 64 lowercase letters, digits and hyphens, "
+    "starting with a letter and not ending with a hyphen"
+)
+
+
+def _trim_and_lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def check_org_name(value: str) -> str:
+    if not ORG_NAME_RE.fullmatch(value):
+        raise ValueError(ORG_NAME_RULE)
+    return value
+
+
+OrgName = Annotated[
+    str,
+    BeforeValidator(_trim_and_lower),
+    Field(min_length=1, max_length=64, description=ORG_NAME_RULE, examples=["acme"]),
+    AfterValidator(check_org_name),
+]
+
+
+class OrgCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: OrgName
+    network_cidr: str | None = Field(
+        default=None,
+        max_length=43,
+        description=(
+            "IPv4 network of the org's devices (/8 to /30, inside the server's pool, overlapping "
+            "no other org); omitted = the first free block of the pool"
+        ),
+        examples=["100.64.16.0/20"],
+    )
+    owner_user_id: DbId | None = Field(default=None, description="Make this user the owner")
+
+
+class OrgUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: OrgName
+
+
+class OrgOut(BaseModel):
+    id: int
+    name: str
+    network_cidr: str
+    created_at: datetime
+    role: OrgRole = Field(description="Your effective role (server administrators act as owner)")
+
+
+class MemberAdd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: DbId | None = Field(default=None, description="The user to add, or give `email`")
+    email: Email | None = Field(default=None, description="The user to add, or give `user_id`")
+    role: OrgRole = OrgRole.MEMBER
+
+    @model_validator(mode="after")
+    def _exactly_one_user(self) -> MemberAdd:
+        if (self.user_id is None) == (self.email is None):
+            raise ValueError("give exactly one of user_id and email")
+        return self
+
+
+class MemberUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: OrgRole
+
+
+class MemberOut(BaseModel):
+    user_id: int
+    email: str
+    name: str
+    role: OrgRole
+    joined_at: datetime
