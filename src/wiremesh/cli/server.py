@@ -43,6 +43,16 @@ def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
         host=host,
         port=port,
         ws=websocket_implementation(),
+        # Agents speak small JSON frames: compression costs CPU and ~64 KiB per socket.
+        ws_per_message_deflate=False,
+        # The application pings (docs/protocol.md); protocol-level pings would double it.
+        ws_ping_interval=None,
+        ws_ping_timeout=None,
+        # Agent frames are at most 4 KiB; the app closes larger ones with 1009 and a reason,
+        # this cap only stops a peer from making the server buffer megabytes first.
+        ws_max_size=64 * 1024,
+        # A reconnect storm opens thousands of sockets at once.
+        backlog=8192,
         proxy_headers=False,
         log_level=settings.log_level.lower(),
         loop=event_loop(),
