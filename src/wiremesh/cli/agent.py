@@ -1,5 +1,9 @@
-"""`wiremesh` CLI: agent commands."""
+"""`wiremesh agent ...`: enroll this machine and keep it connected to the mesh.
 
-import typer
+The commands live in :mod:`wiremesh.agent.cli`, so that ``python -m wiremesh.agent`` can
+run them without loading the server (whose modules every ``wiremesh`` command imports).
+"""
 
-app = typer.Typer(no_args_is_help=True)
+from wiremesh.agent.cli import app
+
+__all__ = ["app"]

@@ -1,0 +1,450 @@
+"""The agent's long-running loop: one WebSocket session after another, until told to stop.
+
+Protocol rules live in :class:`wiremesh.protocol.AgentSession`; this is the asyncio layer
+around it. Each session waits for the next frame, its own deadline (a silent server is
+dropped after ``heartbeat.timeout``) or a stop request, whichever comes first. Between
+sessions it waits a jittered, exponentially growing delay. WireGuard peers stay
+configured while the server is away, so the mesh keeps working without its coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Final, TypeVar
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from wiremesh import __version__
+from wiremesh.agent.backend import BackendUnavailable, DeviceConfig, WireGuardBackend
+from wiremesh.agent.enroll import websocket_url
+from wiremesh.agent.reconcile import plan
+from wiremesh.agent.state import Enrollment
+from wiremesh.protocol import (
+    DEFAULT_WELCOME_TIMEOUT,
+    MAX_SERVER_MESSAGE_BYTES,
+    AgentSession,
+    AuthMessage,
+    CloseCode,
+    Device,
+    EndpointMessage,
+    PeersChanged,
+    PongMessage,
+    ProtocolError,
+    WelcomeReceived,
+    close_reason,
+    encode,
+    should_reconnect,
+)
+
+__all__ = [
+    "ABNORMAL_CLOSURE",
+    "AgentRunner",
+    "BackendError",
+    "Backoff",
+    "Refused",
+    "device_config",
+]
+
+logger = logging.getLogger("wiremesh.agent")
+
+ABNORMAL_CLOSURE: Final = 1006
+"""The connection ended without a close frame (RFC 6455); the agent reconnects."""
+
+DEFAULT_OPEN_TIMEOUT: Final = 10.0
+DEFAULT_CLOSE_TIMEOUT: Final = 5.0
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Reconnect delays: "full jitter" exponential backoff.
+
+    The n-th retry in a row (n from 0) waits a uniformly random time in
+    ``[0, min(cap, base * 2**n)]``, so agents cut off together do not return together.
+    A session that lasted longer than ``reset_after`` seconds starts the count again.
+    """
+
+    base: float = 0.5
+    cap: float = 30.0
+    reset_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not (self.base > 0 and self.cap >= self.base and self.reset_after >= 0):
+            raise ValueError("backoff needs base > 0, cap >= base and reset_after >= 0")
+
+    def ceiling(self, attempt: int) -> float:
+        """The longest delay of retry number ``attempt`` (0-based)."""
+        return min(self.cap, self.base * 2.0 ** min(max(attempt, 0), 64))
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, self.ceiling(attempt))
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The server closed with a code that retrying cannot fix (see ``should_reconnect``)."""
+
+    code: int
+    reason: str
+
+    @property
+    def message(self) -> str:
+        """What to tell the person at the console, with what to do about it."""
+        advice = _REFUSAL_ADVICE.get(self.code)
+        text = f"the server refused this device: {self.reason} ({self.code})"
+        return f"{text}; {advice}" if advice else text
+
+
+_REFUSAL_ADVICE: Final[dict[int, str]] = {
+    CloseCode.AUTH_FAILED: "the device credential is not accepted; enroll again "
+    "with `wiremesh agent enroll --force`",
+    CloseCode.DEVICE_REVOKED: "this device was revoked by an administrator; enroll "
+    "again with a new setup key (`wiremesh agent enroll --force`)",
+    CloseCode.UNSUPPORTED_VERSION: "the server speaks another protocol version; upgrade the agent",
+}
+
+
+class BackendError(Exception):
+    """The WireGuard backend failed; the agent stops (the message says what failed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """How one session ended: the close code, why, and how long it was established."""
+
+    code: int
+    reason: str
+    established_for: float | None
+
+
+class _Wake(Enum):
+    """Why :meth:`AgentRunner._wait_or_stop` returned."""
+
+    DONE = "done"
+    STOPPED = "stopped"
+    TIMEOUT = "timeout"
+
+
+def device_config(device: Device | Enrollment, private_key: str, listen_port: int) -> DeviceConfig:
+    """This device's interface: its virtual IP with the network's prefix length."""
+    if isinstance(device, Enrollment):
+        virtual_ip, network = device.device.virtual_ip, device.network.network
+    else:
+        virtual_ip, network = device.virtual_ip, device.network
+    prefix = ipaddress.ip_network(network, strict=False).prefixlen
+    return DeviceConfig(
+        address=ipaddress.ip_interface(f"{virtual_ip}/{prefix}"),
+        private_key=private_key,
+        listen_port=listen_port,
+    )
+
+
+async def _cancel(task: asyncio.Task[Any]) -> bool:
+    """Cancel ``task`` and wait for it; whether it had finished first (result kept).
+
+    A cancellation of the *calling* task is never swallowed.
+    """
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        return False
+    except Exception:
+        return True
+    return True
+
+
+def _close_code_of(exc: ConnectionClosed) -> tuple[int, str]:
+    """The code and reason the *server* closed with; 1006 when it sent no close frame."""
+    if exc.rcvd is not None:
+        return exc.rcvd.code, exc.rcvd.reason or close_reason(exc.rcvd.code)
+    return ABNORMAL_CLOSURE, "connection lost"
+
+
+def _code_name(code: int) -> str:
+    try:
+        return CloseCode(code).name
+    except ValueError:
+        return "ABNORMAL_CLOSURE" if code == ABNORMAL_CLOSURE else "UNKNOWN"
+
+
+class AgentRunner:
+    """Keeps this device connected and its WireGuard peers in line with the server.
+
+    ``await run()`` returns ``None`` after :meth:`stop` (socket closed with 1000, backend
+    torn down) or a :class:`Refused` when the server closed for good. Backend failures
+    raise :class:`BackendError`.
+    """
+
+    def __init__(
+        self,
+        enrollment: Enrollment,
+        private_key: str,
+        backend: WireGuardBackend,
+        *,
+        listen_port: int,
+        backoff: Backoff | None = None,
+        welcome_timeout: float = DEFAULT_WELCOME_TIMEOUT,
+        open_timeout: float = DEFAULT_OPEN_TIMEOUT,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.enrollment = enrollment
+        self.backend = backend
+        self.backoff = backoff or Backoff()
+        self.welcome_timeout = welcome_timeout
+        self.open_timeout = open_timeout
+        self.close_timeout = close_timeout
+        self.url = websocket_url(enrollment.server_url)
+        self.sessions = 0
+        """Sessions that got a welcome (for tests and logs)."""
+        self._rng = rng or random.Random()
+        self._private_key = private_key
+        self._device = device_config(enrollment, private_key, listen_port)
+        self._stop = asyncio.Event()
+        self._stop_waiter: asyncio.Task[bool] | None = None
+        self._known_peers: frozenset[str] = frozenset()
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self) -> None:
+        """Ask the loop to close the session cleanly and return (safe from a signal handler)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self) -> Refused | None:
+        self._stop_waiter = asyncio.ensure_future(self._stop.wait())
+        try:
+            await self._backend_call("set up the interface", self.backend.setup(self._device))
+            return await self._loop()
+        finally:
+            self._stop_waiter.cancel()
+            try:
+                await self.backend.teardown()
+            except Exception as exc:
+                logger.error("could not tear down the WireGuard backend: %s", exc)
+
+    async def _loop(self) -> Refused | None:
+        attempt = 0
+        while not self.stopping:
+            ended = await self._session()
+            if ended is None:  # stopped
+                break
+            if not should_reconnect(ended.code):
+                return Refused(ended.code, ended.reason)
+            if ended.established_for is not None and (
+                ended.established_for > self.backoff.reset_after
+            ):
+                attempt = 0
+            delay = self.backoff.delay(attempt, self._rng)
+            attempt += 1
+            logger.info("reconnecting in %.1f s", delay)
+            if await self._wait_or_stop(None, delay) is _Wake.STOPPED:
+                break
+        logger.info("stopped")
+        return None
+
+    # ------------------------------------------------------------------ one session
+
+    async def _open(self) -> ClientConnection:
+        return await connect(
+            self.url,
+            compression=None,
+            max_size=MAX_SERVER_MESSAGE_BYTES,
+            ping_interval=None,  # the protocol's own heartbeat covers liveness
+            open_timeout=self.open_timeout,
+            close_timeout=self.close_timeout,
+            user_agent_header=f"wiremesh-agent/{__version__}",
+        )
+
+    async def _session(self) -> _Ended | None:
+        """One connection from open to close; ``None`` when it ended on a stop request."""
+        opening = asyncio.create_task(self._open())
+        if await self._wait_or_stop(opening, None) is _Wake.STOPPED:
+            if await _cancel(opening) and opening.exception() is None:
+                await opening.result().close()  # it opened just as the stop came
+            return None
+        try:
+            websocket = opening.result()
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            reason = str(exc) or type(exc).__name__
+            logger.warning("cannot connect to %s: %s", self.url, reason)
+            return _Ended(ABNORMAL_CLOSURE, reason, None)
+        try:
+            return await self._converse(websocket)
+        except asyncio.CancelledError:  # e.g. a second SIGTERM: leave without waiting
+            with contextlib.suppress(Exception):
+                await websocket.close(CloseCode.GOING_AWAY, "agent stopping")
+            raise
+        except BaseException:  # a backend failure or a bug: the session ends with it
+            with contextlib.suppress(Exception):
+                await websocket.close(CloseCode.INTERNAL_ERROR, close_reason(1011))
+            raise
+
+    async def _converse(self, websocket: ClientConnection) -> _Ended | None:
+        loop = asyncio.get_running_loop()
+        session = AgentSession(loop.time(), welcome_timeout=self.welcome_timeout)
+        announced_port = self.backend.listen_port
+        welcomed_at: float | None = None
+
+        def ended(code: int, reason: str) -> _Ended:
+            lasted = None if welcomed_at is None else loop.time() - welcomed_at
+            return _Ended(code, reason, lasted)
+
+        try:
+            await websocket.send(
+                encode(
+                    AuthMessage(
+                        credential=self.enrollment.credential,
+                        listen_port=announced_port if 1 <= announced_port <= 65535 else None,
+                        agent_version=__version__,
+                    )
+                )
+            )
+            while True:
+                receiving = asyncio.create_task(websocket.recv())
+                timeout = max(0.0, session.deadline - loop.time())
+                if await self._wait_or_stop(receiving, timeout) is not _Wake.DONE:
+                    await _cancel(receiving)  # safe: websockets loses no data on cancel
+                    if self.stopping:
+                        await websocket.close(CloseCode.NORMAL, close_reason(CloseCode.NORMAL))
+                        logger.info("disconnected: closed by this agent (1000 NORMAL)")
+                        return None
+                    try:
+                        session.check_deadline(loop.time())
+                    except ProtocolError as exc:
+                        return await self._fail(websocket, exc, ended)
+                    continue
+                frame = receiving.result()
+                try:
+                    events = session.receive(frame, loop.time())
+                except ProtocolError as exc:
+                    return await self._fail(websocket, exc, ended)
+                for event in events:
+                    if isinstance(event, PongMessage):
+                        await websocket.send(encode(event))
+                    elif isinstance(event, WelcomeReceived):
+                        welcomed_at = loop.time()
+                        self.sessions += 1
+                        announced_port = await self._on_welcome(
+                            websocket, session, event, announced_port
+                        )
+                    elif isinstance(event, PeersChanged):
+                        await self._on_peers_changed(session, event)
+        except ConnectionClosed as exc:
+            code, reason = _close_code_of(exc)
+            logger.warning("disconnected: %d %s (%s)", code, _code_name(code), reason)
+            return ended(code, reason)
+
+    async def _fail(
+        self,
+        websocket: ClientConnection,
+        exc: ProtocolError,
+        ended: Callable[[int, str], _Ended],
+    ) -> _Ended:
+        if exc.code == CloseCode.HEARTBEAT_TIMEOUT:
+            logger.warning("the server went silent: dropping the connection")
+        elif exc.code == CloseCode.AUTH_TIMEOUT:
+            logger.warning("no welcome from the server in time: dropping the connection")
+        else:
+            logger.warning("the server broke the protocol: %s", exc)
+        await websocket.close(exc.code, exc.reason)
+        logger.warning("disconnected: %d %s (%s)", exc.code, exc.code.name, exc.reason)
+        return ended(int(exc.code), exc.reason)
+
+    async def _on_welcome(
+        self,
+        websocket: ClientConnection,
+        session: AgentSession,
+        event: WelcomeReceived,
+        announced_port: int,
+    ) -> int:
+        welcome = event.welcome
+        wanted = device_config(welcome.device, self._private_key, self._device.listen_port)
+        if wanted.address != self._device.address:
+            logger.warning(
+                "the server assigns %s, the interface has %s: reconfiguring",
+                wanted.address,
+                self._device.address,
+            )
+            self._device = wanted
+            await self._backend_call("reconfigure the interface", self.backend.setup(wanted))
+        peers = session.peers
+        self._known_peers = frozenset(peers)
+        logger.info(
+            "connected: virtual IP %s in %s, connection %s, %d peers (%d online)",
+            welcome.device.virtual_ip,
+            welcome.device.network,
+            welcome.connection_id,
+            len(peers),
+            sum(1 for peer in peers.values() if peer.online),
+        )
+        await self._reconcile(session)
+        port = self.backend.listen_port
+        if port != announced_port and 1 <= port <= 65535:
+            await websocket.send(encode(EndpointMessage(listen_port=port)))
+            logger.info("listen port is now %d", port)
+            return port
+        return announced_port
+
+    async def _on_peers_changed(self, session: AgentSession, event: PeersChanged) -> None:
+        peers = session.peers
+        added = sum(1 for peer in event.upserted if peer.peer_id not in self._known_peers)
+        self._known_peers = frozenset(peers)
+        logger.info(
+            "peers changed: %d added, %d updated, %d removed; %d peers (%d online)",
+            added,
+            len(event.upserted) - added,
+            len(event.removed),
+            len(peers),
+            sum(1 for peer in peers.values() if peer.online),
+        )
+        await self._reconcile(session)
+
+    async def _reconcile(self, session: AgentSession) -> None:
+        actual = await self._backend_call("read the peers", self.backend.peers())
+        changes = plan(session.peers, actual, own_public_key=self.enrollment.device.public_key)
+        if changes:
+            await self._backend_call("apply peer changes", self.backend.apply(changes))
+            logger.info("WireGuard: applied %d peer changes", len(changes))
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _backend_call(self, what: str, call: Awaitable[_T]) -> _T:
+        try:
+            return await call
+        except (OSError, BackendUnavailable) as exc:
+            raise BackendError(f"the WireGuard backend could not {what}: {exc}") from exc
+
+    async def _wait_or_stop(self, task: asyncio.Task[_T] | None, seconds: float | None) -> _Wake:
+        """Wait for ``task`` (if any), a stop request or ``seconds``, whichever comes first.
+
+        ``task`` wins a tie, so a frame that arrived is never dropped for a stop.
+        """
+        assert self._stop_waiter is not None
+        waiting: set[asyncio.Future[Any]] = {self._stop_waiter}
+        if task is not None:
+            waiting.add(task)
+        done, _pending = await asyncio.wait(
+            waiting, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        if task is not None and task in done:
+            return _Wake.DONE
+        if self._stop_waiter in done:
+            return _Wake.STOPPED
+        return _Wake.TIMEOUT

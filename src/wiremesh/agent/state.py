@@ -1,0 +1,240 @@
+"""The agent's enrollment on disk: a JSON state file and the WireGuard private key.
+
+Both files are written atomically (a temporary file in the same directory, fsync, rename)
+and created with mode 0600 from the start, so no other user can read them even for an
+instant. The private key is written first and the state file records the public key, so
+a crash between the two renames is detected on load instead of running with a mismatch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import stat
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wiremesh.agent.keys import InvalidKey, public_key_of
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "KEY_FILE",
+    "STATE_DIR_ENV",
+    "STATE_FILE",
+    "EnrolledDevice",
+    "EnrolledNetwork",
+    "Enrollment",
+    "NotEnrolled",
+    "StateError",
+    "check_writable",
+    "load_enrollment",
+    "load_private_key",
+    "resolve_state_dir",
+    "save_enrollment",
+    "write_private_file",
+]
+
+logger = logging.getLogger("wiremesh.agent")
+
+DEFAULT_STATE_DIR: Final = Path("/var/lib/wiremesh")
+STATE_DIR_ENV: Final = "WIREMESH_AGENT_STATE_DIR"
+STATE_FILE: Final = "agent.json"
+KEY_FILE: Final = "private.key"
+STATE_FORMAT: Final = 1
+
+
+class StateError(Exception):
+    """The state directory cannot be used; the message says what to do."""
+
+
+class NotEnrolled(StateError):
+    """No enrollment in the state directory."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class EnrolledDevice(_Model):
+    """This device as the server registered it."""
+
+    id: int
+    org_id: int
+    user_id: int
+    peer_id: str
+    hostname: str
+    virtual_ip: str
+    public_key: str | None
+
+
+class EnrolledNetwork(_Model):
+    """The organization's network the device belongs to."""
+
+    org_id: int
+    org_name: str
+    network: str
+
+
+class Enrollment(_Model):
+    """Everything ``wiremesh agent up`` needs, except the private key (its own file)."""
+
+    format: int = STATE_FORMAT
+    server_url: str
+    credential: str = Field(repr=False)
+    device: EnrolledDevice
+    network: EnrolledNetwork
+    enrolled_at: datetime
+
+
+def resolve_state_dir(flag: Path | None) -> Path:
+    """``--state-dir``, else ``$WIREMESH_AGENT_STATE_DIR``, else ``/var/lib/wiremesh``."""
+    if flag is not None:
+        return flag
+    from_env = os.environ.get(STATE_DIR_ENV)
+    return Path(from_env) if from_env else DEFAULT_STATE_DIR
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically with ``data``, readable by the owner only (0600).
+
+    The temporary file is created with ``O_EXCL`` and mode 0600 (never chmod-ed later),
+    flushed to disk, then renamed over ``path``; the directory is synced so the rename
+    survives a power cut.
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # not supported everywhere; the data itself is already synced
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _ensure_directory(state_dir: Path) -> None:
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot create the state directory {state_dir}: {exc.strerror}") from exc
+    if not state_dir.is_dir():
+        raise StateError(f"{state_dir} is not a directory")
+
+
+def check_writable(state_dir: Path) -> None:
+    """Fail early (before enrolling) if the state cannot be written there; writes nothing."""
+    existing = state_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StateError(
+            f"cannot use {state_dir} as the state directory: {existing} is not a directory"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StateError(f"cannot write to {existing}; run as root or choose another --state-dir")
+
+
+def save_enrollment(state_dir: Path, enrollment: Enrollment, private_key: str) -> None:
+    """Store the private key, then the state file (both 0600, each atomically)."""
+    if enrollment.device.public_key != public_key_of(private_key):
+        raise ValueError("the enrollment's public key does not match the private key")
+    _ensure_directory(state_dir)
+    try:
+        write_private_file(state_dir / KEY_FILE, (private_key + "\n").encode("ascii"))
+        write_private_file(
+            state_dir / STATE_FILE, (enrollment.model_dump_json(indent=2) + "\n").encode("utf-8")
+        )
+    except OSError as exc:
+        raise StateError(f"cannot write the agent state in {state_dir}: {exc.strerror}") from exc
+
+
+def _read_private(path: Path) -> str:
+    try:
+        info = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror}") from exc
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        logger.warning("%s is readable by other users; it should be mode 0600", path)
+    return text
+
+
+def load_enrollment(state_dir: Path) -> Enrollment:
+    """The stored enrollment; :class:`NotEnrolled` or :class:`StateError` if unusable."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        raise NotEnrolled(
+            f"this device is not enrolled (no {path}): run `wiremesh agent enroll` first"
+        )
+    text = _read_private(path)
+    try:
+        enrollment = Enrollment.model_validate_json(text)
+    except ValidationError as exc:
+        summary = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or '<root>'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)[:3]
+        )
+        raise StateError(
+            f"the state file {path} is damaged ({summary}); "
+            "enroll again with `wiremesh agent enroll --force`"
+        ) from None
+    if enrollment.format != STATE_FORMAT:
+        raise StateError(
+            f"the state file {path} has format {enrollment.format}, this agent reads "
+            f"format {STATE_FORMAT}"
+        )
+    return enrollment
+
+
+def load_private_key(state_dir: Path, enrollment: Enrollment) -> str:
+    """The device's private key, checked against the enrolled public key."""
+    path = state_dir / KEY_FILE
+    if not path.exists():
+        raise StateError(
+            f"the private key {path} is missing; enroll again with `wiremesh agent enroll --force`"
+        )
+    private_key = _read_private(path).strip()
+    try:
+        public_key = public_key_of(private_key)
+    except InvalidKey as exc:
+        raise StateError(f"{path} does not hold a WireGuard private key ({exc})") from None
+    if enrollment.device.public_key != public_key:
+        raise StateError(
+            f"{path} does not belong to the enrolled device (public keys differ); "
+            "enroll again with `wiremesh agent enroll --force`"
+        )
+    return private_key
+
+
+def state_summary(enrollment: Enrollment) -> dict[str, object]:
+    """What ``wiremesh agent status`` shows: never the credential."""
+    data = json.loads(enrollment.model_dump_json(exclude={"credential"}))
+    assert isinstance(data, dict)
+    return data

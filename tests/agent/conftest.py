@@ -1,0 +1,172 @@
+"""Servers for agent tests: the real app on a real socket, and a scripted fake."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from websockets.asyncio.server import ServerConnection, serve
+
+from tests.factories import make_member, make_org, make_token, make_user
+from wiremesh.agent.keys import KeyPair, generate_keypair
+from wiremesh.agent.state import EnrolledDevice, EnrolledNetwork, Enrollment
+from wiremesh.server.orgs.models import OrgRole
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: FastAPI
+
+
+@pytest.fixture
+async def live_server(app: FastAPI) -> AsyncIterator[LiveServer]:
+    """The app (lifespan already running) served by uvicorn on a free port in this loop."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    yield LiveServer(url=f"http://127.0.0.1:{port}", app=app)
+    server.should_exit = True
+    await task
+
+
+@dataclass
+class Org:
+    org_id: int
+    admin_token: str
+
+
+@pytest.fixture
+async def org(sessionmaker: async_sessionmaker[AsyncSession]) -> Org:
+    async with sessionmaker() as session:
+        organization = await make_org(session, network_cidr="100.64.0.0/24")
+        admin = await make_user(session)
+        await make_member(session, organization, admin, OrgRole.OWNER)
+        token = await make_token(session, admin)
+        await session.commit()
+        return Org(org_id=organization.id, admin_token=token)
+
+
+def make_enrollment(public_key: str, **overrides: object) -> Enrollment:
+    fields: dict[str, object] = {
+        "server_url": "https://wiremesh.example.com",
+        "credential": "wmd_abc_secretsecret",
+        "device": EnrolledDevice(
+            id=3,
+            org_id=1,
+            user_id=2,
+            peer_id="peer-0123456789",
+            hostname="laptop",
+            virtual_ip="100.64.0.7",
+            public_key=public_key,
+        ),
+        "network": EnrolledNetwork(org_id=1, org_name="acme", network="100.64.0.0/24"),
+        "enrolled_at": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+    }
+    fields.update(overrides)
+    return Enrollment.model_validate(fields)
+
+
+def fake_enrollment(server_url: str, keys: KeyPair | None = None) -> tuple[Enrollment, KeyPair]:
+    """An enrollment for a fake server: nothing checks it but the fake."""
+    keys = keys or generate_keypair()
+    enrollment = Enrollment(
+        server_url=server_url,
+        credential="wmd_fake_credential",
+        device=EnrolledDevice(
+            id=1,
+            org_id=1,
+            user_id=1,
+            peer_id="self",
+            hostname="me",
+            virtual_ip="10.0.0.1",
+            public_key=keys.public_key,
+        ),
+        network=EnrolledNetwork(org_id=1, org_name="acme", network="10.0.0.0/24"),
+        enrolled_at=datetime.now(UTC),
+    )
+    return enrollment, keys
+
+
+Handler = Callable[[ServerConnection, int], Awaitable[None]]
+
+
+@dataclass
+class FakeServer:
+    """A WebSocket server whose n-th connection (from 0) is handled by ``script(ws, n)``."""
+
+    script: Handler
+    url: str = ""
+    connections: int = 0
+    close_codes: list[int | None] = field(default_factory=list)
+    """The close code each connection ended with, as the agent sent it."""
+
+    async def handle(self, websocket: ServerConnection) -> None:
+        number = self.connections
+        self.connections += 1
+        try:
+            await self.script(websocket, number)
+        finally:
+            await websocket.wait_closed()
+            received = websocket.protocol.close_rcvd
+            self.close_codes.append(received.code if received is not None else None)
+
+
+@pytest.fixture
+async def fake_server() -> AsyncIterator[Callable[[Handler], Awaitable[FakeServer]]]:
+    servers = []
+
+    async def start(script: Handler) -> FakeServer:
+        fake = FakeServer(script)
+        server = await serve(fake.handle, "127.0.0.1", 0, compression=None)
+        servers.append(server)
+        port = next(iter(server.sockets)).getsockname()[1]
+        fake.url = f"http://127.0.0.1:{port}"
+        return fake
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "agent-state"
+
+
+async def wait_until(probe: Callable[[], Awaitable[bool] | bool], seconds: float = 5.0) -> None:
+    """Poll ``probe`` (sync or async) until true; fail after ``seconds``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        result = probe()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() >= deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,131 @@
+"""`wiremesh agent ...`: argument handling and the clear errors (the happy path is e2e)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from tests.agent.conftest import make_enrollment
+from wiremesh.agent.keys import generate_keypair
+from wiremesh.agent.state import save_enrollment
+from wiremesh.cli import app
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("WIREMESH_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """The commands configure the root logger for the process; undo it after each test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name in ("httpx", "httpcore", "websockets"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(app, ["agent", *args])
+
+
+@pytest.fixture
+def enrolled(tmp_path: Path) -> Path:
+    keys = generate_keypair()
+    save_enrollment(tmp_path, make_enrollment(keys.public_key), keys.private_key)
+    return tmp_path
+
+
+@pytest.mark.parametrize("backend", ["kernel", "wireguard-go", "auto"])
+def test_up_with_a_backend_that_does_not_exist_yet_fails_clearly(
+    backend: str, enrolled: Path
+) -> None:
+    result = invoke("up", "--state-dir", str(enrolled), "--backend", backend)
+    assert result.exit_code == 1
+    assert "use --backend memory" in result.output
+
+
+def test_up_with_an_unknown_backend_is_a_usage_error(enrolled: Path) -> None:
+    result = invoke("up", "--state-dir", str(enrolled), "--backend", "wg")
+    assert result.exit_code == 2
+    assert "'wg' is not one of" in result.output
+
+
+def test_up_before_enrolling_says_to_enroll(tmp_path: Path) -> None:
+    result = invoke("up", "--state-dir", str(tmp_path))
+    assert result.exit_code == 1
+    assert "not enrolled" in result.output
+    assert "wiremesh agent enroll" in result.output
+
+
+def test_up_takes_the_state_dir_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WIREMESH_AGENT_STATE_DIR", str(tmp_path / "from-env"))
+    result = invoke("up")
+    assert result.exit_code == 1
+    assert str(tmp_path / "from-env") in result.output
+
+
+def test_up_refuses_an_unknown_log_level(enrolled: Path) -> None:
+    result = invoke("up", "--state-dir", str(enrolled), "--log-level", "loud")
+    assert result.exit_code == 1
+    assert "log level" in result.output
+
+
+def test_enroll_reports_an_unreachable_server(tmp_path: Path) -> None:
+    result = invoke(
+        "enroll", "--server", "http://127.0.0.1:9", "--setup-key", "wmk_a_b", "--state-dir",
+        str(tmp_path / "state"),
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "cannot reach the server at http://127.0.0.1:9" in result.output
+    assert not (tmp_path / "state").exists()
+
+
+def test_enroll_refuses_when_already_enrolled(enrolled: Path) -> None:
+    result = invoke(
+        "enroll", "--server", "http://127.0.0.1:9", "--setup-key", "wmk_a_b", "--state-dir",
+        str(enrolled),
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "already enrolled as laptop" in result.output
+    assert "--force" in result.output
+
+
+def test_enroll_takes_the_setup_key_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WIREMESH_SETUP_KEY", "wmk_a_b")
+    result = invoke("enroll", "--server", "http://127.0.0.1:9", "--state-dir", str(tmp_path))
+    assert "cannot reach the server" in result.output  # got past the missing option
+
+
+def test_status_shows_the_enrollment_but_never_the_credential(enrolled: Path) -> None:
+    result = invoke("status", "--state-dir", str(enrolled))
+    assert result.exit_code == 0, result.output
+    assert "100.64.0.7" in result.output
+    assert "wmd_" not in result.output
+    as_json = invoke("status", "--state-dir", str(enrolled), "--json")
+    data = json.loads(as_json.stdout)
+    assert data["device"]["virtual_ip"] == "100.64.0.7"
+    assert "credential" not in data
+
+
+def test_debug_logging_never_includes_frames_or_requests(tmp_path: Path) -> None:
+    """websockets logs every frame at debug level, the auth frame's credential included."""
+    invoke("up", "--state-dir", str(tmp_path), "--log-level", "debug")
+    assert logging.getLogger("wiremesh.agent").isEnabledFor(logging.DEBUG)
+    for name in ("websockets.client", "httpx", "httpcore"):
+        assert not logging.getLogger(name).isEnabledFor(logging.DEBUG)

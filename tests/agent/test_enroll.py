@@ -1,0 +1,142 @@
+"""Enrollment against the real app: what is sent, what is stored, every refusal."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.agent.conftest import Org
+from tests.factories import auth
+from wiremesh.agent.enroll import EnrollError, enroll, normalize_server_url, websocket_url
+from wiremesh.agent.keys import public_key_of
+from wiremesh.agent.state import load_enrollment, load_private_key
+from wiremesh.server.devices.models import VirtualIPMapping
+
+SERVER = "http://wiremesh.test"
+
+
+class RecordingTransport(httpx.AsyncBaseTransport):
+    """The app's ASGI transport, remembering every request body."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.bodies: list[bytes] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.bodies.append(await request.aread())
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.fixture
+def transport(app: FastAPI) -> RecordingTransport:
+    return RecordingTransport(app)
+
+
+@pytest.fixture
+async def setup_key(client: httpx.AsyncClient, org: Org) -> str:
+    response = await client.post(
+        f"/api/v1/orgs/{org.org_id}/setup-keys",
+        json={"name": "enroll-tests", "reusable": True},
+        headers=auth(org.admin_token),
+    )
+    assert response.status_code == 201, response.text
+    key: str = response.json()["key"]
+    return key
+
+
+async def test_enroll_registers_the_public_key_and_stores_the_state(
+    transport: RecordingTransport,
+    setup_key: str,
+    state_dir: Path,
+    org: Org,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    enrollment = await enroll(state_dir, SERVER + "/", setup_key, "laptop", transport=transport)
+    assert load_enrollment(state_dir) == enrollment
+    assert enrollment.server_url == SERVER
+    assert enrollment.device.hostname == "laptop"
+    assert enrollment.network.org_id == org.org_id
+    assert enrollment.credential.startswith("wmd_")
+    private_key = load_private_key(state_dir, enrollment)
+    public_key = public_key_of(private_key)
+    assert enrollment.device.public_key == public_key
+    async with sessionmaker() as session:
+        device = await session.get(VirtualIPMapping, enrollment.device.id)
+        assert device is not None
+        assert device.public_key == public_key
+    (body,) = transport.bodies
+    assert public_key.encode() in body
+    assert private_key.encode() not in body
+
+
+async def test_a_bad_setup_key_is_refused_with_the_servers_reason_and_nothing_stored(
+    transport: RecordingTransport, state_dir: Path, org: Org
+) -> None:
+    with pytest.raises(EnrollError, match=r"refused.*\(invalid_setup_key\)"):
+        await enroll(state_dir, SERVER, "wmk_nope_nope", "laptop", transport=transport)
+    assert not await asyncio.to_thread(state_dir.exists)
+
+
+async def test_an_invalid_hostname_is_explained_by_the_server(
+    transport: RecordingTransport, setup_key: str, state_dir: Path
+) -> None:
+    with pytest.raises(EnrollError, match=r"hostname.*\(validation_error\)"):
+        await enroll(state_dir, SERVER, setup_key, "-bad name-", transport=transport)
+
+
+async def test_an_enrolled_device_refuses_to_enroll_again_unless_forced(
+    transport: RecordingTransport, setup_key: str, state_dir: Path
+) -> None:
+    first = await enroll(state_dir, SERVER, setup_key, "laptop", transport=transport)
+    with pytest.raises(EnrollError, match=r"already enrolled as laptop.*--force"):
+        await enroll(state_dir, SERVER, setup_key, "laptop", transport=transport)
+    assert len(transport.bodies) == 1  # refused before asking the server
+    second = await enroll(state_dir, SERVER, setup_key, "laptop", force=True, transport=transport)
+    assert second.device.id != first.device.id
+    assert second.device.public_key != first.device.public_key
+    assert load_enrollment(state_dir) == second
+    assert public_key_of(load_private_key(state_dir, second)) == second.device.public_key
+
+
+async def test_an_unreachable_server_is_a_clear_error(state_dir: Path) -> None:
+    with pytest.raises(EnrollError, match=r"cannot reach the server at http://127\.0\.0\.1:9"):
+        await enroll(state_dir, "http://127.0.0.1:9", "wmk_x_y", "laptop")
+    assert not await asyncio.to_thread(state_dir.exists)
+
+
+async def test_something_that_is_not_a_wiremesh_server_is_named_as_such(state_dir: Path) -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(404, text="<html>nope"))
+    with pytest.raises(EnrollError, match=r"unexpected HTTP 404.*wiremesh server"):
+        await enroll(state_dir, SERVER, "wmk_x_y", "laptop", transport=transport)
+
+
+@pytest.mark.parametrize("url", ["wiremesh.example.com", "ftp://host", "https://", "http://h/?x=1"])
+def test_server_urls_must_be_http_or_https(url: str) -> None:
+    with pytest.raises(EnrollError, match="server URL"):
+        normalize_server_url(url)
+
+
+@pytest.mark.parametrize(
+    ("server", "expected"),
+    [
+        ("http://127.0.0.1:8080", "ws://127.0.0.1:8080/api/v1/agent/ws"),
+        ("https://vpn.example.com/wiremesh/", "wss://vpn.example.com/wiremesh/api/v1/agent/ws"),
+    ],
+)
+def test_the_websocket_url_follows_the_server_url(server: str, expected: str) -> None:
+    assert websocket_url(normalize_server_url(server)) == expected
+
+
+async def test_an_unusable_state_dir_fails_before_the_server_is_asked(
+    transport: RecordingTransport, setup_key: str, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(EnrollError, match="is not a directory"):
+        await enroll(blocker / "state", SERVER, setup_key, "laptop", transport=transport)
+    assert transport.bodies == []

@@ -1,0 +1,150 @@
+"""The agent's session loop against the real server (in this process, on a real socket)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.agent.conftest import LiveServer, Org, wait_until
+from tests.factories import auth
+from wiremesh.agent.backend import MemoryBackend
+from wiremesh.agent.enroll import enroll
+from wiremesh.agent.keys import generate_keypair
+from wiremesh.agent.runner import AgentRunner, Backoff, Refused
+from wiremesh.agent.state import Enrollment, load_private_key
+from wiremesh.server.presence.models import ConnectionStatus
+
+HEARTBEAT_TIMEOUT = 2.0  # the settings fixture's
+
+
+async def setup_key(server: LiveServer, org: Org) -> str:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        response = await client.post(
+            f"/api/v1/orgs/{org.org_id}/setup-keys",
+            json={"name": "agent-tests", "reusable": True},
+            headers=auth(org.admin_token),
+        )
+    assert response.status_code == 201, response.text
+    key: str = response.json()["key"]
+    return key
+
+
+async def enrolled_runner(
+    server: LiveServer, org: Org, state_dir: Path, backend: MemoryBackend
+) -> tuple[AgentRunner, Enrollment]:
+    enrollment = await enroll(state_dir, server.url, await setup_key(server, org), "self")
+    runner = AgentRunner(
+        enrollment,
+        load_private_key(state_dir, enrollment),
+        backend,
+        listen_port=51820,
+        backoff=Backoff(base=0.05, cap=0.2),
+    )
+    return runner, enrollment
+
+
+async def rows(sessionmaker: async_sessionmaker[AsyncSession]) -> list[ConnectionStatus]:
+    async with sessionmaker() as session:
+        result = await session.execute(select(ConnectionStatus).order_by(ConnectionStatus.id))
+        return list(result.scalars())
+
+
+async def test_the_agent_stays_connected_and_follows_every_peer_change(
+    live_server: LiveServer,
+    org: Org,
+    state_dir: Path,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    backend = MemoryBackend()
+    runner, me = await enrolled_runner(live_server, org, state_dir, backend)
+    task = asyncio.create_task(runner.run())
+    await wait_until(lambda: runner.sessions == 1)
+    assert backend.device is not None
+    assert str(backend.device.address) == f"{me.device.virtual_ip}/24"
+    assert backend.state == {}
+
+    async with httpx.AsyncClient(base_url=live_server.url) as client:
+        other_key = generate_keypair().public_key
+        response = await client.post(
+            "/api/v1/enroll",
+            json={
+                "setup_key": await setup_key(live_server, org),
+                "hostname": "other",
+                "public_key": other_key,
+            },
+        )
+        assert response.status_code == 201, response.text
+        other = response.json()
+        await wait_until(lambda: other_key in backend.state)
+        assert backend.state[other_key].allowed_ips == {f"{other['device']['virtual_ip']}/32"}
+
+        # Past a whole heartbeat timeout: still the first session, answering pings.
+        await asyncio.sleep(HEARTBEAT_TIMEOUT + 0.5)
+        assert runner.sessions == 1
+        (row,) = await rows(sessionmaker)
+        assert row.status == "connected"
+        assert row.last_pong_at is not None
+
+        rotated = generate_keypair().public_key
+        response = await client.put(
+            "/api/v1/agent/public-key",
+            json={"public_key": rotated},
+            headers=auth(other["credential"]),
+        )
+        assert response.status_code == 200, response.text
+        await wait_until(lambda: set(backend.state) == {rotated})
+
+        response = await client.post(
+            f"/api/v1/orgs/{org.org_id}/devices/{other['device']['id']}/revoke",
+            headers=auth(org.admin_token),
+        )
+        assert response.status_code == 200, response.text
+        await wait_until(lambda: backend.state == {})
+
+    runner.stop()
+    assert await asyncio.wait_for(task, 5) is None
+    assert backend.torn_down
+
+    async def ended() -> bool:
+        return (await rows(sessionmaker))[0].status != "connected"
+
+    await wait_until(ended)
+    (row,) = await rows(sessionmaker)
+    assert (row.status, row.close_code) == ("disconnected", 1000)
+
+
+async def test_a_revoked_device_is_refused_and_not_retried(
+    live_server: LiveServer,
+    org: Org,
+    state_dir: Path,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    backend = MemoryBackend()
+    runner, me = await enrolled_runner(live_server, org, state_dir, backend)
+    task = asyncio.create_task(runner.run())
+    await wait_until(lambda: runner.sessions == 1)
+    async with httpx.AsyncClient(base_url=live_server.url) as client:
+        response = await client.post(
+            f"/api/v1/orgs/{org.org_id}/devices/{me.device.id}/revoke",
+            headers=auth(org.admin_token),
+        )
+    assert response.status_code == 200, response.text
+    refused = await asyncio.wait_for(task, 5)
+    assert refused is not None
+    assert refused.code == 4004
+    assert backend.torn_down
+    assert len(await rows(sessionmaker)) == 1
+
+
+async def test_an_unknown_credential_is_refused(
+    live_server: LiveServer, org: Org, state_dir: Path
+) -> None:
+    backend = MemoryBackend()
+    runner, me = await enrolled_runner(live_server, org, state_dir, backend)
+    runner.enrollment = me.model_copy(update={"credential": me.credential + "x"})
+    refused = await asyncio.wait_for(runner.run(), 5)
+    assert refused == Refused(4003, "authentication failed")

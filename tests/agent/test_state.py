@@ -1,0 +1,149 @@
+"""The enrollment on disk: 0600 from creation, atomic replacement, consistency checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.agent.conftest import make_enrollment
+from wiremesh.agent.keys import generate_keypair
+from wiremesh.agent.state import (
+    DEFAULT_STATE_DIR,
+    KEY_FILE,
+    STATE_DIR_ENV,
+    STATE_FILE,
+    NotEnrolled,
+    StateError,
+    load_enrollment,
+    load_private_key,
+    resolve_state_dir,
+    save_enrollment,
+    state_summary,
+    write_private_file,
+)
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """A umask that would leave new files world-readable: the code must not rely on it."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_saved_state_round_trips_and_is_owner_only(tmp_path: Path) -> None:
+    keys = generate_keypair()
+    enrollment = make_enrollment(keys.public_key)
+    state_dir = tmp_path / "state"
+    save_enrollment(state_dir, enrollment, keys.private_key)
+    assert mode(state_dir) == 0o700
+    assert mode(state_dir / STATE_FILE) == 0o600
+    assert mode(state_dir / KEY_FILE) == 0o600
+    assert load_enrollment(state_dir) == enrollment
+    assert load_private_key(state_dir, enrollment) == keys.private_key
+    assert (state_dir / KEY_FILE).read_text() == keys.private_key + "\n"
+    assert keys.private_key not in (state_dir / STATE_FILE).read_text()
+    assert sorted(p.name for p in state_dir.iterdir()) == [STATE_FILE, KEY_FILE]
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_replacing_a_file_keeps_it_owner_only_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "secret"
+    target.write_text("old")
+    target.chmod(0o644)
+    write_private_file(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert mode(target) == 0o600  # a new inode, created 0600, not the old one chmod-ed
+    assert [p.name for p in tmp_path.iterdir()] == ["secret"]
+
+
+def test_a_failed_write_leaves_the_old_file_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "secret"
+    target.write_text("old")
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="Input/output"):
+        write_private_file(target, b"new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["secret"]
+
+
+def test_saving_refuses_a_private_key_of_another_device(tmp_path: Path) -> None:
+    enrollment = make_enrollment(generate_keypair().public_key)
+    with pytest.raises(ValueError, match="does not match"):
+        save_enrollment(tmp_path, enrollment, generate_keypair().private_key)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_state_means_not_enrolled(tmp_path: Path) -> None:
+    with pytest.raises(NotEnrolled, match="wiremesh agent enroll"):
+        load_enrollment(tmp_path)
+
+
+def test_a_damaged_state_file_says_how_to_recover(tmp_path: Path) -> None:
+    (tmp_path / STATE_FILE).write_text("{not json")
+    with pytest.raises(StateError, match=r"damaged.*--force"):
+        load_enrollment(tmp_path)
+
+
+def test_a_state_file_of_another_format_is_refused(tmp_path: Path) -> None:
+    keys = generate_keypair()
+    data = json.loads(make_enrollment(keys.public_key).model_dump_json())
+    data["format"] = 99
+    (tmp_path / STATE_FILE).write_text(json.dumps(data))
+    with pytest.raises(StateError, match="format 99"):
+        load_enrollment(tmp_path)
+
+
+def test_a_private_key_that_does_not_match_is_detected(tmp_path: Path) -> None:
+    keys = generate_keypair()
+    enrollment = make_enrollment(keys.public_key)
+    save_enrollment(tmp_path, enrollment, keys.private_key)
+    write_private_file(tmp_path / KEY_FILE, generate_keypair().private_key.encode())
+    with pytest.raises(StateError, match="does not belong"):
+        load_private_key(tmp_path, enrollment)
+
+
+def test_a_missing_or_garbled_private_key_is_an_error(tmp_path: Path) -> None:
+    keys = generate_keypair()
+    enrollment = make_enrollment(keys.public_key)
+    with pytest.raises(StateError, match="missing"):
+        load_private_key(tmp_path, enrollment)
+    write_private_file(tmp_path / KEY_FILE, b"garbage")
+    with pytest.raises(StateError, match="does not hold a WireGuard private key"):
+        load_private_key(tmp_path, enrollment)
+
+
+def test_the_credential_is_in_neither_repr_nor_summary() -> None:
+    enrollment = make_enrollment(generate_keypair().public_key)
+    assert enrollment.credential not in repr(enrollment)
+    summary = state_summary(enrollment)
+    assert "credential" not in summary
+    assert enrollment.credential not in json.dumps(summary)
+
+
+def test_state_dir_flag_beats_environment_beats_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(STATE_DIR_ENV, raising=False)
+    assert resolve_state_dir(None) == DEFAULT_STATE_DIR
+    monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path / "env"))
+    assert resolve_state_dir(None) == tmp_path / "env"
+    assert resolve_state_dir(tmp_path / "flag") == tmp_path / "flag"
