@@ -1,5 +1,65 @@
-"""`wiremesh` CLI: mail commands."""
+"""`wiremesh mail`: the outbox, every mail the server sends (as the operator)."""
+
+from __future__ import annotations
+
+from typing import Any
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from wiremesh.cli._common import JsonOption, emit, fail, run, unit_of_work
+from wiremesh.cli.smtp import org_id_of
+from wiremesh.server.mail import outbox
+from wiremesh.server.mail.models import MailStatus
+from wiremesh.server.mail.schemas import MailOut
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help=(
+        "The mail outbox: every mail is stored, then sent by the server with retries; "
+        "failed mails stay listed with their last error."
+    ),
+)
+
+STATUSES = [status.value for status in MailStatus]
+
+
+def mail_row(row: MailOut) -> dict[str, Any]:
+    data = row.model_dump(mode="json")
+    data.pop("next_attempt_at" if row.status is not MailStatus.QUEUED else "sent_at", None)
+    return data
+
+
+@app.command("list")
+def list_mail(
+    org: str | None = typer.Option(None, "--org", help="Only this organization's mails"),
+    status: str | None = typer.Option(
+        None, "--status", help=f"Only mails in this state: {', '.join(STATUSES)}"
+    ),
+    limit: int = typer.Option(50, "--limit", min=1, max=10_000, help="At most this many"),
+    as_json: bool = JsonOption,
+) -> None:
+    """List mails, newest first."""
+    if status is not None and status not in STATUSES:
+        fail(f"--status must be one of {', '.join(STATUSES)}")
+
+    async def work() -> list[dict[str, Any]]:
+        async with unit_of_work() as session:
+            org_id = await org_id_of(session, org)
+            rows = await outbox.list_mail(
+                session, org_id=org_id, all_orgs=org is None, status=status, limit=limit
+            )
+            return [mail_row(MailOut.of(row)) for row in rows]
+
+    emit(run(work), as_json)
+
+
+@app.command("retry")
+def retry(mail_id: int = typer.Argument(..., min=1, help="Id of a failed mail")) -> None:
+    """Queue a failed mail again (after fixing the SMTP settings, say)."""
+
+    async def work() -> None:
+        async with unit_of_work() as session:
+            await outbox.retry_failed(session, mail_id)
+
+    run(work)
+    typer.echo(f"Mail {mail_id} is queued again; the server sends it shortly.")

@@ -3,18 +3,29 @@
 from wiremesh.server.auth.models import ApiToken
 from wiremesh.server.db.base import Base
 from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
-from wiremesh.server.mail.models import SMTPSettings
+from wiremesh.server.mail.models import (
+    DeviceAlertState,
+    MailOutbox,
+    OrgAlertSettings,
+    OrgInvitation,
+    SMTPSettings,
+)
 from wiremesh.server.orgs.models import Membership, Organization
-from wiremesh.server.presence.models import ConnectionStatus
+from wiremesh.server.presence.models import ConnectionStatus, ServerReplica
 from wiremesh.server.users.models import User
 
 __all__ = [
     "ApiToken",
     "Base",
     "ConnectionStatus",
+    "DeviceAlertState",
+    "MailOutbox",
     "Membership",
+    "OrgAlertSettings",
+    "OrgInvitation",
     "Organization",
     "SMTPSettings",
+    "ServerReplica",
     "SetupKey",
     "User",
     "VirtualIPMapping",

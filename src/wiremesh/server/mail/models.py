@@ -1,16 +1,23 @@
-"""``smtp_settings``: one per organization, at most one global (``org_id IS NULL``)."""
+"""Mail tables: ``smtp_settings`` (the seed's, plus TLS options), the outbox, invitations, alerts.
+
+``smtp_settings`` holds one row per organization and at most one global row (``org_id IS NULL``).
+"""
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
 from sqlalchemy import (
     Boolean,
+    CheckConstraint,
     ForeignKey,
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
+    false,
     func,
     text,
     true,
@@ -23,8 +30,25 @@ from wiremesh.server.db.base import Base, utcnow
 # This partial unique index on a constant expression admits exactly one global row.
 GLOBAL_SMTP_UNIQUE_INDEX = "uq_smtp_settings_single_global"
 
+IMPLICIT_TLS_PORT = 465
+
+
+class TlsMode(enum.StrEnum):
+    """How a connection is secured: what ``use_tls`` and ``tls_mode`` resolve to."""
+
+    NONE = "none"
+    STARTTLS = "starttls"
+    IMPLICIT = "implicit"
+
 
 class SMTPSettings(Base):
+    """The seed's columns, plus ``tls_mode``, ``verify_certificate`` and ``ca_certificate``.
+
+    ``use_tls`` keeps its meaning: false sends in plain text; true secures the connection with
+    ``tls_mode`` when it is set, else implicit TLS on port 465 and STARTTLS on any other port.
+    ``smtp_password`` holds a Fernet token (see ``wiremesh.server.crypto``), never the password.
+    """
+
     __tablename__ = "smtp_settings"
     __table_args__ = (
         UniqueConstraint("org_id"),
@@ -49,6 +73,137 @@ class SMTPSettings(Base):
     use_tls: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+    # NULL = chosen by port (465 implicit, else STARTTLS); 'starttls' or 'implicit' to force one.
+    tls_mode: Mapped[str | None] = mapped_column(String(16))
+    verify_certificate: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    ca_certificate: Mapped[str | None] = mapped_column(Text)
+
+    @property
+    def effective_tls(self) -> TlsMode:
+        return effective_tls(self.use_tls, self.tls_mode, self.smtp_port)
+
+
+def effective_tls(use_tls: bool, tls_mode: str | None, port: int) -> TlsMode:
+    """The one rule for how a connection is secured."""
+    if not use_tls:
+        return TlsMode.NONE
+    if tls_mode is not None:
+        return TlsMode(tls_mode)
+    return TlsMode.IMPLICIT if port == IMPLICIT_TLS_PORT else TlsMode.STARTTLS
+
+
+class MailStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class MailKind(enum.StrEnum):
+    TEST = "test"
+    INVITATION = "invitation"
+    DEVICE_OFFLINE = "device_offline"
+    DEVICE_ONLINE = "device_online"
+
+
+class MailOutbox(Base):
+    """Every mail is stored here first; the outbox worker sends it, once, with retries.
+
+    A sender claims a row by moving it to ``sending`` with a lease (``claimed_until``); a row
+    whose lease ran out (its replica died mid-send) may be claimed again.
+    """
+
+    __tablename__ = "mail_outbox"
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'sending', 'sent', 'failed')", name="status"),
+        Index("ix_mail_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_mail_outbox_org_id_created_at", "org_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int | None] = mapped_column(ForeignKey("organization.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    to: Mapped[str] = mapped_column("to", String(320))
+    subject: Mapped[str] = mapped_column(String(512))
+    text: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(
+        String(16), default=MailStatus.QUEUED.value, server_default=MailStatus.QUEUED.value
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    claimed_until: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    last_outcome: Mapped[str | None] = mapped_column(String(32))
+    last_error: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    sent_at: Mapped[datetime | None]
+
+
+class OrgInvitation(Base):
+    """An invitation to join an org; only a hash of its accept token is kept. Single use."""
+
+    __tablename__ = "org_invitation"
+    __table_args__ = (CheckConstraint("role IN ('owner', 'admin', 'member')", name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(
+        ForeignKey("organization.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(16))
+    lookup: Mapped[str] = mapped_column(String(16), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    invited_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    expires_at: Mapped[datetime]
+    accepted_at: Mapped[datetime | None]
+    accepted_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user.id", ondelete="SET NULL")
+    )
+    revoked_at: Mapped[datetime | None]
+
+
+class OrgAlertSettings(Base):
+    """Offline alerts for one org: opt-in, with a threshold and a debounce window."""
+
+    __tablename__ = "org_alert_settings"
+    __table_args__ = (
+        CheckConstraint("offline_threshold_seconds >= 0", name="offline_threshold_seconds"),
+        CheckConstraint("debounce_seconds >= 0", name="debounce_seconds"),
+    )
+
+    org_id: Mapped[int] = mapped_column(
+        ForeignKey("organization.id", ondelete="CASCADE"), primary_key=True
+    )
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    offline_threshold_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    debounce_seconds: Mapped[int] = mapped_column(Integer, default=3600, server_default="3600")
+    # When alerts were last switched on: devices offline since before then are not reported.
+    enabled_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+
+class DeviceAlertState(Base):
+    """Per device: whether an offline alert is open (awaiting its recovery mail), and when the
+    last one went out (the debounce)."""
+
+    __tablename__ = "device_alert_state"
+
+    org_id: Mapped[int] = mapped_column(
+        ForeignKey("organization.id", ondelete="CASCADE"), primary_key=True
+    )
+    peer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alert_open: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    offline_since: Mapped[datetime | None]
+    last_alert_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=func.now()
     )

@@ -1,0 +1,131 @@
+"""The outbox: every mail is stored first, then sent by the worker with retries.
+
+A mail goes ``queued`` -> ``sending`` (claimed, with a lease) -> ``sent``, or back to
+``queued`` with a later ``next_attempt_at`` after a temporary failure, or ``failed`` after a
+permanent refusal (5xx) or too many attempts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wiremesh.server.db.base import utcnow
+from wiremesh.server.errors import Conflict, NotFound
+from wiremesh.server.mail import repository
+from wiremesh.server.mail.models import MailOutbox, MailStatus
+from wiremesh.server.mail.render import RenderedMail
+from wiremesh.server.mail.transport import DeliveryReport, OutgoingMail
+
+MAX_RECIPIENT_LENGTH = 320
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff: ``base * 2**(attempt-1)``, capped; ``failed`` after ``max_attempts``."""
+
+    max_attempts: int = 10
+    base_delay: float = 30.0
+    max_delay: float = 3600.0
+
+    def delay(self, attempts: int) -> timedelta:
+        exponent = min(max(attempts - 1, 0), 30)
+        return timedelta(seconds=min(self.max_delay, self.base_delay * (2**exponent)))
+
+
+async def enqueue(
+    session: AsyncSession,
+    *,
+    org_id: int | None,
+    kind: str,
+    to: str,
+    rendered: RenderedMail,
+    now: datetime | None = None,
+) -> MailOutbox:
+    """Store one mail for one recipient; the worker sends it after the transaction commits."""
+    row = MailOutbox(
+        org_id=org_id,
+        kind=kind,
+        to=to[:MAX_RECIPIENT_LENGTH],
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        status=MailStatus.QUEUED.value,
+        next_attempt_at=now or utcnow(),
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+def outgoing(row: MailOutbox) -> OutgoingMail:
+    """The stored mail as the transport sends it; its Message-ID is stable across retries."""
+    stamp = int(row.created_at.timestamp()) if row.created_at is not None else 0
+    return OutgoingMail(
+        to=row.to,
+        subject=row.subject,
+        text=row.text,
+        html=row.html,
+        reference=f"wiremesh.{row.id}.{stamp}",
+    )
+
+
+async def record_report(
+    session: AsyncSession,
+    mail_id: int,
+    claimed_by: str,
+    report: DeliveryReport,
+    *,
+    attempts: int,
+    policy: RetryPolicy,
+    retry: bool = True,
+    now: datetime | None = None,
+) -> MailStatus | None:
+    """Store what the send did; None when this sender had lost its claim meanwhile."""
+    now = now or utcnow()
+    values: dict[str, Any] = {"last_outcome": report.outcome.value}
+    if report.delivered:
+        status = MailStatus.SENT
+        values.update(sent_at=now, last_error=None)
+    elif report.permanent or not retry or attempts >= policy.max_attempts:
+        status = MailStatus.FAILED
+        values["last_error"] = report.message[:1024]
+    else:
+        status = MailStatus.QUEUED
+        values.update(
+            last_error=report.message[:1024], next_attempt_at=now + policy.delay(attempts)
+        )
+    values["status"] = status.value
+    if not await repository.finish_claim(session, mail_id, claimed_by, values):
+        return None
+    return status
+
+
+async def list_mail(
+    session: AsyncSession,
+    *,
+    org_id: int | None = None,
+    all_orgs: bool = False,
+    status: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> Sequence[MailOutbox]:
+    return await repository.list_mail(
+        session, org_id=org_id, all_orgs=all_orgs, status=status, limit=limit, offset=offset
+    )
+
+
+async def retry_failed(session: AsyncSession, mail_id: int) -> MailOutbox:
+    """Queue a failed mail again, from its first attempt."""
+    row = await repository.get_mail(session, mail_id)
+    if row is None:
+        raise NotFound("mail")
+    if not await repository.requeue_failed(session, mail_id, utcnow()):
+        raise Conflict("mail_not_failed", f"mail {mail_id} is {row.status}, not failed")
+    refreshed = await repository.get_mail(session, mail_id)
+    assert refreshed is not None
+    return refreshed

@@ -1,0 +1,151 @@
+"""Mail: queries only (SMTP settings, the outbox)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wiremesh.server.mail.models import MailOutbox, MailStatus, SMTPSettings
+
+_QUEUED = MailStatus.QUEUED.value
+_SENDING = MailStatus.SENDING.value
+
+
+# --- SMTP settings ------------------------------------------------------------------------------
+
+
+async def get_settings(session: AsyncSession, org_id: int | None) -> SMTPSettings | None:
+    """The org's own row (``org_id``), or the global row (None), active or not."""
+    condition = SMTPSettings.org_id.is_(None) if org_id is None else SMTPSettings.org_id == org_id
+    return (await session.execute(select(SMTPSettings).where(condition))).scalar_one_or_none()
+
+
+async def resolve_settings(session: AsyncSession, org_id: int | None) -> SMTPSettings | None:
+    """The seed's query: the org's active row first, else the active global row.
+
+    ``WHERE (org_id = :org OR org_id IS NULL) AND is_active ORDER BY org_id DESC NULLS LAST
+    LIMIT 1``; with no org, only the active global row.
+    """
+    scope = (
+        SMTPSettings.org_id.is_(None)
+        if org_id is None
+        else or_(SMTPSettings.org_id == org_id, SMTPSettings.org_id.is_(None))
+    )
+    statement = (
+        select(SMTPSettings)
+        .where(scope, SMTPSettings.is_active.is_(True))
+        .order_by(SMTPSettings.org_id.desc().nulls_last())
+        .limit(1)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def delete_settings(session: AsyncSession, settings_id: int) -> None:
+    await session.execute(delete(SMTPSettings).where(SMTPSettings.id == settings_id))
+
+
+async def settings_with_password(session: AsyncSession) -> Sequence[SMTPSettings]:
+    statement = (
+        select(SMTPSettings)
+        .where(SMTPSettings.smtp_password.is_not(None))
+        .order_by(SMTPSettings.id)
+    )
+    return (await session.execute(statement)).scalars().all()
+
+
+# --- the outbox ---------------------------------------------------------------------------------
+
+
+def _claimable(now: datetime) -> Any:
+    """Queued and due, or stuck in ``sending`` past its lease (its sender died)."""
+    return or_(
+        and_(MailOutbox.status == _QUEUED, MailOutbox.next_attempt_at <= now),
+        and_(MailOutbox.status == _SENDING, MailOutbox.claimed_until < now),
+    )
+
+
+async def due_mail_ids(session: AsyncSession, now: datetime, limit: int) -> list[int]:
+    statement = (
+        select(MailOutbox.id)
+        .where(_claimable(now))
+        .order_by(MailOutbox.next_attempt_at, MailOutbox.id)
+        .limit(limit)
+    )
+    return list((await session.execute(statement)).scalars().all())
+
+
+async def claim_mail(
+    session: AsyncSession, mail_id: int, *, now: datetime, until: datetime, claimed_by: str
+) -> bool:
+    """Take one mail for sending; True for exactly one claimer, however many race for it."""
+    result = await session.execute(
+        update(MailOutbox)
+        .where(MailOutbox.id == mail_id, _claimable(now))
+        .values(
+            status=_SENDING,
+            claimed_until=until,
+            claimed_by=claimed_by,
+            attempts=MailOutbox.attempts + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def get_mail(session: AsyncSession, mail_id: int) -> MailOutbox | None:
+    statement = (
+        select(MailOutbox).where(MailOutbox.id == mail_id).execution_options(populate_existing=True)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def finish_claim(
+    session: AsyncSession, mail_id: int, claimed_by: str, values: dict[str, Any]
+) -> bool:
+    """Record the end of a send, only while this sender still holds the claim."""
+    result = await session.execute(
+        update(MailOutbox)
+        .where(
+            MailOutbox.id == mail_id,
+            MailOutbox.status == _SENDING,
+            MailOutbox.claimed_by == claimed_by,
+        )
+        .values(claimed_until=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def list_mail(
+    session: AsyncSession,
+    *,
+    org_id: int | None,
+    all_orgs: bool,
+    status: str | None,
+    limit: int,
+    offset: int,
+) -> Sequence[MailOutbox]:
+    """Newest first; one org's mails, the global ones (``org_id`` None), or every mail."""
+    statement = select(MailOutbox)
+    if not all_orgs:
+        statement = statement.where(
+            MailOutbox.org_id.is_(None) if org_id is None else MailOutbox.org_id == org_id
+        )
+    if status is not None:
+        statement = statement.where(MailOutbox.status == status)
+    statement = statement.order_by(MailOutbox.id.desc()).limit(limit).offset(offset)
+    return (await session.execute(statement)).scalars().all()
+
+
+async def requeue_failed(session: AsyncSession, mail_id: int, now: datetime) -> bool:
+    result = await session.execute(
+        update(MailOutbox)
+        .where(MailOutbox.id == mail_id, MailOutbox.status == MailStatus.FAILED.value)
+        .values(status=_QUEUED, attempts=0, next_attempt_at=now, claimed_by=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)

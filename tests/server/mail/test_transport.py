@@ -1,0 +1,207 @@
+"""The SMTP transport against real servers: what each answer is reported as."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from tests.server.mail.smtp_servers import HOST, Certificate, SilentServer, SmtpServer, free_port
+from wiremesh.server.mail.models import TlsMode
+from wiremesh.server.mail.transport import (
+    Outcome,
+    OutgoingMail,
+    ResolvedSMTP,
+    SmtpTransport,
+    build_message,
+)
+
+MAIL = OutgoingMail(to="ops@example.org", subject="Hello", text="plain body", html="<p>html</p>")
+
+
+def config_for(server: SmtpServer, certificate: Certificate, **changes: object) -> ResolvedSMTP:
+    base = ResolvedSMTP(
+        settings_id=1,
+        org_id=None,
+        host=HOST,
+        port=server.port,
+        username="mailer",
+        password="s3cret-pw",
+        from_email="noreply@example.com",
+        tls=TlsMode.STARTTLS if server.mode == "starttls" else TlsMode.IMPLICIT,
+        verify_certificate=True,
+        ca_certificate=certificate.pem,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+async def test_starttls_with_auth_delivers_text_and_html(
+    smtp_servers: Callable[..., SmtpServer], certificate: Certificate
+) -> None:
+    server = smtp_servers(mode="starttls")
+    report = await SmtpTransport(timeout=5).send(config_for(server, certificate), MAIL)
+    assert report.outcome is Outcome.DELIVERED, report
+    assert report.permanent is False
+    assert server.inbox.logins == ["mailer"]
+    [message] = server.inbox.messages
+    assert message["Subject"] == "Hello"
+    assert message["From"] == "noreply@example.com"
+    assert server.inbox.recipients == [["ops@example.org"]]
+    plain = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert plain is not None
+    assert plain.get_content().strip() == "plain body"
+    assert html is not None
+    assert "<p>html</p>" in html.get_content()
+
+
+async def test_implicit_tls_delivers(
+    smtp_servers: Callable[..., SmtpServer], certificate: Certificate
+) -> None:
+    server = smtp_servers(mode="implicit")
+    report = await SmtpTransport(timeout=5).send(config_for(server, certificate), MAIL)
+    assert report.outcome is Outcome.DELIVERED, report
+    assert len(server.inbox.messages) == 1
+    assert server.inbox.logins == ["mailer"]
+
+
+async def test_implicit_tls_wrong_password_is_auth_failed(
+    smtp_servers: Callable[..., SmtpServer], certificate: Certificate
+) -> None:
+    server = smtp_servers(mode="implicit")
+    config = config_for(server, certificate, password="nope")
+    report = await SmtpTransport(timeout=5).send(config, MAIL)
+    assert report.outcome is Outcome.AUTH_FAILED
+    assert server.inbox.messages == []
+
+
+async def test_wrong_password_is_auth_failed_and_not_permanent(
+    smtp_servers: Callable[..., SmtpServer], certificate: Certificate
+) -> None:
+    server = smtp_servers(mode="starttls")
+    config = config_for(server, certificate, password="wrong")
+    report = await SmtpTransport(timeout=5).send(config, MAIL)
+    assert report.outcome is Outcome.AUTH_FAILED
+    assert report.smtp_code == 535
+    assert not report.permanent
+    assert "wrong" not in report.message
+    assert server.inbox.messages == []
+
+
+async def test_untrusted_self_signed_certificate_is_tls_failed(
+    smtp_servers: Callable[..., SmtpServer], certificate: Certificate
+) -> None:
+    server = smtp_servers(mode="starttls")
+    report = await SmtpTransport(timeout=5).send(
+        config_for(server, certificate, ca_certificate=None), MAIL
+    )
+    assert report.outcome is Outcome.TLS_FAILED
+    assert "certificate" in report.message
+    assert server.inbox.messages == []
+
+
+async def test_implicit_tls_untrusted_certificate_is_tls_failed(
+    smtp_servers: Callable[..., SmtpServer], certificate: Certificate
+) -> None:
+    server = smtp_servers(mode="implicit")
+    report = await SmtpTransport(timeout=5).send(
+        config_for(server, certificate, ca_certificate=None), MAIL
+    )
+    assert report.outcome is Outcome.TLS_FAILED
+
+
+async def test_verification_can_be_turned_off_for_a_self_signed_relay(
+    smtp_servers: Callable[..., SmtpServer], certificate: Certificate
+) -> None:
+    server = smtp_servers(mode="starttls")
+    config = config_for(server, certificate, ca_certificate=None, verify_certificate=False)
+    report = await SmtpTransport(timeout=5).send(config, MAIL)
+    assert report.outcome is Outcome.DELIVERED, report
+
+
+async def test_plain_text_to_a_starttls_only_server_cannot_log_in(
+    smtp_servers: Callable[..., SmtpServer], certificate: Certificate
+) -> None:
+    server = smtp_servers(mode="starttls")
+    report = await SmtpTransport(timeout=5).send(
+        config_for(server, certificate, tls=TlsMode.NONE), MAIL
+    )
+    assert report.outcome is Outcome.AUTH_FAILED
+    assert server.inbox.messages == []
+
+
+async def test_nothing_listening_is_connection_refused(certificate: Certificate) -> None:
+    config = ResolvedSMTP(
+        settings_id=1,
+        org_id=None,
+        host=HOST,
+        port=free_port(),
+        username=None,
+        password=None,
+        from_email="noreply@example.com",
+        tls=TlsMode.STARTTLS,
+        verify_certificate=True,
+    )
+    report = await SmtpTransport(timeout=5).send(config, MAIL)
+    assert report.outcome is Outcome.CONNECTION_REFUSED
+    assert str(config.port) in report.message
+
+
+async def test_a_server_that_never_answers_is_timeout(silent_server: SilentServer) -> None:
+    config = ResolvedSMTP(
+        settings_id=1,
+        org_id=None,
+        host=HOST,
+        port=silent_server.port,
+        username=None,
+        password=None,
+        from_email="noreply@example.com",
+        tls=TlsMode.STARTTLS,
+        verify_certificate=True,
+    )
+    report = await SmtpTransport(timeout=0.5).send(config, MAIL)
+    assert report.outcome is Outcome.TIMEOUT
+    assert not report.permanent
+
+
+async def test_refused_recipient_is_a_permanent_rejection(
+    smtp_servers: Callable[..., SmtpServer], certificate: Certificate
+) -> None:
+    server = smtp_servers(mode="starttls", reject_recipients=True)
+    report = await SmtpTransport(timeout=5).send(config_for(server, certificate), MAIL)
+    assert report.outcome is Outcome.REJECTED
+    assert report.permanent
+    assert report.smtp_code == 550
+
+
+def test_password_is_not_in_the_repr() -> None:
+    config = ResolvedSMTP(
+        settings_id=1,
+        org_id=3,
+        host="smtp.example.com",
+        port=587,
+        username="u",
+        password="hunter2-secret",
+        from_email="a@example.com",
+        tls=TlsMode.STARTTLS,
+        verify_certificate=True,
+    )
+    assert "hunter2-secret" not in repr(config)
+
+
+def test_message_headers_cannot_be_injected_and_ids_are_stable() -> None:
+    config = ResolvedSMTP(
+        settings_id=1,
+        org_id=3,
+        host="smtp.example.com",
+        port=587,
+        username=None,
+        password=None,
+        from_email="noreply@example.com",
+        tls=TlsMode.STARTTLS,
+        verify_certificate=True,
+    )
+    mail = OutgoingMail(to="a@example.org", subject="s", text="t", reference="wiremesh.7.1")
+    first = build_message(config, mail)
+    second = build_message(config, mail)
+    assert first["Message-ID"] == second["Message-ID"] == "<wiremesh.7.1@example.com>"
+    assert first["Auto-Submitted"] == "auto-generated"
