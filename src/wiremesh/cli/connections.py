@@ -22,6 +22,11 @@ ips_app = typer.Typer(no_args_is_help=True, help="Virtual IP addresses.")
 
 OrgFilter = typer.Option(None, "--org", help="Only this organization (id or name)")
 
+# The API's bounds; beyond them "now minus the value" would overflow the date range.
+MAX_SILENCE_SECONDS = 86_400 * 365
+MAX_UNUSED_HOURS = 24 * 3650
+MAX_RETENTION = timedelta(days=36_500)
+
 
 def connection_row(item: ConnectionOut) -> dict[str, Any]:
     return {
@@ -65,7 +70,11 @@ def list_connections(
 def at_risk(
     org: str | None = OrgFilter,
     seconds: float | None = typer.Option(
-        None, "--seconds", min=0.001, help="No pong for longer than this; default 2 intervals"
+        None,
+        "--seconds",
+        min=0.001,
+        max=MAX_SILENCE_SECONDS,
+        help="No pong for longer than this; default 2 intervals",
     ),
     limit: int = typer.Option(100, "--limit", min=1, max=100_000),
     as_json: bool = JsonOption,
@@ -88,7 +97,9 @@ def at_risk(
 @ips_app.command("stale")
 def stale(
     org: str | None = OrgFilter,
-    hours: float = typer.Option(24.0, "--hours", min=0.001, help="Unused for this long"),
+    hours: float = typer.Option(
+        24.0, "--hours", min=0.001, max=MAX_UNUSED_HOURS, help="Unused for this long"
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Virtual IPs unused for N hours, or never used: candidates for cleanup."""
@@ -122,6 +133,8 @@ def cleanup(
         )
     except ValueError as exc:
         fail(str(exc))
+    if retention > MAX_RETENTION:
+        fail(f"--older-than {older_than} is too long: at most {MAX_RETENTION.days} days")
 
     async def work() -> dict[str, Any]:
         async with unit_of_work(settings):

@@ -26,6 +26,10 @@ app = typer.Typer(
     ),
 )
 
+MAX_HISTORY_PERIOD = timedelta(days=3650)
+MAX_FLAP_WINDOW = timedelta(days=1)
+"""The API's bounds; beyond them the dates would overflow or the answer would mean nothing."""
+
 DeviceArgument = typer.Argument(..., help="Device id, peer id, hostname or virtual IP")
 OrgFilter = typer.Option(None, "--org", help="Organization id or name")
 
@@ -125,6 +129,10 @@ def history(
         window = parse_duration(flap_window)
     except ValueError as exc:
         fail(str(exc))
+    if span > MAX_HISTORY_PERIOD:
+        fail(f"--period {period} is too long: at most {MAX_HISTORY_PERIOD.days} days")
+    if window > MAX_FLAP_WINDOW:
+        fail(f"--flap-window {flap_window} is too long: at most 1 day")
 
     async def work() -> dict[str, Any]:
         async with unit_of_work() as session:

@@ -14,9 +14,14 @@ from wiremesh.server.config import Settings, load_settings
 from wiremesh.server.db import migrate
 from wiremesh.server.db.session import create_engine, create_sessionmaker
 from wiremesh.server.errors import install_error_handlers
+from wiremesh.server.mail.alerts import OfflineAlertChecker
+from wiremesh.server.mail.outbox import RetryPolicy
+from wiremesh.server.presence.alerting import alert_on_transition
 from wiremesh.server.presence.cleanup import CleanupWorker
 from wiremesh.server.presence.hub import PresenceHub
 from wiremesh.server.state import AppState
+from wiremesh.server.workers.mail_outbox import MailOutboxWorker, OutboxOptions
+from wiremesh.server.workers.periodic import PeriodicWorker
 
 logger = logging.getLogger("wiremesh.server")
 
@@ -52,17 +57,34 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
             await asyncio.to_thread(migrate.upgrade, settings)
         engine = create_engine(settings)
         sessionmaker = create_sessionmaker(engine)
-        hub = PresenceHub(settings, sessionmaker)
+        hub = PresenceHub(settings, sessionmaker, on_transition=alert_on_transition)
         await hub.start()
-        cleanup = CleanupWorker(settings, sessionmaker)
-        cleanup.start()
+        workers: list[PeriodicWorker] = [
+            CleanupWorker(settings, sessionmaker),
+            MailOutboxWorker(
+                sessionmaker,
+                settings,
+                options=OutboxOptions(
+                    poll_interval=settings.mail_poll_interval,
+                    retry=RetryPolicy(
+                        max_attempts=settings.mail_max_attempts,
+                        base_delay=settings.mail_retry_base_delay,
+                        max_delay=settings.mail_retry_max_delay,
+                    ),
+                ),
+            ),
+            OfflineAlertChecker(sessionmaker, settings, interval=settings.alert_check_interval),
+        ]
+        for worker in workers:
+            await worker.start()
         app.state.wiremesh = AppState(
             settings=settings, engine=engine, sessionmaker=sessionmaker, hub=hub
         )
         try:
             yield
         finally:
-            await cleanup.stop()
+            for worker in reversed(workers):
+                await worker.stop()
             await hub.stop()
             await engine.dispose()
 

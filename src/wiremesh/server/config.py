@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     cleanup_interval: float = Field(default=3600.0, gt=0)
     cleanup_batch_size: int = Field(default=5000, ge=1)
 
+    mail_poll_interval: float = Field(default=5.0, gt=0, le=3600)
+    mail_max_attempts: int = Field(default=10, ge=1, le=1000)
+    mail_retry_base_delay: float = Field(default=30.0, gt=0)
+    mail_retry_max_delay: float = Field(default=3600.0, gt=0)
+    alert_check_interval: float = Field(default=30.0, gt=0, le=86400)
+
     default_network_pool: str = Field(
         default="100.64.0.0/10", description="Org networks are carved from this range"
     )

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.factories import auth, make_member, make_org, make_token, make_user
+from tests.live import serve_app
 from wiremesh.server.orgs.models import OrgRole
 
 
@@ -26,31 +24,12 @@ class LiveServer:
 
 @pytest.fixture
 async def live_server(app: FastAPI) -> AsyncIterator[LiveServer]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        lifespan="off",
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("the server stopped before it started")
-        await asyncio.sleep(0.01)
-    yield LiveServer(
-        base_url=f"http://127.0.0.1:{port}",
-        ws_url=f"ws://127.0.0.1:{port}/api/v1/agent/ws",
-        app=app,
-    )
-    server.should_exit = True
-    await task
+    async with serve_app(app) as base_url:
+        yield LiveServer(
+            base_url=base_url,
+            ws_url=base_url.replace("http://", "ws://") + "/api/v1/agent/ws",
+            app=app,
+        )
 
 
 @dataclass

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.auth.secrets import issue_secret, parse_lookup, secret_matches
 from wiremesh.server.db.base import utcnow
-from wiremesh.server.devices import repository
+from wiremesh.server.devices import repository, schemas
 from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
 from wiremesh.server.errors import ApiError, Conflict, Invalid, NotFound
 from wiremesh.server.ipam.service import allocate_virtual_ip, lock_org_network
@@ -19,6 +19,8 @@ from wiremesh.server.sqlalchemy_helpers import scalar_exists
 
 SETUP_KEY_KIND = "wmk"
 DEVICE_CREDENTIAL_KIND = "wmd"
+MIN_SETUP_KEY_LIFETIME = timedelta(seconds=60)
+MAX_SETUP_KEY_LIFETIME = timedelta(seconds=schemas.MAX_SETUP_KEY_LIFETIME)
 
 
 def setup_key_usable(key: SetupKey) -> bool:
@@ -51,6 +53,10 @@ async def create_setup_key(
         raise Invalid("not_a_member", f"user {owner_user_id} is not a member of this organization")
     if not reusable and usage_limit not in (None, 1):
         raise Invalid("invalid_usage_limit", "a one-off key is used once; drop usage_limit")
+    if expires_in is not None and not (
+        MIN_SETUP_KEY_LIFETIME <= expires_in <= MAX_SETUP_KEY_LIFETIME
+    ):
+        raise Invalid("invalid_expiry", "a setup key lives between 1 minute and 10 years")
     issued = issue_secret(SETUP_KEY_KIND)
     key = SetupKey(
         org_id=org_id,

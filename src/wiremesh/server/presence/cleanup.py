@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 
@@ -12,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from wiremesh.server.config import Settings
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.presence import repository
+from wiremesh.server.workers.periodic import PeriodicWorker
 
 logger = logging.getLogger("wiremesh.cleanup")
 
@@ -33,13 +33,15 @@ async def delete_old_connections(
         await asyncio.sleep(0)
 
 
-class CleanupWorker:
+class CleanupWorker(PeriodicWorker):
     """Runs the retention cleanup every ``cleanup_interval`` seconds inside the server."""
 
+    name = "connection-cleanup"
+
     def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        super().__init__(settings.cleanup_interval)
         self.settings = settings
         self.sessionmaker = sessionmaker
-        self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> int:
         deleted, cutoff = await delete_old_connections(
@@ -50,20 +52,3 @@ class CleanupWorker:
         if deleted:
             logger.info("deleted %d connection rows that ended before %s", deleted, cutoff)
         return deleted
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                logger.exception("connection history cleanup failed; trying again next interval")
-            await asyncio.sleep(self.settings.cleanup_interval)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="wiremesh-cleanup")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task

@@ -141,7 +141,10 @@ def identity_of(device: VirtualIPMapping, network: str) -> DeviceIdentity:
     )
 
 
-TransitionHook = Callable[[AsyncSession, LiveSession, ConnectionState, datetime], Awaitable[None]]
+TransitionHook = Callable[
+    [AsyncSession, LiveSession, ConnectionState, str, datetime], Awaitable[None]
+]
+"""Runs inside a transition's transaction: (session, live, new status, reason, when)."""
 
 
 class PresenceHub:
@@ -302,7 +305,9 @@ class PresenceHub:
                 ),
             )
             if self.on_transition is not None:
-                await self.on_transition(session, live, ConnectionState.CONNECTED, utcnow())
+                await self.on_transition(
+                    session, live, ConnectionState.CONNECTED, "connected", utcnow()
+                )
             await session.commit()
             live.row_id = row.id
         roster = await self._roster(device.org_id)
@@ -388,7 +393,7 @@ class PresenceHub:
             async with self.sessionmaker() as session:
                 ended = await repository.end_connection(session, end)
                 if ended and self.on_transition is not None:
-                    await self.on_transition(session, live, status, at)
+                    await self.on_transition(session, live, status, reason, at)
                 await session.commit()
         except Exception:
             # The row stays 'connected'; the orphan reconciliation ends it later.

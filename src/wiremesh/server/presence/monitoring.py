@@ -115,15 +115,19 @@ def summarize(
     until: datetime,
     flap_window: timedelta,
 ) -> HistorySummary:
-    """Counts over a period; a session's time is clipped to the period."""
+    """Counts over a period; a session's time is clipped to the period, and time covered by
+    two sessions at once (a superseded session ends just after its successor started)
+    counts once."""
     connected = 0.0
+    covered_until = since
     flaps = 0
     previous_end: datetime | None = None
     for item in sorted(sessions, key=lambda s: s.connected_at):
-        start = max(item.connected_at, since)
+        start = max(item.connected_at, covered_until)
         end = min(item.disconnected_at or until, until)
         if end > start:
             connected += (end - start).total_seconds()
+            covered_until = end
         if previous_end is not None and item.connected_at - previous_end <= flap_window:
             flaps += 1
         previous_end = item.disconnected_at

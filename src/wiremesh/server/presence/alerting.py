@@ -1,0 +1,36 @@
+"""Connects presence transitions to the org's offline/online alert mails."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wiremesh.server.mail import alerts
+from wiremesh.server.presence.hub import LiveSession
+from wiremesh.server.presence.models import ConnectionState
+
+NOT_A_DEVICE_FAILURE = frozenset({"server_shutdown", "superseded", "revoked"})
+"""Ends that say nothing about the device's health: the server stopping (the offline checker
+covers devices that do not come back), a newer session of the same device, an admin's act."""
+
+
+async def alert_on_transition(
+    session: AsyncSession, live: LiveSession, status: ConnectionState, reason: str, at: datetime
+) -> None:
+    """Inside the transition's own transaction: queue the alert or recovery mail, if due."""
+    device = live.device
+    if status is ConnectionState.CONNECTED:
+        await alerts.on_device_online(
+            session, device.org_id, device.peer_id, device.hostname, device.virtual_ip, at
+        )
+    elif reason not in NOT_A_DEVICE_FAILURE:
+        await alerts.on_device_offline(
+            session,
+            device.org_id,
+            device.peer_id,
+            device.hostname,
+            device.virtual_ip,
+            reason,
+            at,
+        )

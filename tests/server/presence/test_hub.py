@@ -1,0 +1,261 @@
+"""The presence hub: device sync closes sessions of devices revoked elsewhere, and the
+heartbeat flush writes one batch per interval and never rewrites history."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import delete, event, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from tests.factories import make_org, make_user
+from tests.server.devices.agents import close_code, connect_agent, removal_of, wait_for_change
+from tests.server.presence.conftest import LiveServer, OrgFixture, create_setup_key, enroll
+from wiremesh.protocol import CloseCode, ServerSession
+from wiremesh.server.config import Settings
+from wiremesh.server.db.base import utcnow
+from wiremesh.server.devices.models import VirtualIPMapping
+from wiremesh.server.presence.hub import LiveSession, PresenceHub, identity_of
+from wiremesh.server.presence.models import ConnectionStatus
+
+# --- device sync: revocations made elsewhere (CLI, another replica) ---------------------------
+
+
+async def _end_reason(sessionmaker: async_sessionmaker[AsyncSession], peer_id: str) -> Any:
+    async with sessionmaker() as session:
+        return (
+            await session.execute(
+                select(ConnectionStatus.status, ConnectionStatus.end_reason).where(
+                    ConnectionStatus.peer_id == peer_id
+                )
+            )
+        ).one()
+
+
+async def test_sync_devices_closes_sessions_of_devices_revoked_or_deleted_in_the_database(
+    live_server: LiveServer, org: OrgFixture, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    async with httpx.AsyncClient(base_url=live_server.base_url) as client:
+        key = await create_setup_key(client, org)
+        devices = [await enroll(client, key, name) for name in ("keep", "revoke", "delete")]
+    ids = [d["device"]["id"] for d in devices]  # type: ignore[index]
+    peers = [d["device"]["peer_id"] for d in devices]  # type: ignore[index]
+    sockets = [await connect_agent(live_server.ws_url, str(d["credential"])) for d in devices]
+    hub: PresenceHub = live_server.app.state.wiremesh.hub
+    assert await hub.sync_devices() == 0
+    async with sessionmaker() as session:  # what `wiremesh device revoke/delete` does
+        await session.execute(
+            update(VirtualIPMapping)
+            .where(VirtualIPMapping.id == ids[1])
+            .values(revoked_at=utcnow())
+        )
+        await session.execute(delete(VirtualIPMapping).where(VirtualIPMapping.id == ids[2]))
+        await session.commit()
+
+    assert await hub.sync_devices() == 2
+
+    assert await close_code(sockets[1]) == CloseCode.DEVICE_REVOKED
+    assert await close_code(sockets[2]) == CloseCode.DEVICE_REVOKED
+    for peer in peers[1:]:
+        assert tuple(await _end_reason(sessionmaker, peer)) == ("disconnected", "revoked")
+    await wait_for_change(sockets[0], removal_of(peers[1]))
+    assert hub.is_online(ids[0])
+    assert not hub.is_online(ids[1])
+    assert not hub.is_online(ids[2])
+    assert await hub.sync_devices() == 0
+    await sockets[0].close()
+
+
+# --- heartbeat flush --------------------------------------------------------------------------
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.closed: list[int] = []
+
+    async def send(self, text: str) -> None:
+        self.sent.append(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed.append(code)
+
+
+@pytest.fixture
+async def devices(sessionmaker: async_sessionmaker[AsyncSession]) -> list[VirtualIPMapping]:
+    async with sessionmaker() as session:
+        org = await make_org(session, network_cidr="100.64.0.0/24")
+        user = await make_user(session)
+        rows = [
+            VirtualIPMapping(
+                org_id=org.id,
+                user_id=user.id,
+                peer_id=f"peer-{index}",
+                virtual_ip=f"100.64.0.{index + 1}",
+                hostname=f"host{index}",
+                credential_lookup=f"lookup{index:010d}",
+                credential_hash="0" * 64,
+            )
+            for index in range(20)
+        ]
+        session.add_all(rows)
+        await session.commit()
+        return rows
+
+
+@pytest.fixture
+async def hub(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[PresenceHub]:
+    """A hub the test drives by hand (not started unless the test starts it)."""
+    presence = PresenceHub(settings, sessionmaker)
+    yield presence
+    await presence.stop()
+
+
+async def _open(hub: PresenceHub, device: VirtualIPMapping) -> LiveSession:
+    protocol = ServerSession(asyncio.get_running_loop().time())
+    live = LiveSession(
+        device=identity_of(device, "100.64.0.0/24"),
+        protocol=protocol,
+        transport=FakeTransport(),
+        public_ip="203.0.113.9",
+        public_port=51820,
+        agent_version="test",
+    )
+    await hub.open_session(live)
+    hub.activate(live)
+    return live
+
+
+@pytest.fixture
+def updates(sessionmaker: async_sessionmaker[AsyncSession]) -> Iterator[list[tuple[str, bool]]]:
+    """Every UPDATE sent to the database: (table, executemany)."""
+    engine = sessionmaker.kw["bind"]
+    assert isinstance(engine, AsyncEngine)
+    seen: list[tuple[str, bool]] = []
+
+    def record(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, many: bool
+    ) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            seen.append((statement.split()[1].strip('"'), many))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def _connection_rows(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> dict[int, ConnectionStatus]:
+    async with sessionmaker() as session:
+        rows = (await session.execute(select(ConnectionStatus))).scalars().all()
+    return {row.id: row for row in rows}
+
+
+async def test_a_flush_is_one_batched_statement_per_table(
+    hub: PresenceHub,
+    devices: list[VirtualIPMapping],
+    sessionmaker: async_sessionmaker[AsyncSession],
+    updates: list[tuple[str, bool]],
+) -> None:
+    sessions = [await _open(hub, device) for device in devices]
+    for live in sessions:
+        hub.record_ping(live)
+        hub.record_pong(live)
+    updates.clear()
+    assert await hub.flush() == 20
+    assert hub.flush_count == 1
+    assert updates == [("connection_status", True), ("virtual_ip_mapping", True)]
+    rows = await _connection_rows(sessionmaker)
+    for live in sessions:
+        row = rows[live.row_id]
+        assert (row.last_ping_at, row.last_pong_at) == (live.last_ping_at, live.last_pong_at)
+        assert row.last_seen_at == live.last_pong_at
+    async with sessionmaker() as session:
+        result = await session.execute(select(VirtualIPMapping.id, VirtualIPMapping.last_seen_at))
+        seen = {device_id: last_seen for device_id, last_seen in result}
+    assert all(seen[live.device.device_id] == live.last_pong_at for live in sessions)
+    updates.clear()
+    assert await hub.flush() == 0, "nothing new: no write at all"
+    assert hub.flush_count == 1
+    assert updates == []
+
+
+async def test_a_flush_never_touches_an_ended_row(
+    hub: PresenceHub,
+    devices: list[VirtualIPMapping],
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    ended, live = [await _open(hub, device) for device in devices[:2]]
+    hub.record_pong(ended)
+    hub.record_pong(live)
+    await hub.flush()
+    final = (await _connection_rows(sessionmaker))[ended.row_id]
+    # Another process ends the row (e.g. a replica that thought this one dead).
+    async with sessionmaker() as session:
+        await session.execute(
+            update(ConnectionStatus)
+            .where(ConnectionStatus.id == ended.row_id)
+            .values(status="disconnected", disconnected_at=utcnow(), end_reason="server_lost")
+        )
+        await session.commit()
+    before = (await _connection_rows(sessionmaker))[ended.row_id]
+    await asyncio.sleep(0.01)
+    hub.record_ping(ended)
+    hub.record_pong(ended)
+    hub.record_pong(live)
+    assert await hub.flush() == 2
+    rows = await _connection_rows(sessionmaker)
+    after = rows[ended.row_id]
+    assert (after.last_ping_at, after.last_pong_at, after.last_seen_at) == (
+        before.last_ping_at,
+        before.last_pong_at,
+        before.last_seen_at,
+    )
+    assert after.last_pong_at == final.last_pong_at
+    assert (after.status, after.disconnected_at) == ("disconnected", before.disconnected_at)
+    assert rows[live.row_id].last_pong_at == live.last_pong_at
+
+    # Ended by the hub itself: the final row carries the last heartbeat, a late pong nothing.
+    await hub.disconnect_device(
+        live.device.device_id, CloseCode.DEVICE_REVOKED, "revoked", removed=True
+    )
+    row = (await _connection_rows(sessionmaker))[live.row_id]
+    assert (row.status, row.end_reason, row.close_code) == ("disconnected", "revoked", 4004)
+    assert row.last_pong_at == live.last_pong_at
+    assert isinstance(live.transport, FakeTransport)
+    assert live.transport.closed == [4004]
+    await asyncio.sleep(0.01)
+    hub.record_pong(live)
+    await hub.flush()
+    assert (await _connection_rows(sessionmaker))[live.row_id].last_pong_at == row.last_pong_at
+
+
+async def test_the_flush_loop_writes_once_per_interval_not_once_per_pong(
+    hub: PresenceHub, devices: list[VirtualIPMapping]
+) -> None:
+    sessions = [await _open(hub, device) for device in devices[:5]]
+    interval = hub.settings.heartbeat_flush_interval
+    await hub.start()
+    try:
+        before = hub.flush_count
+        started = time.monotonic()
+        pongs = 0
+        while time.monotonic() - started < 1.0:
+            for live in sessions:
+                hub.record_pong(live)
+                pongs += 1
+            await asyncio.sleep(0.01)
+        flushes = hub.flush_count - before
+    finally:
+        await hub.stop()
+    expected = 1.0 / interval  # each flush takes some time too, so a slow machine does fewer
+    assert pongs > 10 * expected
+    assert 2 <= flushes <= expected + 1, flushes
