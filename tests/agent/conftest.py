@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from websockets.asyncio.server import ServerConnection, serve
 
 from tests.factories import make_member, make_org, make_token, make_user
+from tests.live import serve_app
 from wiremesh.agent.keys import KeyPair, generate_keypair
 from wiremesh.agent.state import EnrolledDevice, EnrolledNetwork, Enrollment
 from wiremesh.server.orgs.models import OrgRole
@@ -30,26 +29,8 @@ class LiveServer:
 @pytest.fixture
 async def live_server(app: FastAPI) -> AsyncIterator[LiveServer]:
     """The app (lifespan already running) served by uvicorn on a free port in this loop."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        lifespan="off",
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    yield LiveServer(url=f"http://127.0.0.1:{port}", app=app)
-    server.should_exit = True
-    await task
+    async with serve_app(app) as url:
+        yield LiveServer(url=url, app=app)
 
 
 @dataclass
