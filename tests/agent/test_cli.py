@@ -47,15 +47,6 @@ def enrolled(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("backend", ["kernel", "wireguard-go", "auto"])
-def test_up_with_a_backend_that_does_not_exist_yet_fails_clearly(
-    backend: str, enrolled: Path
-) -> None:
-    result = invoke("up", "--state-dir", str(enrolled), "--backend", backend)
-    assert result.exit_code == 1
-    assert "use --backend memory" in result.output
-
-
 def test_up_with_an_unknown_backend_is_a_usage_error(enrolled: Path) -> None:
     result = invoke("up", "--state-dir", str(enrolled), "--backend", "wg")
     assert result.exit_code == 2

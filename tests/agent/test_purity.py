@@ -11,7 +11,7 @@ import wiremesh.agent
 import wiremesh.cli.agent
 
 AGENT_FILES = [
-    *Path(wiremesh.agent.__file__).parent.glob("*.py"),
+    *Path(wiremesh.agent.__file__).parent.rglob("*.py"),
     Path(wiremesh.cli.agent.__file__),
 ]
 

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Final, Protocol, runtime_checkable
 
 __all__ = [
+    "DEFAULT_INTERFACE",
     "DEFAULT_LISTEN_PORT",
     "AddPeer",
     "BackendName",
@@ -38,6 +39,9 @@ logger = logging.getLogger("wiremesh.agent.backend")
 
 DEFAULT_LISTEN_PORT: Final = 51820
 """WireGuard's customary UDP port."""
+
+DEFAULT_INTERFACE: Final = "wm0"
+"""The WireGuard interface the real backends create."""
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -238,33 +242,58 @@ class BackendName(StrEnum):
     AUTO = "auto"
 
 
-BackendFactory = Callable[[], WireGuardBackend]
-
-_FACTORIES: dict[BackendName, BackendFactory] = {BackendName.MEMORY: MemoryBackend}
-"""Implemented backends; real WireGuard backends register here."""
-
-_AUTO_ORDER: Final = (BackendName.KERNEL, BackendName.WIREGUARD_GO)
-"""What ``auto`` tries, best first. Never the memory backend: it carries no traffic."""
+BackendFactory = Callable[[str], WireGuardBackend]
+"""Builds a backend for the named interface."""
 
 
-def create_backend(name: BackendName | str) -> WireGuardBackend:
-    """Build the named backend, or raise :class:`BackendUnavailable` saying why not."""
+def _memory(interface: str) -> WireGuardBackend:
+    return MemoryBackend()
+
+
+# The real backends are imported when asked for: they import this module, and the memory
+# backend (tests, the session loop's own tests) never needs them.
+
+
+def _kernel(interface: str) -> WireGuardBackend:
+    from wiremesh.agent.wireguard.kernel import KernelBackend
+
+    return KernelBackend(interface)
+
+
+def _wireguard_go(interface: str) -> WireGuardBackend:
+    from wiremesh.agent.wireguard.userspace import WireGuardGoBackend
+
+    return WireGuardGoBackend(interface)
+
+
+_FACTORIES: dict[BackendName, BackendFactory] = {
+    BackendName.MEMORY: _memory,
+    BackendName.KERNEL: _kernel,
+    BackendName.WIREGUARD_GO: _wireguard_go,
+}
+"""Implemented backends. ``auto`` is not one: it picks the kernel when the kernel has
+WireGuard, else wireguard-go (:func:`wiremesh.agent.wireguard.prereq.resolve_auto`), never
+the memory backend, which carries no traffic."""
+
+
+def create_backend(
+    name: BackendName | str, *, interface: str = DEFAULT_INTERFACE
+) -> WireGuardBackend:
+    """Build the named backend for ``interface``, or raise :class:`BackendUnavailable` saying
+    why not (``ValueError`` for an unusable interface name).
+
+    Nothing is touched yet: the interface is created by ``setup``.
+    """
     try:
         wanted = BackendName(name)
     except ValueError:
         choices = ", ".join(member.value for member in BackendName)
         raise BackendUnavailable(f"unknown backend {name!r} (choose one of {choices})") from None
     if wanted is BackendName.AUTO:
-        for candidate in _AUTO_ORDER:
-            if candidate in _FACTORIES:
-                return _FACTORIES[candidate]()
-        raise BackendUnavailable(
-            "no WireGuard backend is available on this system yet "
-            "(kernel and wireguard-go are not implemented); use --backend memory"
-        )
+        from wiremesh.agent.wireguard.prereq import resolve_auto
+
+        wanted = resolve_auto()
     factory = _FACTORIES.get(wanted)
     if factory is None:
-        raise BackendUnavailable(
-            f"the {wanted.value} backend is not implemented yet; use --backend memory"
-        )
-    return factory()
+        raise BackendUnavailable(f"the {wanted.value} backend is not implemented")
+    return factory(interface)

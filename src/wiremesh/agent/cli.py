@@ -7,6 +7,7 @@ starts quickly and runs where only the agent's dependencies are installed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import signal
@@ -18,6 +19,7 @@ from typing import Final, NoReturn
 import typer
 
 from wiremesh.agent.backend import (
+    DEFAULT_INTERFACE,
     DEFAULT_LISTEN_PORT,
     BackendName,
     BackendUnavailable,
@@ -27,6 +29,7 @@ from wiremesh.agent.enroll import EnrollError
 from wiremesh.agent.enroll import enroll as enroll_device
 from wiremesh.agent.runner import AgentRunner, BackendError, Backoff, Refused
 from wiremesh.agent.state import (
+    KEY_FILE,
     STATE_DIR_ENV,
     Enrollment,
     StateError,
@@ -35,6 +38,9 @@ from wiremesh.agent.state import (
     resolve_state_dir,
     state_summary,
 )
+from wiremesh.agent.wireguard.keywatch import KeyFollower
+from wiremesh.agent.wireguard.prereq import missing_prerequisites, prerequisites_message
+from wiremesh.agent.wireguard.rotate import RotateError, rotate_key
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -121,14 +127,27 @@ def enroll(
 def _load(directory: Path) -> tuple[Enrollment, str]:
     try:
         enrollment = load_enrollment(directory)
-        return enrollment, load_private_key(directory, enrollment)
     except StateError as exc:
         _fail(str(exc))
+    try:
+        return enrollment, load_private_key(directory, enrollment)
+    except StateError as exc:
+        _fail(
+            f"{exc} (if `wiremesh agent rotate-key` was interrupted, running it again "
+            f"repairs {directory / KEY_FILE})"
+        )
 
 
 _UP_HELP: Final = (
     "Connect to the server and keep WireGuard's peers in line with the network. "
     "It reconnects on its own, with jittered exponential backoff.\n\n"
+    "Backends: `kernel` (the Linux WireGuard module), `wireguard-go` (userspace, run as a "
+    "child of the agent), `auto` (the kernel when it has WireGuard, else wireguard-go) and "
+    "`memory` (no interface: for tests). The real ones need root, `wg` and `ip`; what is "
+    "missing is listed before anything starts. The interface is removed when the agent stops; "
+    "peers that are offline stay configured, revoked or deleted devices are removed.\n\n"
+    "The agent follows its private key file: after `wiremesh agent rotate-key` it re-keys the "
+    "interface within a second, without a restart.\n\n"
     "Exit status: 0 after SIGTERM/SIGINT (the session is closed cleanly); 3 when the server "
     "refused this device for good (revoked, unknown credential, unsupported version), so "
     "restarting cannot help; 1 on any other error."
@@ -139,10 +158,17 @@ _UP_HELP: Final = (
 def up(
     state_dir: Path | None = StateDirOption,
     backend: BackendName = typer.Option(
-        BackendName.MEMORY,
+        BackendName.AUTO,
         "--backend",
         case_sensitive=False,
-        help="How WireGuard is configured; only `memory` (no real interface) exists so far",
+        envvar="WIREMESH_AGENT_BACKEND",
+        help="How WireGuard is run: kernel, wireguard-go, auto or memory (no real interface)",
+    ),
+    interface: str = typer.Option(
+        DEFAULT_INTERFACE,
+        "--interface",
+        envvar="WIREMESH_AGENT_INTERFACE",
+        help="The WireGuard interface the agent creates (and removes on exit)",
     ),
     listen_port: int = typer.Option(
         DEFAULT_LISTEN_PORT,
@@ -171,22 +197,36 @@ def up(
         backoff = Backoff(
             base=backoff_base, cap=max(backoff_cap, backoff_base), reset_after=backoff_reset
         )
-        wireguard = create_backend(backend)
+    except ValueError as exc:
+        _fail(str(exc))
+    directory = resolve_state_dir(state_dir)
+    enrollment, private_key = _load(directory)
+    missing = missing_prerequisites(backend)
+    if missing:
+        _fail(prerequisites_message(backend, missing))
+    try:
+        wireguard = create_backend(backend, interface=interface)
     except (BackendUnavailable, ValueError) as exc:
         _fail(str(exc))
-    enrollment, private_key = _load(resolve_state_dir(state_dir))
+    follower = KeyFollower(wireguard, directory, private_key)
     runner = AgentRunner(
-        enrollment, private_key, wireguard, listen_port=listen_port, backoff=backoff
+        enrollment, private_key, follower, listen_port=listen_port, backoff=backoff
     )
+    follower.on_rotated = functools.partial(_rotated, runner)
     try:
-        refused = asyncio.run(_run(runner))
+        refused = asyncio.run(_run(runner, follower))
     except BackendError as exc:
         _fail(str(exc))
     if refused is not None:
         _fail(refused.message, EXIT_REFUSED)
 
 
-async def _run(runner: AgentRunner) -> Refused | None:
+def _rotated(runner: AgentRunner, enrollment: Enrollment) -> None:
+    """The key was rotated on disk: the session loop knows this device by the new key."""
+    runner.enrollment = enrollment
+
+
+async def _run(runner: AgentRunner, follower: KeyFollower | None = None) -> Refused | None:
     """Run until stopped; the first SIGTERM/SIGINT stops cleanly, a second one at once."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
@@ -204,13 +244,48 @@ async def _run(runner: AgentRunner) -> Refused | None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    watching = asyncio.create_task(follower.watch()) if follower is not None else None
+    if watching is not None:
+        watching.add_done_callback(_watch_ended)
     try:
         return await runner.run()
     except asyncio.CancelledError:
         return None
     finally:
+        if watching is not None:
+            watching.cancel()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+def _watch_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger("wiremesh.agent").error(
+            "stopped following the private key file: %s", task.exception()
+        )
+
+
+_ROTATE_HELP: Final = (
+    "Give this device a new WireGuard key pair. The private key is made here; the public key "
+    "goes to the server (with the device credential), which passes it to every peer; then the "
+    "new private key is stored (mode 0600). A running agent picks it up within a second, no "
+    "restart needed. If interrupted, run it again."
+)
+
+
+@app.command("rotate-key", help=_ROTATE_HELP)
+def rotate(state_dir: Path | None = StateDirOption) -> None:
+    """Rotate the key pair; see ``_ROTATE_HELP``."""
+    _configure_logging("warning")
+    directory = resolve_state_dir(state_dir)
+    try:
+        enrollment = asyncio.run(rotate_key(directory))
+    except RotateError as exc:
+        _fail(str(exc))
+    typer.echo(f"New public key: {enrollment.device.public_key}")
+    typer.echo(
+        "The server has told the peers. A running agent switches to the new key within a second."
+    )
 
 
 @app.command("status")

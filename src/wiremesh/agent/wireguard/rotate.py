@@ -1,0 +1,89 @@
+"""Key rotation: a new key pair for this device, the public half registered with the server.
+
+Order, so that no step can leave a device the server does not know:
+
+1. make a new key pair here (the private key never leaves the machine);
+2. ``PUT /api/v1/agent/public-key`` with the device credential; the server stores the
+   key and sends every peer a ``peers_delta`` with it. If this fails, nothing changed;
+3. store the new private key, then the state file with the new public key (each
+   atomically, mode 0600).
+
+A running agent notices the new key file within a second and re-keys its interface
+(:class:`wiremesh.agent.wireguard.keywatch.KeyFollower`). If the command is interrupted
+between 2 and 3, the server has a key whose private half is lost: run it again, it only
+needs the credential and makes (and sends) another pair.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Final
+
+import httpx
+
+from wiremesh import __version__
+from wiremesh.agent.enroll import REQUEST_TIMEOUT, _server_error
+from wiremesh.agent.keys import generate_keypair
+from wiremesh.agent.state import Enrollment, StateError, load_enrollment, save_enrollment
+
+__all__ = ["PUBLIC_KEY_PATH", "RotateError", "rotate_key"]
+
+logger = logging.getLogger("wiremesh.agent")
+
+PUBLIC_KEY_PATH: Final = "/api/v1/agent/public-key"
+
+
+class RotateError(Exception):
+    """The rotation failed; the message says whether anything changed and what to do."""
+
+
+async def rotate_key(
+    state_dir: Path, *, transport: httpx.AsyncBaseTransport | None = None
+) -> Enrollment:
+    """Rotate this device's key pair (see the module doc); the updated enrollment."""
+    try:
+        enrollment = load_enrollment(state_dir)
+    except StateError as exc:
+        raise RotateError(str(exc)) from None
+    keys = generate_keypair()
+    url = enrollment.server_url + PUBLIC_KEY_PATH
+    try:
+        async with httpx.AsyncClient(
+            transport=transport,
+            timeout=REQUEST_TIMEOUT,
+            headers={"User-Agent": f"wiremesh-agent/{__version__}"},
+        ) as client:
+            response = await client.put(
+                url,
+                json={"public_key": keys.public_key},
+                headers={"Authorization": f"Bearer {enrollment.credential}"},
+            )
+    except httpx.TransportError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise RotateError(
+            f"cannot reach the server at {enrollment.server_url}: {reason}; nothing changed"
+        ) from None
+    if response.status_code != 200:
+        raise RotateError(
+            f"the server refused the new key: {_server_error(response)}; nothing changed"
+        )
+    try:
+        registered = response.json().get("public_key")
+    except (ValueError, AttributeError):
+        registered = None
+    if registered != keys.public_key:
+        raise RotateError(
+            "the server answered without the new public key; run `wiremesh agent rotate-key` again"
+        )
+    device = enrollment.device.model_copy(update={"public_key": keys.public_key})
+    updated = enrollment.model_copy(update={"device": device})
+    try:
+        save_enrollment(state_dir, updated, keys.private_key)
+    except StateError as exc:
+        raise RotateError(
+            f"{exc}; the server already has the new public key, so this device cannot connect "
+            "to its peers until you run `wiremesh agent rotate-key` again"
+        ) from None
+    logger.info("rotated the key pair: public key %s", keys.public_key)
+    return updated

@@ -1,0 +1,236 @@
+"""A real mesh on one host: the server on a bridge, agents with wireguard-go in namespaces.
+
+``mesh`` gives a running server (``python -m wiremesh server`` on the bridge's host
+address, SQLite in a temporary data dir, heartbeat 0.5 s / timeout 2 s), an organization
+with network 100.64.0.0/24 and a reusable setup key. Machines, agents and the server are
+torn down by the fixtures' finalizers whatever the test did; leftovers of a crashed run
+are removed first. Skipped (with the reason) without root or the tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.processes import AGENT_ENV, SERVER_ENV, ProcessGroup, clean_environ, eventually
+from tests.netns.lab import Lab, Machine, missing_requirements, ping_argv, remove_stale
+from wiremesh.agent.enroll import enroll
+from wiremesh.agent.state import Enrollment, load_enrollment
+
+NETWORK = "100.64.0.0/24"
+PYTHON = sys.executable
+_TOKEN_LINE = re.compile(r"Its API token, shown only this once: (\S+)")
+
+
+class Agent:
+    """One enrolled device on one machine, and its ``agent up`` process."""
+
+    def __init__(self, mesh: Mesh, name: str, machine: Machine, enrollment: Enrollment) -> None:
+        self.name = name
+        self.lab = mesh.lab
+        self.machine = machine
+        self.enrollment = enrollment
+        self.state_dir = mesh.state_dir(name)
+        self.process = mesh.processes.add(
+            f"agent-{name}",
+            machine.argv(
+                PYTHON, "-m", "wiremesh.agent", "up", "--state-dir", str(self.state_dir),
+                "--backend", "wireguard-go", "--interface", "wm0", "--listen-port", "51820",
+            ),
+            {**clean_environ(), **AGENT_ENV},
+        )  # fmt: skip
+
+    @property
+    def virtual_ip(self) -> str:
+        return self.enrollment.device.virtual_ip
+
+    @property
+    def public_key(self) -> str:
+        key = self.enrollment.device.public_key
+        assert key is not None
+        return key
+
+    def start(self) -> None:
+        self.process.start()
+        self.lab.record(self.process.pid)
+
+    def log(self) -> str:
+        return self.process.log()
+
+    def wg_peers(self) -> set[str] | None:
+        """``wg show wm0 peers`` on its machine; ``None`` when there is no wm0."""
+        result = self.machine.sh("wg", "show", "wm0", "peers", check=False)
+        return set(result.stdout.split()) if result.returncode == 0 else None
+
+    def wg_endpoints(self) -> dict[str, str]:
+        result = self.machine.sh("wg", "show", "wm0", "endpoints", check=False)
+        pairs = (line.split("\t") for line in result.stdout.splitlines() if "\t" in line)
+        return {key: endpoint for key, endpoint in pairs}
+
+
+class Mesh:
+    """The server, the org and its setup key, the machines and their agents."""
+
+    def __init__(self, lab: Lab, processes: ProcessGroup, directory: Path) -> None:
+        self.lab = lab
+        self.processes = processes
+        self.directory = directory
+        self.port = _free_port(lab.host_address)
+        self.url = f"http://{lab.host_address}:{self.port}"
+        self.token = ""
+        self.org_id = 0
+        self.setup_key = ""
+
+    def state_dir(self, name: str) -> Path:
+        return self.directory / "agents" / name
+
+    async def start_server(self) -> None:
+        env = {
+            **clean_environ(),
+            **SERVER_ENV,
+            "WIREMESH_DATA_DIR": str(self.directory / "server"),
+            "WIREMESH_HOST": self.lab.host_address,
+            "WIREMESH_PORT": str(self.port),
+        }
+        server = self.processes.add("server", [PYTHON, "-m", "wiremesh", "server"], env)
+        server.start()
+        self.lab.record(server.pid)
+
+        async def healthy() -> bool:
+            if not server.running():
+                raise AssertionError(f"the server exited early:\n{server.log()}")
+            try:
+                async with httpx.AsyncClient(timeout=1.0) as client:
+                    return (await client.get(f"{self.url}/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(healthy, 30, "the server answers /healthz", interval=0.1)
+        match = _TOKEN_LINE.search(server.log())
+        assert match is not None, server.log()
+        self.token = match[1]
+
+    async def api(self, method: str, path: str, body: Any = None) -> Any:
+        async with httpx.AsyncClient(base_url=f"{self.url}/api/v1", timeout=10) as client:
+            response = await client.request(
+                method, path, json=body, headers={"Authorization": f"Bearer {self.token}"}
+            )
+        assert response.is_success, f"{method} {path}: {response.status_code} {response.text}"
+        return response.json() if response.content else None
+
+    async def create_org(self) -> None:
+        me = await self.api("GET", "/users/me")
+        org = await self.api(
+            "POST", "/orgs", {"name": "mesh", "network_cidr": NETWORK, "owner_user_id": me["id"]}
+        )
+        self.org_id = org["id"]
+        key = await self.api(
+            "POST", f"/orgs/{self.org_id}/setup-keys", {"name": "mesh", "reusable": True}
+        )
+        self.setup_key = key["key"]
+
+    async def enroll(self, name: str, machine: Machine) -> Agent:
+        """Enrolled from this process (the same code as the command, without its start-up)."""
+        enrollment = await enroll(self.state_dir(name), self.url, self.setup_key, name)
+        return Agent(self, name, machine, enrollment)
+
+    async def enroll_on_machine(self, name: str, machine: Machine) -> Agent:
+        """``agent enroll`` run on the machine itself, as a person would."""
+        state_dir = self.state_dir(name)
+        process = await asyncio.create_subprocess_exec(
+            *machine.argv(
+                PYTHON, "-m", "wiremesh.agent", "enroll", "--server", self.url,
+                "--state-dir", str(state_dir), "--hostname", name,
+            ),
+            env={**clean_environ(), "WIREMESH_SETUP_KEY": self.setup_key},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await process.communicate()
+        assert process.returncode == 0, output.decode()
+        return Agent(self, name, machine, load_enrollment(state_dir))
+
+    async def devices(self) -> dict[str, dict[str, Any]]:
+        """The org's devices by hostname, as the API lists them."""
+        items = await self.api("GET", f"/orgs/{self.org_id}/devices")
+        return {item["hostname"]: item for item in items}
+
+    async def connections(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.api(
+            "GET", f"/orgs/{self.org_id}/connections?limit=1000"
+        )
+        return result
+
+
+async def ping(machine: Machine, address: str, wait: float = 1.0) -> bool:
+    """One echo request from ``machine`` to ``address``; whether the answer came in ``wait`` s."""
+    process = await asyncio.create_subprocess_exec(
+        *ping_argv(machine, address, wait),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return await process.wait() == 0
+
+
+async def first_reply(
+    machine: Machine, address: str, seconds: float, wait: float = 1.0
+) -> float | None:
+    """Ping until a reply comes; the wall-clock time of that reply (None: none in time)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await ping(machine, address, wait):
+            return time.time()
+    return None
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    reason = missing_requirements()
+    if reason is not None:
+        pytest.skip(reason)
+    removed = remove_stale()
+    if removed:
+        print(f"removed leftovers of a crashed run: {', '.join(removed)}")
+    lab = Lab()
+    try:
+        lab.start()
+        yield lab
+    finally:
+        lab.cleanup()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[ProcessGroup]:
+    group = ProcessGroup(tmp_path)
+    try:
+        yield group
+    finally:
+        group.cleanup()
+        print(group.dump_logs())  # shown by pytest when the test failed
+
+
+@pytest.fixture
+async def mesh(lab: Lab, processes: ProcessGroup, tmp_path: Path) -> AsyncIterator[Mesh]:
+    mesh = Mesh(lab, processes, tmp_path)
+    try:
+        await mesh.start_server()
+        await mesh.create_org()
+        yield mesh
+    finally:
+        processes.cleanup()  # agents first, so their namespaces empty before the lab goes
