@@ -151,7 +151,7 @@ async def test_a_silent_server_is_dropped_with_heartbeat_timeout_then_reconnecte
     runner = runner_for(fake)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await run_until(runner, lambda: fake.connections == 2)
+    await run_until(runner, lambda: fake.connections >= 2)
     assert fake.close_codes[0] == 4006
     assert loop.time() - started < 2.0
 
@@ -162,7 +162,7 @@ async def test_no_welcome_in_time_is_an_auth_timeout(fake_server: StartServer) -
 
     fake = await fake_server(script)
     runner = runner_for(fake, welcome_timeout=0.2)
-    await run_until(runner, lambda: fake.connections == 2)
+    await run_until(runner, lambda: fake.connections >= 2)
     assert fake.close_codes[0] == 4009
 
 
@@ -177,7 +177,7 @@ async def test_a_malformed_frame_is_closed_with_4000_and_the_agent_retries(
 
     fake = await fake_server(script)
     runner = runner_for(fake)
-    await run_until(runner, lambda: fake.connections == 2)
+    await run_until(runner, lambda: fake.connections >= 2)
     assert fake.close_codes[0] == 4000
 
 
