@@ -1,0 +1,129 @@
+"""CI smoke test of the benchmark suite: the runner works end to end and its figures are sane.
+
+Runs ``python -m benchmarks.run --quick`` with a hundred-odd agents against the test
+PostgreSQL. Only generous sanity bounds on timings: this must not flake on a busy CI box.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+POSTGRES_URL = os.environ.get(
+    "WIREMESH_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+AGENTS = 120
+
+EXPECTED_METRICS = {
+    "heartbeat_naive_pongs_per_s",
+    "heartbeat_batched_pongs_per_s",
+    "heartbeat_ratio",
+    "db_xact_per_flush",
+    "held_agents",
+    "hold_timeouts",
+    "server_cpu_hold",
+    "server_rss_hold",
+    "loop_lag_p99_hold",
+    "memory_per_connection",
+    "connect_rate",
+    "fanout_p99_100",
+    "timeout_p99",
+    "close_p99",
+    "storm_sigkill",
+}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    workdir = tmp_path_factory.mktemp("bench")
+    out = workdir / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WIREMESH_")}
+    env["WIREMESH_BENCH_POSTGRES_URL"] = POSTGRES_URL
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.run",
+        "--quick",
+        "--agents",
+        str(AGENTS),
+        "--throughput-seconds",
+        "2",
+        "--xact-window",
+        "3",
+        "--json",
+        str(out),
+        "--workdir",
+        str(workdir / "logs"),
+    ]
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, f"runner failed:\n{done.stdout}\n{done.stderr[-5000:]}"
+    return done.stdout, json.loads(out.read_text())
+
+
+def value(result: dict[str, Any], key: str) -> float:
+    figure = result["metrics"][key]["value"]
+    assert figure is not None, f"{key} was not measured: {result['metrics'][key]}"
+    return float(figure)
+
+
+def test_prints_one_table_with_every_metric(quick_run: tuple[str, dict[str, Any]]) -> None:
+    stdout, result = quick_run
+    assert "| metric | target | measured | ratio/verdict | notes |" in stdout
+    assert set(result["metrics"]) == EXPECTED_METRICS
+    for row in result["metrics"].values():
+        assert row["metric"] in stdout
+    assert result["table"] in stdout
+
+
+def test_states_the_machine(quick_run: tuple[str, dict[str, Any]]) -> None:
+    stdout, result = quick_run
+    machine = result["machine"]
+    assert machine["nproc"] >= 1
+    assert machine["python"] == f"{sys.version_info.major}.{sys.version_info.minor}." + str(
+        sys.version_info.micro
+    )
+    assert machine["postgresql"].startswith("PostgreSQL")
+    assert "one machine" in stdout
+
+
+def test_holds_every_agent_without_timeouts(quick_run: tuple[str, dict[str, Any]]) -> None:
+    _, result = quick_run
+    assert value(result, "held_agents") == AGENTS
+    assert value(result, "hold_timeouts") == 0
+    assert result["details"]["hold"]["reconnects_during_hold"] == 0
+    assert result["details"]["hold"]["pongs_total"] > AGENTS  # every agent ponged, repeatedly
+    assert 0 < value(result, "server_rss_hold") < 4 << 30
+    assert value(result, "server_cpu_hold") >= 0
+    assert value(result, "loop_lag_p99_hold") > 0
+
+
+def test_batched_heartbeat_beats_the_naive_one(quick_run: tuple[str, dict[str, Any]]) -> None:
+    _, result = quick_run
+    naive = value(result, "heartbeat_naive_pongs_per_s")
+    batched = value(result, "heartbeat_batched_pongs_per_s")
+    assert naive > 0
+    assert batched > 0
+    assert value(result, "heartbeat_ratio") == pytest.approx(batched / naive)
+    assert batched / naive > 1
+
+
+def test_latency_figures_are_sane(quick_run: tuple[str, dict[str, Any]]) -> None:
+    _, result = quick_run
+    timeout = result["plan"]["short_timeout"]
+    # Silent agents end as 'timeout', no sooner than the timeout after their last pong.
+    assert result["details"]["timeout"]["statuses"] == {"timeout": result["plan"]["silent_agents"]}
+    assert timeout - 1.0 < value(result, "timeout_p99") < timeout + 30
+    assert 0 < value(result, "close_p99") < 10
+    assert 0 < value(result, "fanout_p99_100") < 10
+    assert 0 < value(result, "storm_sigkill") < 120
+    assert value(result, "db_xact_per_flush") >= 0
