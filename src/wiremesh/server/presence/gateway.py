@@ -162,6 +162,25 @@ async def serve_agent(websocket: WebSocket, state: AppState) -> None:
 async def _authenticate(
     websocket: WebSocket, state: AppState, protocol: ServerSession, auth: AuthMessage
 ) -> LiveSession | None:
+    # A reconnect storm brings thousands of these at once; admitting a bounded number keeps
+    # the rest waiting in memory (until their auth deadline, then 4009: retry later) instead
+    # of timing out on the database pool and failing half-way.
+    try:
+        async with asyncio.timeout_at(protocol.deadline):
+            await state.hub.admission.acquire()
+    except TimeoutError:
+        protocol.close(CloseCode.AUTH_TIMEOUT)
+        await _refuse(websocket, CloseCode.AUTH_TIMEOUT)
+        return None
+    try:
+        return await _admit(websocket, state, protocol, auth)
+    finally:
+        state.hub.admission.release()
+
+
+async def _admit(
+    websocket: WebSocket, state: AppState, protocol: ServerSession, auth: AuthMessage
+) -> LiveSession | None:
     loop = asyncio.get_running_loop()
     async with state.sessionmaker() as session:
         try:

@@ -152,6 +152,24 @@ async def end_orphaned_connections(
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+async def end_replica_connections(
+    session: AsyncSession, server_id: str, *, reason: str, close_code: int, at: datetime
+) -> int:
+    """End every live row of one replica at once (its orderly shutdown)."""
+    result = await session.execute(
+        update(ConnectionStatus)
+        .where(ConnectionStatus.server_id == server_id, ConnectionStatus.status == _CONNECTED)
+        .values(
+            status=ConnectionState.DISCONNECTED.value,
+            disconnected_at=at,
+            end_reason=reason,
+            close_code=close_code,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def delete_ended_before(session: AsyncSession, cutoff: datetime, batch_size: int) -> int:
     """Delete one batch of ended rows older than ``cutoff``; never a live row."""
     ids = (
