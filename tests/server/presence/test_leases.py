@@ -200,3 +200,24 @@ async def test_start_ends_orphans_before_serving_and_stop_drops_the_lease(
         await hub.stop()
     async with sessionmaker() as session:
         assert await session.get(ServerReplica, hub.server_id) is None
+
+
+async def test_a_restart_under_a_stable_server_id_ends_its_previous_rows_at_once(
+    settings: Settings,
+    tenant: Tenant,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    stable = settings.model_copy(update={"server_id": "replica-1"})
+    seen = utcnow() - timedelta(seconds=3)
+    async with sessionmaker() as session:
+        # Its previous life still holds a fresh lease: it was killed a moment ago.
+        await repository.renew_lease(session, "replica-1", utcnow())
+        session.add(_row(tenant, "replica-1", connected_at=seen, last_seen_at=seen))
+        await session.commit()
+    restarted = PresenceHub(stable, sessionmaker)
+    assert await restarted.reconcile_orphans() == 0  # while running, its own rows are live
+    assert await restarted.reconcile_orphans(starting=True) == 1
+    row = (await _rows(sessionmaker))["replica-1"]
+    assert row.status == "disconnected"
+    assert row.disconnected_at == seen
+    assert row.end_reason == "server_lost"

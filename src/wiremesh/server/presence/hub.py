@@ -187,7 +187,7 @@ class PresenceHub:
         ``connected`` into the new run.
         """
         await self.renew_lease()
-        ended = await self.reconcile_orphans()
+        ended = await self.reconcile_orphans(starting=True)
         if ended:
             logger.info("ended %d connection rows left open by stopped servers", ended)
         self.loop_lag.start()
@@ -249,7 +249,7 @@ class PresenceHub:
             await repository.renew_lease(session, self.server_id, utcnow())
             await session.commit()
 
-    async def reconcile_orphans(self) -> int:
+    async def reconcile_orphans(self, *, starting: bool = False) -> int:
         """End rows left ``connected`` by server processes that are gone.
 
         On PostgreSQL several replicas may share the database: a row is an orphan when its
@@ -258,32 +258,39 @@ class PresenceHub:
         at the moment they were last seen.
         """
         async with self.sessionmaker() as session:
-            keep = [self.server_id]
-            if session.get_bind().dialect.name != "sqlite":
-                since = utcnow() - timedelta(seconds=self.settings.replica_lease_ttl)
-                keep = await repository.live_replicas(session, since)
-                keep.append(self.server_id)
-            count = await repository.end_orphaned_connections(
-                session, keep_server_ids=keep, reason="server_lost"
-            )
+            count = await self._end_orphans(session, starting=starting)
             await session.commit()
         return count
 
+    async def _end_orphans(self, session: AsyncSession, *, starting: bool = False) -> int:
+        """At start-up, rows under this replica's own id are from its previous life (a stable
+        ``WIREMESH_SERVER_ID`` makes a restart end them at once, without waiting a lease)."""
+        keep = [] if starting else [self.server_id]
+        if session.get_bind().dialect.name != "sqlite":
+            since = utcnow() - timedelta(seconds=self.settings.replica_lease_ttl)
+            others = await repository.live_replicas(session, since)
+            keep += [server_id for server_id in others if server_id != self.server_id]
+        return await repository.end_orphaned_connections(
+            session, keep_server_ids=keep, reason="server_lost"
+        )
+
     async def _lease_loop(self) -> None:
-        """Renew this replica's lease and end what dead replicas left, every third of a lease."""
+        """Every third of a lease, in one transaction: renew this replica's lease, end what
+        dead replicas left, and forget replicas long gone."""
         ttl = self.settings.replica_lease_ttl
         while True:
             await asyncio.sleep(ttl / 3)
             try:
-                await self.renew_lease()
-                ended = await self.reconcile_orphans()
-                if ended:
-                    logger.info("ended %d connection rows of a replica that stopped", ended)
                 async with self.sessionmaker() as session:
+                    now = utcnow()
+                    await repository.renew_lease(session, self.server_id, now)
+                    ended = await self._end_orphans(session)
                     await repository.forget_dead_replicas(
-                        session, utcnow() - timedelta(seconds=max(ttl * 10, 3600))
+                        session, now - timedelta(seconds=max(ttl * 10, 3600))
                     )
                     await session.commit()
+                if ended:
+                    logger.info("ended %d connection rows of a replica that stopped", ended)
             except Exception:
                 logger.exception("renewing the replica lease failed; trying again")
 

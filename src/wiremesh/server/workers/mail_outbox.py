@@ -79,9 +79,8 @@ class MailOutboxWorker(PeriodicWorker):
 
     async def run_once(self) -> int:
         """Send every due mail (up to one batch); the number delivered."""
-        async with self.sessionmaker() as session:
+        async with self.sessionmaker() as session:  # a read: no commit, no write transaction
             mail_ids = await repository.due_mail_ids(session, utcnow(), self.options.batch_size)
-            await session.commit()
         self._backlog = len(mail_ids) >= self.options.batch_size
         if not mail_ids:
             return 0
