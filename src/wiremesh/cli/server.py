@@ -57,6 +57,9 @@ def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
         ws_max_size=64 * 1024,
         # A reconnect storm opens thousands of sockets at once.
         backlog=8192,
+        # The hub records every session's end before uvicorn closes sockets; after that,
+        # waiting for thousands of close handshakes buys nothing.
+        timeout_graceful_shutdown=10,
         proxy_headers=False,
         log_level=settings.log_level.lower(),
         loop=event_loop(),
