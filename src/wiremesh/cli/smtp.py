@@ -14,10 +14,10 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.cli._common import JsonOption, cli_settings, emit, fail, run, unit_of_work
-from wiremesh.server.mail import outbox, repository, service
-from wiremesh.server.mail.outbox import RetryPolicy
+from wiremesh.server.mail import repository, service
 from wiremesh.server.mail.schemas import MailTestIn, MailTestOut, SMTPSettingsOut
 from wiremesh.server.mail.service import SMTPSettingsInput, TlsModeChoice, tls_mode_choice
+from wiremesh.server.mail.testmail import send_test_mail
 from wiremesh.server.mail.transport import SmtpTransport
 from wiremesh.server.orgs import service as orgs_service
 from wiremesh.server.users.schemas import parse_input
@@ -194,20 +194,7 @@ def send_test(
         address = parse_input(MailTestIn, to=to).to
         async with unit_of_work(settings) as session:
             org_id = await org_id_of(session, org)
-            prepared = await service.prepare_test_mail(session, settings, org_id, address)
-            # Store the mail first; no transaction stays open while the SMTP server answers.
-            await session.commit()
-            report = await transport.send(prepared.config, prepared.mail)
-            await outbox.record_report(
-                session,
-                prepared.mail_id,
-                settings.replica_id,
-                report,
-                attempts=1,
-                policy=RetryPolicy(),
-                retry=False,
-            )
-            return MailTestOut.of(prepared.mail_id, prepared.config, report)
+            return await send_test_mail(session, settings, transport, org_id, address)
 
     result = run(work)
     if as_json:

@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.auth.deps import (
     CurrentPrincipal,
@@ -19,9 +18,7 @@ from wiremesh.server.auth.deps import (
     State,
     require_json_body,
 )
-from wiremesh.server.config import Settings
 from wiremesh.server.mail import alerts, invitations, outbox, service
-from wiremesh.server.mail.outbox import RetryPolicy
 from wiremesh.server.mail.schemas import (
     AlertSettingsIn,
     AlertSettingsOut,
@@ -36,6 +33,7 @@ from wiremesh.server.mail.schemas import (
     SMTPSettingsIn,
     SMTPSettingsOut,
 )
+from wiremesh.server.mail.testmail import send_test_mail
 from wiremesh.server.mail.transport import MailTransport, SmtpTransport
 from wiremesh.server.orgs.deps import IdPath, OrgAdmin, OrgIdPath
 from wiremesh.server.orgs.models import OrgRole
@@ -57,31 +55,6 @@ Transport = Annotated[MailTransport, Depends(get_mail_transport)]
 Limit = Annotated[int, Query(ge=1, le=500, description="At most this many, newest first")]
 Offset = Annotated[int, Query(ge=0, le=MAX_DB_ID)]
 StatusFilter = Annotated[MailStatusName | None, Query(description="Only mails in this state")]
-
-
-async def _send_test_mail(
-    session: AsyncSession,
-    settings: Settings,
-    transport: MailTransport,
-    org_id: int | None,
-    to: str,
-) -> MailTestOut:
-    """Store the test mail, commit, talk to the SMTP server with no transaction open, then
-    record its answer. A test is a diagnosis: it is not retried."""
-    prepared = await service.prepare_test_mail(session, settings, org_id, to)
-    await session.commit()
-    report = await transport.send(prepared.config, prepared.mail)
-    await outbox.record_report(
-        session,
-        prepared.mail_id,
-        settings.replica_id,
-        report,
-        attempts=1,
-        policy=RetryPolicy(),
-        retry=False,
-    )
-    await session.commit()
-    return MailTestOut.of(prepared.mail_id, prepared.config, report)
 
 
 # --- global SMTP settings (server administrators) ----------------------------------------------
@@ -112,7 +85,7 @@ async def delete_global_smtp(_admin: ServerAdmin, session: DbSession) -> Respons
 async def send_global_test_mail(
     body: MailTestIn, _admin: ServerAdmin, session: DbSession, state: State, transport: Transport
 ) -> MailTestOut:
-    return await _send_test_mail(session, state.settings, transport, None, body.to)
+    return await send_test_mail(session, state.settings, transport, None, body.to)
 
 
 # --- an org's SMTP settings (org admins) --------------------------------------------------------
@@ -149,7 +122,7 @@ async def send_org_test_mail(
     transport: Transport,
 ) -> MailTestOut:
     """Send through exactly the configuration the org's mail uses (its own, else global)."""
-    return await _send_test_mail(session, state.settings, transport, org_id, body.to)
+    return await send_test_mail(session, state.settings, transport, org_id, body.to)
 
 
 # --- the outbox ---------------------------------------------------------------------------------
