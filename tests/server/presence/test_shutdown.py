@@ -86,3 +86,27 @@ async def test_an_end_that_fails_to_write_is_written_later(
     assert failures, "the first write did not fail as arranged"
     assert rows[0].status == "disconnected"
     assert rows[0].end_reason == "client_closed"
+
+
+async def test_a_failing_transition_hook_does_not_cost_the_history(
+    live_server: LiveServer, org: OrgFixture, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    hub = live_server.app.state.wiremesh.hub
+    calls: list[str] = []
+
+    async def broken_hook(*args: Any) -> None:
+        calls.append(args[3])
+        raise RuntimeError("alert mail template is broken")
+
+    hub.on_transition = broken_hook
+    async with httpx.AsyncClient(base_url=live_server.base_url) as client:
+        device = await enroll(client, await create_setup_key(client, org), "hooked")
+    ws = await _agent(live_server, device["credential"])
+    await ws.close()
+    for _ in range(100):
+        rows = await _rows(sessionmaker)
+        if rows and rows[0].status != "connected":
+            break
+        await asyncio.sleep(0.05)
+    assert calls == ["connected", "client_closed"]
+    assert [(r.status, r.end_reason) for r in rows] == [("disconnected", "client_closed")]

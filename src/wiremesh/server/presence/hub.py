@@ -330,10 +330,7 @@ class PresenceHub:
                     agent_version=live.agent_version,
                 ),
             )
-            if self.on_transition is not None:
-                await self.on_transition(
-                    session, live, ConnectionState.CONNECTED, "connected", utcnow()
-                )
+            await self._run_transition_hook(session, live, ConnectionState.CONNECTED, "connected")
             await session.commit()
             live.row_id = row.id
         roster = await self._roster(device.org_id)
@@ -423,8 +420,8 @@ class PresenceHub:
         try:
             async with self.sessionmaker() as session:
                 ended = await repository.end_connection(session, end)
-                if ended and self.on_transition is not None:
-                    await self.on_transition(session, live, end.status, end.end_reason, end.at)
+                if ended:
+                    await self._run_transition_hook(session, live, end.status, end.end_reason)
                 await session.commit()
         except Exception:
             logger.exception(
@@ -434,6 +431,23 @@ class PresenceHub:
             )
             return False
         return True
+
+    async def _run_transition_hook(
+        self, session: AsyncSession, live: LiveSession, status: ConnectionState, reason: str
+    ) -> None:
+        """The hook (alert mails) shares the transition's transaction inside a savepoint: if
+        it fails, its writes are undone and logged, and the transition is still recorded."""
+        if self.on_transition is None:
+            return
+        try:
+            async with session.begin_nested():
+                await self.on_transition(session, live, status, reason, utcnow())
+        except Exception:
+            logger.exception(
+                "the %s hook of connection %s failed; the transition is kept",
+                status.value,
+                live.connection_id,
+            )
 
     async def _retry_unwritten_ends(self) -> None:
         pending, self._unwritten_ends = self._unwritten_ends, []
