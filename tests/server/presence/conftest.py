@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from tests.factories import auth, make_member, make_org, make_token, make_user
 from tests.live import serve_app
 from wiremesh.server.orgs.models import OrgRole
+from wiremesh.server.presence.models import ConnectionStatus
 
 
 @dataclass
@@ -70,3 +75,21 @@ async def enroll(client: httpx.AsyncClient, setup_key: str, hostname: str) -> di
     assert response.status_code == 201, response.text
     body: dict[str, object] = response.json()
     return body
+
+
+async def connection_rows(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> list[ConnectionStatus]:
+    """Every connection_status row, oldest first."""
+    async with sessionmaker() as session:
+        result = await session.execute(select(ConnectionStatus).order_by(ConnectionStatus.id))
+        return list(result.scalars())
+
+
+async def silent_close_code(ws: ClientConnection) -> int | None:
+    """Read without answering anything until the server closes; the code it closed with."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 5)
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd is not None else None

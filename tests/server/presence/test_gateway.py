@@ -10,12 +10,18 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.server.presence.conftest import LiveServer, OrgFixture, create_setup_key, enroll
+from tests.server.presence.conftest import (
+    LiveServer,
+    OrgFixture,
+    connection_rows,
+    create_setup_key,
+    enroll,
+    silent_close_code,
+)
 from wiremesh.protocol import PROTOCOL_VERSION, CloseCode
 from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.presence.models import ConnectionStatus
@@ -35,21 +41,6 @@ async def _connect(server: LiveServer, credential: str, port: int = 51820) -> Cl
         )
     )
     return ws
-
-
-async def _close_code(ws: ClientConnection) -> int | None:
-    """Read (answering nothing) until the server closes; the code it closed with."""
-    try:
-        while True:
-            await asyncio.wait_for(ws.recv(), 5)
-    except ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd is not None else None
-
-
-async def _rows(sessionmaker: async_sessionmaker[AsyncSession]) -> list[ConnectionStatus]:
-    async with sessionmaker() as session:
-        result = await session.execute(select(ConnectionStatus).order_by(ConnectionStatus.id))
-        return list(result.scalars())
 
 
 async def _wait_for(predicate: Any, seconds: float = 5.0) -> Any:
@@ -78,7 +69,7 @@ async def test_connect_records_every_seed_column(
     welcome = json.loads(await ws.recv())
     assert welcome["type"] == "welcome"
     assert welcome["device"]["virtual_ip"] == device["device"]["virtual_ip"]
-    rows = await _rows(sessionmaker)
+    rows = await connection_rows(sessionmaker)
     assert len(rows) == 1
     row = rows[0]
     assert row.status == "connected"
@@ -94,7 +85,7 @@ async def test_connect_records_every_seed_column(
     await ws.send(json.dumps({"type": "pong", "seq": ping["seq"]}))
 
     async def flushed() -> ConnectionStatus | None:
-        current = (await _rows(sessionmaker))[0]
+        current = (await connection_rows(sessionmaker))[0]
         return current if current.last_pong_at is not None else None
 
     row = await _wait_for(flushed)
@@ -107,7 +98,7 @@ async def test_connect_records_every_seed_column(
     await ws.close()
 
     async def ended() -> ConnectionStatus | None:
-        current = (await _rows(sessionmaker))[0]
+        current = (await connection_rows(sessionmaker))[0]
         return current if current.status != "connected" else None
 
     row = await _wait_for(ended)
@@ -124,11 +115,11 @@ async def test_silent_agent_times_out_within_timeout_plus_one_second(
     ws = await _connect(live_server, device["credential"])
     await ws.recv()  # welcome; from now on the agent says nothing
     started = time.monotonic()
-    assert await _close_code(ws) == CloseCode.HEARTBEAT_TIMEOUT
+    assert await silent_close_code(ws) == CloseCode.HEARTBEAT_TIMEOUT
     elapsed = time.monotonic() - started
     settings = live_server.app.state.wiremesh.settings
     assert elapsed <= settings.heartbeat_timeout + 1.0
-    row = (await _rows(sessionmaker))[0]
+    row = (await connection_rows(sessionmaker))[0]
     assert row.status == "timeout"
     assert row.disconnected_at is not None
 
@@ -142,8 +133,8 @@ async def test_second_session_supersedes_the_first(
     await first.recv()
     second = await _connect(live_server, device["credential"])
     await second.recv()
-    assert await _close_code(first) == CloseCode.SUPERSEDED
-    rows = await _rows(sessionmaker)
+    assert await silent_close_code(first) == CloseCode.SUPERSEDED
+    rows = await connection_rows(sessionmaker)
     assert [row.status for row in rows] == ["disconnected", "connected"]
     assert rows[0].end_reason == "superseded"
     await second.close()
@@ -162,7 +153,7 @@ async def test_second_session_supersedes_the_first(
         ("x" * 5000, CloseCode.MESSAGE_TOO_BIG),
     ],
 )
-async def test_bad_first_frames_are_refused_with_a_close_code(
+async def test_bad_first_frames_are_refused_with_aclose_code(
     live_server: LiveServer,
     sessionmaker: async_sessionmaker[AsyncSession],
     frame: str,
@@ -170,8 +161,8 @@ async def test_bad_first_frames_are_refused_with_a_close_code(
 ) -> None:
     async with connect(live_server.ws_url) as ws:
         await ws.send(frame)
-        assert await _close_code(ws) == code
-    assert await _rows(sessionmaker) == []
+        assert await silent_close_code(ws) == code
+    assert await connection_rows(sessionmaker) == []
 
 
 async def test_flood_is_cut_and_the_row_ends(
@@ -184,8 +175,8 @@ async def test_flood_is_cut_and_the_row_ends(
     with contextlib.suppress(ConnectionClosed):
         for _ in range(500):
             await ws.send(json.dumps({"type": "pong", "seq": 999}))
-    assert await _close_code(ws) == CloseCode.RATE_LIMITED
-    row = (await _rows(sessionmaker))[0]
+    assert await silent_close_code(ws) == CloseCode.RATE_LIMITED
+    row = (await connection_rows(sessionmaker))[0]
     assert row.status == "disconnected"
     assert row.end_reason == "protocol_rate_limited"
 
@@ -204,10 +195,10 @@ async def test_revoked_device_is_closed_and_cannot_come_back(
             headers={"Authorization": f"Bearer {org.admin_token}"},
         )
         assert response.status_code == 200, response.text
-    assert await _close_code(ws) == CloseCode.DEVICE_REVOKED
+    assert await silent_close_code(ws) == CloseCode.DEVICE_REVOKED
     again = await _connect(live_server, device["credential"])
-    assert await _close_code(again) == CloseCode.DEVICE_REVOKED
-    rows = await _rows(sessionmaker)
+    assert await silent_close_code(again) == CloseCode.DEVICE_REVOKED
+    rows = await connection_rows(sessionmaker)
     assert [row.status for row in rows] == ["disconnected"]
     assert rows[0].end_reason == "revoked"
 

@@ -3,43 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
-from tests.server.presence.conftest import LiveServer, OrgFixture, create_setup_key, enroll
+from tests.server.devices.agents import connect_agent
+from tests.server.presence.conftest import (
+    LiveServer,
+    OrgFixture,
+    connection_rows,
+    create_setup_key,
+    enroll,
+    silent_close_code,
+)
 from wiremesh.protocol import CloseCode
 from wiremesh.server.presence import repository
-from wiremesh.server.presence.models import ConnectionStatus
-
-
-async def _agent(server: LiveServer, credential: str) -> ClientConnection:
-    ws = await connect(server.ws_url)
-    await ws.send(
-        json.dumps({"type": "auth", "version": 1, "credential": credential, "agent_version": "t"})
-    )
-    await ws.recv()
-    return ws
-
-
-async def _rows(sessionmaker: async_sessionmaker[AsyncSession]) -> list[ConnectionStatus]:
-    async with sessionmaker() as session:
-        result = await session.execute(select(ConnectionStatus).order_by(ConnectionStatus.id))
-        return list(result.scalars())
-
-
-async def _close_code(ws: ClientConnection) -> int | None:
-    try:
-        while True:
-            await asyncio.wait_for(ws.recv(), 5)
-    except ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd is not None else None
 
 
 async def test_stopping_ends_every_session_in_one_go(
@@ -48,14 +28,14 @@ async def test_stopping_ends_every_session_in_one_go(
     async with httpx.AsyncClient(base_url=live_server.base_url) as client:
         key = await create_setup_key(client, org)
         devices = [await enroll(client, key, f"host{i}") for i in range(3)]
-    sockets = [await _agent(live_server, d["credential"]) for d in devices]
+    sockets = [await connect_agent(live_server.ws_url, d["credential"]) for d in devices]
     await live_server.app.state.wiremesh.hub.stop()
-    rows = await _rows(sessionmaker)
+    rows = await connection_rows(sessionmaker)
     assert [(r.status, r.end_reason, r.close_code) for r in rows] == [
         ("disconnected", "server_shutdown", CloseCode.GOING_AWAY)
     ] * 3
     assert all(r.disconnected_at is not None for r in rows)
-    assert [await _close_code(ws) for ws in sockets] == [CloseCode.GOING_AWAY] * 3
+    assert [await silent_close_code(ws) for ws in sockets] == [CloseCode.GOING_AWAY] * 3
 
 
 async def test_an_end_that_fails_to_write_is_written_later(
@@ -66,7 +46,7 @@ async def test_an_end_that_fails_to_write_is_written_later(
 ) -> None:
     async with httpx.AsyncClient(base_url=live_server.base_url) as client:
         device = await enroll(client, await create_setup_key(client, org), "flaky-db")
-    ws = await _agent(live_server, device["credential"])
+    ws = await connect_agent(live_server.ws_url, device["credential"])
     real_end = repository.end_connection
     failures = []
 
@@ -79,7 +59,7 @@ async def test_an_end_that_fails_to_write_is_written_later(
     monkeypatch.setattr(repository, "end_connection", failing_once)
     await ws.close()
     for _ in range(100):
-        rows = await _rows(sessionmaker)
+        rows = await connection_rows(sessionmaker)
         if rows[0].status != "connected":
             break
         await asyncio.sleep(0.05)
@@ -101,10 +81,10 @@ async def test_a_failing_transition_hook_does_not_cost_the_history(
     hub.on_transition = broken_hook
     async with httpx.AsyncClient(base_url=live_server.base_url) as client:
         device = await enroll(client, await create_setup_key(client, org), "hooked")
-    ws = await _agent(live_server, device["credential"])
+    ws = await connect_agent(live_server.ws_url, device["credential"])
     await ws.close()
     for _ in range(100):
-        rows = await _rows(sessionmaker)
+        rows = await connection_rows(sessionmaker)
         if rows and rows[0].status != "connected":
             break
         await asyncio.sleep(0.05)
