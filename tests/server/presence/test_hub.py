@@ -10,13 +10,25 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, event, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import delete, event, select, text, update
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
 
 from tests.factories import make_org, make_user
 from tests.server.devices.agents import close_code, connect_agent, removal_of, wait_for_change
 from tests.server.presence.conftest import LiveServer, OrgFixture, create_setup_key, enroll
-from wiremesh.protocol import CloseCode, ServerSession
+from wiremesh.protocol import (
+    CloseCode,
+    PeersDeltaMessage,
+    PeerUpsert,
+    ServerSession,
+    decode_server_message,
+)
 from wiremesh.server.config import Settings
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices.models import VirtualIPMapping
@@ -78,9 +90,12 @@ class FakeTransport:
     def __init__(self) -> None:
         self.sent: list[str] = []
         self.closed: list[int] = []
+        self.delivered = asyncio.Event()
+        """Set at every send; a test clears it to wait for the next one."""
 
     async def send(self, text: str) -> None:
         self.sent.append(text)
+        self.delivered.set()
 
     async def close(self, code: int, reason: str) -> None:
         self.closed.append(code)
@@ -259,3 +274,88 @@ async def test_the_flush_loop_writes_once_per_interval_not_once_per_pong(
     expected = 1.0 / interval  # each flush takes some time too, so a slow machine does fewer
     assert pongs > 10 * expected
     assert 2 <= flushes <= expected + 1, flushes
+
+
+async def test_a_flush_on_connections_the_database_dropped_is_retried_not_lost(
+    backend: str,
+    hub: PresenceHub,
+    devices: list[VirtualIPMapping],
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """The pool does not ping before each use; a dropped connection costs one retry."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has no server that can drop a connection")
+    sessions = [await _open(hub, device) for device in devices[:5]]
+    for live in sessions:
+        hub.record_pong(live)
+    assert await hub.flush() == 5
+    engine = sessionmaker.kw["bind"]
+    assert isinstance(engine, AsyncEngine)
+    assert engine.pool.checkedin() >= 1, "the pool holds a connection to lose"
+    async with create_async_engine(engine.url, poolclass=NullPool).connect() as admin:
+        terminated = await admin.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    assert terminated >= 1
+    for live in sessions:
+        hub.record_pong(live)
+    written = [await hub.flush() for _ in range(2)]
+    assert written in ([5, 0], [0, 5]), "written once: now, or by the retry after a failure"
+    rows = await _connection_rows(sessionmaker)
+    assert all(rows[live.row_id].last_pong_at == live.last_pong_at for live in sessions)
+
+
+# --- peer deltas: a lone change goes out at once, a burst shares one delta per window ----------
+
+
+def _delta_peer_ids(transport: FakeTransport) -> list[set[str]]:
+    """The peers named in each peers_delta frame this fake transport was sent."""
+    deltas = []
+    for frame in transport.sent:
+        message = decode_server_message(frame)
+        if isinstance(message, PeersDeltaMessage):
+            deltas.append(
+                {
+                    change.peer.peer_id if isinstance(change, PeerUpsert) else change.peer_id
+                    for change in message.changes
+                }
+            )
+    return deltas
+
+
+async def test_a_lone_join_is_sent_at_once_and_a_burst_after_it_waits_for_one_shared_delta(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    devices: list[VirtualIPMapping],
+) -> None:
+    window = 0.3
+    hub = PresenceHub(settings.model_copy(update={"peer_update_coalesce": window}), sessionmaker)
+    try:
+        watcher = await _open(hub, devices[0])
+        transport = watcher.transport
+        assert isinstance(transport, FakeTransport)
+        await asyncio.sleep(window * 1.5)  # the watcher's own join has gone out; all quiet
+        transport.sent.clear()
+        transport.delivered.clear()
+
+        lone_at = time.monotonic()
+        await _open(hub, devices[1])
+        await asyncio.wait_for(transport.delivered.wait(), 1)
+        lone_latency = time.monotonic() - lone_at
+        assert _delta_peer_ids(transport) == [{"peer-1"}]
+        assert lone_latency < window / 3, "a join into a quiet org waits for no window"
+
+        transport.delivered.clear()
+        burst_at = time.monotonic()
+        await _open(hub, devices[2])
+        await _open(hub, devices[3])
+        await asyncio.wait_for(transport.delivered.wait(), 2)
+        burst_latency = time.monotonic() - burst_at
+        await asyncio.sleep(window * 1.5)  # nothing else may follow
+        assert _delta_peer_ids(transport) == [{"peer-1"}, {"peer-2", "peer-3"}]
+        assert burst_latency >= window * 0.8, "the burst waited for the window to end"
+    finally:
+        await hub.stop()

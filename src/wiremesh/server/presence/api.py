@@ -1,4 +1,6 @@
-"""The agent WebSocket endpoint and the monitoring API (who is online, at risk, history)."""
+"""The monitoring API: who is online, who is at risk, a device's history, cleanup.
+
+The agent WebSocket itself is served by :class:`wiremesh.server.app.WiremeshApp`."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import os
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, WebSocket
+from fastapi import APIRouter, Query
 
 from wiremesh.server.auth.deps import DbSession, ServerAdmin, State
 from wiremesh.server.db.base import utcnow
@@ -15,7 +17,6 @@ from wiremesh.server.errors import Invalid
 from wiremesh.server.orgs.deps import IdPath, OrgIdPath, OrgMember
 from wiremesh.server.presence import monitoring
 from wiremesh.server.presence.cleanup import delete_old_connections
-from wiremesh.server.presence.gateway import serve_agent
 from wiremesh.server.presence.models import ConnectionState
 from wiremesh.server.presence.schemas import (
     CleanupReport,
@@ -30,8 +31,6 @@ from wiremesh.server.state import AppState
 # monitoring endpoints take none.
 router = APIRouter()
 
-AGENT_WEBSOCKET_PATH = "/agent/ws"
-
 Limit = Annotated[int, Query(ge=1, le=10_000, description="At most this many rows")]
 Offset = Annotated[int, Query(ge=0, le=2_147_483_647)]
 StatusFilter = Annotated[ConnectionState | None, Query(description="Only rows in this state")]
@@ -41,13 +40,6 @@ SilentSeconds = Annotated[
 ]
 UnusedHours = Annotated[float, Query(gt=0, le=24 * 3650, description="Unused for this long")]
 OrgFilter = Annotated[int | None, Query(ge=1, le=2_147_483_647, description="Only this org")]
-
-
-@router.websocket(AGENT_WEBSOCKET_PATH)
-async def agent_session(websocket: WebSocket) -> None:
-    """The agent's session: see docs/protocol.md for every message and close code."""
-    state: AppState = websocket.app.state.wiremesh
-    await serve_agent(websocket, state)
 
 
 def _silence(state: AppState, seconds: float | None) -> timedelta:

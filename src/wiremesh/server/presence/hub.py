@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
@@ -167,7 +168,8 @@ class PresenceHub:
         self._dirty: dict[uuid.UUID, LiveSession] = {}
         self._rosters: dict[int, OrgRoster] = {}
         self._pending_changes: dict[int, dict[str, PeerUpsert | PeerRemove]] = {}
-        self._broadcast_handles: dict[int, asyncio.TimerHandle] = {}
+        self._broadcast_handles: dict[int, asyncio.Handle] = {}
+        self._last_broadcast_at: dict[int, float] = {}
         self._broadcast_tasks: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._unwritten_ends: list[tuple[LiveSession, repository.SessionEnd]] = []
@@ -571,11 +573,15 @@ class PresenceHub:
         ``device_sync_interval``. Returns how many sessions were closed.
         """
         live_ids = list(self.by_device)
-        closed = 0
-        for start in range(0, len(live_ids), DEVICE_SYNC_CHUNK):
-            chunk = live_ids[start : start + DEVICE_SYNC_CHUNK]
-            async with self.sessionmaker() as session:
-                valid = set(
+        if not live_ids:
+            return 0
+        valid: set[int] = set()
+        # One read transaction however many agents are live: chunks only keep each
+        # statement's parameter list within what every backend accepts.
+        async with self.sessionmaker() as session:
+            for start in range(0, len(live_ids), DEVICE_SYNC_CHUNK):
+                chunk = live_ids[start : start + DEVICE_SYNC_CHUNK]
+                valid.update(
                     (
                         await session.execute(
                             select(VirtualIPMapping.id).where(
@@ -585,14 +591,15 @@ class PresenceHub:
                         )
                     ).scalars()
                 )
-            for device_id in chunk:
-                live = self.by_device.get(device_id)
-                if device_id in valid or live is None:
-                    continue
-                await self.remove_device(
-                    live.device.org_id, device_id, live.device.peer_id, CloseCode.DEVICE_REVOKED
-                )
-                closed += 1
+        closed = 0
+        for device_id in live_ids:
+            live = self.by_device.get(device_id)
+            if device_id in valid or live is None:
+                continue
+            await self.remove_device(
+                live.device.org_id, device_id, live.device.peer_id, CloseCode.DEVICE_REVOKED
+            )
+            closed += 1
         return closed
 
     async def _device_sync_loop(self) -> None:
@@ -646,9 +653,17 @@ class PresenceHub:
                 roster.forget(peer_id)
         self._pending_changes.setdefault(org_id, {})[peer_id] = change
         if org_id not in self._broadcast_handles:
+            # Leading and trailing edge: a change in a quiet org goes out in this loop
+            # iteration; changes that follow within the window wait for its end and share
+            # one delta. So a lone join costs no delay and a storm one delta per window.
             loop = asyncio.get_running_loop()
-            self._broadcast_handles[org_id] = loop.call_later(
-                self._coalesce_window(org_id), self._start_broadcast, org_id
+            quiet_at = self._last_broadcast_at.get(org_id, -math.inf)
+            quiet_at += self._coalesce_window(org_id)
+            delay = quiet_at - loop.time()
+            self._broadcast_handles[org_id] = (
+                loop.call_later(delay, self._start_broadcast, org_id)
+                if delay > 0
+                else loop.call_soon(self._start_broadcast, org_id)
             )
 
     def _coalesce_window(self, org_id: int) -> float:
@@ -663,6 +678,7 @@ class PresenceHub:
         changes = self._pending_changes.pop(org_id, None)
         if not changes:
             return
+        self._last_broadcast_at[org_id] = asyncio.get_running_loop().time()
         task = asyncio.create_task(self._broadcast(org_id, changes))
         self._broadcast_tasks.add(task)
         task.add_done_callback(self._broadcast_tasks.discard)
