@@ -130,6 +130,7 @@ class Agent:
         "pings",
         "pongs",
         "reconnect",
+        "replica",
         "session",
         "silenced_at",
         "silent",
@@ -147,6 +148,7 @@ class Agent:
         self.credential = credential
         self.source = source
         self.state = "idle"
+        self.replica = 0
         self.task: asyncio.Task[None] | None = None
         self.ws: ClientConnection | None = None
         self.session: AgentSession | None = None
@@ -197,7 +199,7 @@ class Worker:
 
     def __init__(
         self,
-        url: str,
+        urls: list[str],
         agents: Iterable[tuple[int, str]],
         *,
         addresses: int,
@@ -210,7 +212,7 @@ class Worker:
     ) -> None:
         if parser not in ("light", "session"):
             raise ValueError(f"unknown parser {parser!r}")
-        self.url = url
+        self.urls = urls
         self.parser = parser
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -242,6 +244,16 @@ class Worker:
             agent.task = asyncio.create_task(self._run(agent, ramp))
             started += 1
         return started
+
+    def route(self, indices: Iterable[int], replica: int) -> int:
+        """Send these agents' next connects to server ``replica`` (an index into the URLs)."""
+        if not 0 <= replica < len(self.urls):
+            raise ValueError(f"no server replica {replica}")
+        count = 0
+        for index in indices:
+            self.agents[index].replica = replica
+            count += 1
+        return count
 
     def silence(self, indices: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Stop answering pings (socket stays open, no reconnect after the server drops it)."""
@@ -336,7 +348,7 @@ class Worker:
             try:
                 try:
                     ws = await connect(
-                        self.url,
+                        self.urls[agent.replica],
                         compression=None,
                         max_size=MAX_SERVER_MESSAGE_BYTES,
                         ping_interval=None,
@@ -512,7 +524,7 @@ async def _serve_worker() -> None:
         try:
             if command == "init":
                 worker = Worker(
-                    args["url"],
+                    args["urls"],
                     [(int(i), c) for i, c in args["agents"]],
                     addresses=args["addresses"],
                     parser=args["parser"],
@@ -534,6 +546,8 @@ async def _serve_worker() -> None:
             result: Any
             if command == "connect":
                 result = worker.connect(args["indices"], ramp=args.get("ramp", True))
+            elif command == "route":
+                result = worker.route(args["indices"], args["replica"])
             elif command == "silence":
                 result = worker.silence(args["indices"])
             elif command == "close":
@@ -580,11 +594,14 @@ def _run_event_loop(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
 
 
 class LoadGen:
-    """Drives worker processes; agent ``i`` (an index into ``credentials``) is in ``i % n``."""
+    """Drives worker processes; agent ``i`` (an index into ``credentials``) is in ``i % n``.
+
+    ``urls`` are the server replicas; every agent starts on the first, :meth:`route` moves it.
+    """
 
     def __init__(
         self,
-        url: str,
+        urls: str | list[str],
         credentials: list[str],
         *,
         processes: int,
@@ -596,7 +613,7 @@ class LoadGen:
         peer_dict_max: int = 2000,
         log_dir: Path | None = None,
     ) -> None:
-        self.url = url
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
         self.credentials = credentials
         self.processes = max(1, processes)
         self.addresses = addresses or source_addresses(len(credentials))
@@ -650,7 +667,7 @@ class LoadGen:
                 self._call(
                     number,
                     "init",
-                    url=self.url,
+                    urls=self.urls,
                     agents=[
                         (i, self.credentials[i])
                         for i in range(number, len(self.credentials), self.processes)
@@ -735,6 +752,10 @@ class LoadGen:
 
     async def connect(self, indices: Iterable[int], *, ramp: bool = True) -> int:
         return sum(await self._each(indices, "connect", ramp=ramp))
+
+    async def route(self, indices: Iterable[int], replica: int) -> int:
+        """Point these agents at server ``replica``; takes effect at their next connect."""
+        return sum(await self._each(indices, "route", replica=replica))
 
     async def silence(self, indices: Iterable[int]) -> dict[int, dict[str, Any]]:
         return _merge(await self._each(indices, "silence"))
@@ -837,7 +858,7 @@ def measure_parsers(peers: int = 100, repeat: int = 2000) -> dict[str, float]:
     delta = encode_peers_delta([PeerUpsert(peer=listed[0])])
     out: dict[str, float] = {}
     for parser in ("light", "session"):
-        worker = Worker("ws://unused", [(0, "x")], addresses=1, parser=parser)
+        worker = Worker(["ws://unused"], [(0, "x")], addresses=1, parser=parser)
         agent = worker.agents[0]
 
         def fresh(welcomed: bool, worker: Worker = worker, agent: Agent = agent) -> None:

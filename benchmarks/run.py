@@ -5,7 +5,9 @@
 Creates a fresh PostgreSQL database (``WIREMESH_BENCH_POSTGRES_URL``, default
 postgres@127.0.0.1:5432), runs the real migrations, seeds orgs/devices in bulk, starts the
 real server as a subprocess and drives it with the load generator
-(:mod:`benchmarks.loadgen`). Server, PostgreSQL and load generator share the machine.
+(:mod:`benchmarks.loadgen`). Server, PostgreSQL and load generator share the machine. When
+one process's open-files limit cannot hold every agent, the hold runs several server
+replicas on the same database, each org on one of them (``--replicas`` to choose).
 
 Scenarios, in order: heartbeat write throughput (seed's commit-per-pong vs the batched
 flush, no server); hold (ramp to N agents at the normal heartbeat, with the database's
@@ -41,10 +43,14 @@ import asyncpg  # type: ignore[import-untyped]
 from benchmarks import naive
 from benchmarks.loadgen import LoadGen, raise_nofile_limit, source_addresses, ws_url
 from benchmarks.seed import Seeded, admin_url, asyncpg_dsn, create_database, drop_database, seed
-from benchmarks.server import ServerProcess, percentile, profile, top_frames
+from benchmarks.server import ServerProcess, Window, percentile, profile, top_frames
 
 SCENARIOS = ("throughput", "hold", "fanout", "timeouts", "storm")
 FD_RESERVE = 300
+PG_STATS_SETTLE = 12.0
+"""Seconds to wait after a ramp before counting transactions: PostgreSQL (15+) backends
+report their counts to pg_stat_database up to 10 s after they go idle, so a window opened
+at once still counts the ramp's own transactions."""
 CLOSE_CONCURRENCY = 5
 MASS_CLOSE_CONCURRENCY = 10
 """Clean closes in flight per load generator process when a scenario ends."""
@@ -85,6 +91,8 @@ class Plan:
     batch: int = 0
     """Pongs per flush at the target load; 0 = agents / interval * flush interval."""
     processes: int = 0
+    replicas: int = 0
+    """Server replicas for the hold (0 = as many as the open-files limit needs)."""
     max_pending: int = 32
     """Handshakes in flight during a ramp (all load generator processes together)."""
     ramp_timeout: float = 0.0
@@ -248,11 +256,19 @@ class Bench:
         self.loadgen: LoadGen | None = None
         self.server: ServerProcess | None = None
         self.server_config: tuple[float, float, float | None] | None = None
-        self.port = _free_port()
+        self.fd_limit = raise_nofile_limit()
+        self.replica_count = plan.replicas or max(
+            1, math.ceil(plan.agents / (self.fd_limit - FD_RESERVE))
+        )
+        self.ports = [_free_port() for _ in range(self.replica_count)]
+        self.port = self.ports[0]
+        self.org_of: dict[int, int] = {}
+        """Agent index -> its org's position among the hold orgs (replicas are chosen by org)."""
         self.rows: list[Row] = []
         self.details: dict[str, Any] = {}
-        self.fd_limit = raise_nofile_limit()
         self._server_count = 0
+        self.extra_servers: list[ServerProcess] = []
+        """Replicas 1.. of the hold, stopped when it ends (or at teardown, if it failed)."""
 
     # -------------------------------------------------------------- plumbing
 
@@ -271,6 +287,9 @@ class Bench:
         )
         hold_orgs = self.seeded.orgs[: len(hold_sizes)]
         self.hold_indices = [d.index for org in hold_orgs for d in org.devices]
+        self.org_of = {
+            d.index: position for position, org in enumerate(hold_orgs) for d in org.devices
+        }
         random.Random(7).shuffle(self.hold_indices)
         self.fanout_orgs = [
             [d.index for d in org.devices] for org in self.seeded.orgs[len(hold_sizes) :]
@@ -279,7 +298,7 @@ class Bench:
         busiest = max([plan.agents, *plan.fanout_sizes])
         processes = plan.processes or max(2, math.ceil(busiest / (self.fd_limit - 2_000)))
         self.loadgen = LoadGen(
-            ws_url("127.0.0.1", self.port),
+            [ws_url("127.0.0.1", port) for port in self.ports],
             credentials,
             processes=processes,
             addresses=source_addresses(busiest),
@@ -292,9 +311,16 @@ class Bench:
         await self.loadgen.start()
         log(f"load generator: {processes} processes (pids {self.loadgen.pids})")
 
+    async def stop_extra_servers(self) -> None:
+        while self.extra_servers:
+            server = self.extra_servers.pop()
+            if server.running():
+                await server.stop(signal.SIGTERM)
+
     async def teardown(self) -> None:
         if self.loadgen is not None:
             await self.loadgen.stop()
+        await self.stop_extra_servers()
         if self.server is not None and self.server.running():
             await self.server.stop(signal.SIGTERM)
         if not self.keep_db and self.db_url:
@@ -306,9 +332,12 @@ class Bench:
         return self.loadgen
 
     def server_env(
-        self, interval: float, timeout: float, lease_ttl: float | None
+        self, interval: float, timeout: float, lease_ttl: float | None, replica: int = 0
     ) -> dict[str, str]:
         env = {
+            # Stable per replica, as a deployment names its replicas: a restarted replica
+            # ends the rows it left at once instead of waiting for its lease to run out.
+            "WIREMESH_SERVER_ID": f"bench-replica-{replica}",
             "WIREMESH_DATABASE_URL": self.db_url,
             "WIREMESH_HEARTBEAT_INTERVAL": str(interval),
             "WIREMESH_HEARTBEAT_TIMEOUT": str(timeout),
@@ -341,6 +370,32 @@ class Bench:
         self.server, self.server_config = server, config
         log(f"server pid {server.pid} ready ({interval:g} s / {timeout_s:g} s heartbeat)")
         return server
+
+    async def start_extra_replicas(self, interval: float, timeout_s: float) -> list[ServerProcess]:
+        """Replicas 1.. of the hold, each on its own port, on replica 0's database."""
+        servers = []
+        for replica in range(1, self.replica_count):
+            self._server_count += 1
+            server = ServerProcess(
+                "127.0.0.1",
+                self.ports[replica],
+                self.server_env(interval, timeout_s, None, replica),
+                self.workdir / f"server-{self._server_count}-replica-{replica}.log",
+                prelude=self.plan.server_prelude,
+            )
+            self.extra_servers.append(server)
+            await server.start()
+            log(f"replica {replica}: server pid {server.pid} ready on port {server.port}")
+            servers.append(server)
+        return servers
+
+    async def route_by_org(self, indices: list[int], replicas: int) -> None:
+        """Every org on one replica (org position modulo replicas), as a sticky balancer would."""
+        parts: dict[int, list[int]] = {}
+        for index in indices:
+            parts.setdefault(self.org_of.get(index, 0) % replicas, []).append(index)
+        for replica, part in parts.items():
+            await self.lg.route(part, replica)
 
     async def restart_server(self, lease_ttl: float | None) -> ServerProcess:
         assert self.server_config is not None
@@ -459,28 +514,41 @@ class Bench:
     async def hold(self) -> None:
         plan = self.plan
         server = await self.start_server(plan.hb_interval, plan.hb_timeout)
+        servers = [server]
         await asyncio.sleep(2.0)
-        baseline = server.sample_now()
-        capacity = self.fd_limit - FD_RESERVE
+        baseline_rss = server.sample_now().rss
+        replicas = self.replica_count
+        capacity = (self.fd_limit - FD_RESERVE) * replicas
         target = plan.agents
         count = min(plan.agents, capacity)
         capped = count < target
         if capped:
             log(
-                f"only {count} of {target} agents: the server's open-files limit is "
-                f"{self.fd_limit} (hard; raising it needs CAP_SYS_RESOURCE)"
+                f"only {count} of {target} agents: {replicas} replicas with an open-files "
+                f"limit of {self.fd_limit} each (hard; raising it needs CAP_SYS_RESOURCE)"
             )
-        indices = self.hold_indices[:count]
-        xact_n = min(plan.xact_agents, count)
+        # Replica 0's agents first: the transaction rate is measured on one server, before
+        # the other replicas start.
+        indices = sorted(
+            self.hold_indices[:count], key=lambda index: self.org_of.get(index, 0) % replicas != 0
+        )
+        await self.route_by_org(indices, replicas)
+        on_first = sum(1 for index in indices if self.org_of.get(index, 0) % replicas == 0)
+        xact_n = min(plan.xact_agents, on_first)
 
         # Transaction rate at xact_n agents, in a window without connects or disconnects.
         ok, ramp1, _ = await self.ramp(indices[:xact_n], f"ramp to {xact_n}")
         rate_first = xact_n / ramp1 if ramp1 else 0.0
         if ok:
-            await asyncio.sleep(max(3.0, 2 * plan.flush_interval))
+            await asyncio.sleep(max(PG_STATS_SETTLE, 2 * plan.flush_interval))
             await self._xact_window(xact_n)
         else:
             self.add(_not_measured("db_xact_per_flush", "DB transactions per flush interval"))
+        if replicas > 1:
+            extras = await self.start_extra_replicas(plan.hb_interval, plan.hb_timeout)
+            await asyncio.sleep(2.0)
+            baseline_rss += sum(extra.sample_now().rss for extra in extras)
+            servers += extras
 
         # Ramp to the full count, then hold.
         profiler = None
@@ -489,13 +557,13 @@ class Bench:
             profiler = await profile(server.pid, profile_path)
         ramp_started = time.time()
         ok2, ramp2, stats = await self.ramp(indices[xact_n:], f"ramp to {count}")
-        ramp_window = server.window(ramp_started, time.time())
+        ramp_window = combined_window(servers, ramp_started, time.time())
         connects_before = stats["totals"]["connects"]
         hold_start = time.time()
         log(f"holding {stats['established']} agents for {plan.hold_seconds:g} s")
         await asyncio.sleep(plan.hold_seconds)
         hold_end = time.time()
-        window = server.window(hold_start, hold_end)
+        window = combined_window(servers, hold_start, hold_end)
         after = await self.lg.stats()
         timeouts = await self.count_rows("status = 'timeout'")
         connected_rows = await self.count_rows("status = 'connected'")
@@ -525,16 +593,23 @@ class Bench:
             "pongs_total": pongs,
             "hold_window": asdict(window),
             "ramp_window": asdict(ramp_window),
-            "baseline_rss": baseline.rss,
+            "baseline_rss": baseline_rss,
+            "replicas": [{"pid": s.pid, "port": s.port} for s in servers],
             "stalls": [
                 (round(at - hold_start, 2), round(rtt, 3))
-                for at, rtt in (server.probe.samples if server.probe else [])
+                for s in servers
+                for at, rtt in (s.probe.samples if s.probe else [])
                 if hold_start <= at <= hold_end and rtt >= 0.25
             ],
         }
         fine = held == count and timeouts == 0 and reconnects == 0 and ok and ok2
+        spread = (
+            f"{len(servers)} server replicas on one PostgreSQL, each org on one replica; "
+            if len(servers) > 1
+            else ""
+        )
         notes = (
-            f"orgs of {plan.org_size}; held {plan.hold_seconds:g} s; "
+            f"{spread}orgs of {plan.org_size}; held {plan.hold_seconds:g} s; "
             f"{timeouts} timeout rows, {reconnects} reconnects; "
             f"CPU {window.cpu_percent:.0f}%, RSS {fmt_bytes(window.rss_end)}, "
             f"lag p99 {fmt_ms(window.lag_p99)}"
@@ -591,7 +666,9 @@ class Bench:
                 "report",
                 fmt_bytes(window.rss_end),
                 "reported",
-                f"empty server {fmt_bytes(baseline.rss)}; max {fmt_bytes(window.rss_max)}",
+                f"empty server{'s' if len(servers) > 1 else ''} {fmt_bytes(baseline_rss)}; "
+                f"max {fmt_bytes(window.rss_max)}"
+                + (f"; sum over {len(servers)} replicas" if len(servers) > 1 else ""),
                 value=float(window.rss_end),
             )
         )
@@ -608,7 +685,7 @@ class Bench:
                 value=window.lag_p99,
             )
         )
-        per_conn = (window.rss_end - baseline.rss) / held if held else math.nan
+        per_conn = (window.rss_end - baseline_rss) / held if held else math.nan
         verdict, passed = judge(per_conn / 1024, 32.0, at_most=True)
         self.add(
             Row(
@@ -617,7 +694,7 @@ class Bench:
                 "<= 32 KiB",
                 f"{per_conn / 1024:.1f} KiB" if held else "n/a",
                 verdict,
-                f"({fmt_bytes(window.rss_end)} - {fmt_bytes(baseline.rss)}) / {held:,}",
+                f"({fmt_bytes(window.rss_end)} - {fmt_bytes(baseline_rss)}) / {held:,}",
                 value=per_conn / 1024,
                 limit=32.0,
                 passed=passed,
@@ -638,6 +715,8 @@ class Bench:
         )
         log("closing the held agents")
         await self.lg.close(indices, concurrency=MASS_CLOSE_CONCURRENCY)
+        await self.stop_extra_servers()
+        await self.lg.route(indices, 0)
 
     async def _xact_window(self, agents: int) -> None:
         plan = self.plan
@@ -1003,6 +1082,24 @@ class Bench:
                 await self.storm(sig_name)
 
 
+def combined_window(servers: list[ServerProcess], start: float, end: float) -> Window:
+    """One window over all replicas: CPU and RSS summed, loop lag over every probe."""
+    windows = [server.window(start, end) for server in servers]
+    if len(windows) == 1:
+        return windows[0]
+    lags = [rtt for server in servers if server.probe for rtt in server.probe.between(start, end)]
+    return Window(
+        cpu_percent=sum(w.cpu_percent for w in windows),
+        cpu_percent_max_5s=sum(w.cpu_percent_max_5s for w in windows),
+        rss_end=sum(w.rss_end for w in windows),
+        rss_max=sum(w.rss_max for w in windows),
+        lag_p50=percentile(lags, 50) if lags else None,
+        lag_p99=percentile(lags, 99) if lags else None,
+        lag_max=max(lags) if lags else None,
+        probes=len(lags),
+    )
+
+
 def _not_measured(key: str, metric: str, target: str = "", why: str = "") -> Row:
     return Row(key, metric, target, "n/a", "not measured", why)
 
@@ -1076,6 +1173,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fanout-budget", type=float, help="seconds to connect a fan-out org")
     parser.add_argument("--throughput-seconds", type=float)
     parser.add_argument("--processes", type=int, help="load generator processes")
+    parser.add_argument(
+        "--replicas", type=int, help="server replicas for the hold (default: what fds need)"
+    )
     parser.add_argument("--max-pending", type=int, help="handshakes in flight during ramps (32)")
     parser.add_argument("--ramp-timeout", type=float, help="seconds to connect a ramp")
     parser.add_argument("--parser", choices=("light", "session"))
@@ -1102,6 +1202,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         "fanout_budget": args.fanout_budget,
         "throughput_seconds": args.throughput_seconds,
         "processes": args.processes,
+        "replicas": args.replicas,
         "max_pending": args.max_pending,
         "ramp_timeout": args.ramp_timeout,
         "parser": args.parser,
