@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 from tests.factories import make_org, make_user
+from tests.protocol.helpers import auth_frame
 from tests.server.devices.agents import close_code, connect_agent, removal_of, wait_for_change
 from tests.server.presence.conftest import LiveServer, OrgFixture, create_setup_key, enroll
 from wiremesh.protocol import (
@@ -32,6 +33,7 @@ from wiremesh.protocol import (
 from wiremesh.server.config import Settings
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices.models import VirtualIPMapping
+from wiremesh.server.presence.gateway import _session_loop
 from wiremesh.server.presence.hub import LiveSession, PresenceHub, identity_of
 from wiremesh.server.presence.models import ConnectionStatus
 
@@ -359,3 +361,35 @@ async def test_a_lone_join_is_sent_at_once_and_a_burst_after_it_waits_for_one_sh
         assert burst_latency >= window * 0.8, "the burst waited for the window to end"
     finally:
         await hub.stop()
+
+
+# --- a session ended by another task while its own loop waits -----------------------------
+
+
+class _SilentSocket:
+    """A WebSocket that never delivers a frame."""
+
+    async def receive(self) -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_session_ended_elsewhere_leaves_its_loop_quietly_at_the_next_ping(
+    settings: Settings, hub: PresenceHub, devices: list[VirtualIPMapping]
+) -> None:
+    """Another task's end_session (superseded, revoked) may still be writing the row when
+    this session's ping falls due: the loop must return, not ping a closed session."""
+    live = await _open(hub, devices[0])
+    now = asyncio.get_running_loop().time()
+    live.protocol.receive(auth_frame(), now)
+    live.protocol.authenticated(now)
+    fast = settings.model_copy(update={"heartbeat_interval": 0.05})
+    loop_task = asyncio.create_task(
+        _session_loop(_SilentSocket(), hub, live, fast)  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(0.01)
+    live.ended = True  # what end_session does first, before its database write
+    live.protocol.close(CloseCode.SUPERSEDED)
+    await asyncio.wait_for(loop_task, 1.0)  # returns; a ping would raise ProtocolError
+    assert isinstance(live.transport, FakeTransport)
+    assert live.transport.sent == [], "no ping went out"

@@ -226,6 +226,10 @@ async def _session_loop(
             async with asyncio.timeout_at(min(next_ping_at, protocol.deadline)):
                 frame = await _next_frame(websocket)
         except TimeoutError:
+            if live.ended:
+                # Ended by another task (superseded, revoked, a failed send) that is still
+                # writing the row; it closes the socket too. Nothing left to ping.
+                return
             now = loop.time()
             if protocol.is_expired(now):
                 await hub.end_session(
