@@ -43,7 +43,14 @@ import asyncpg  # type: ignore[import-untyped]
 from benchmarks import naive
 from benchmarks.loadgen import LoadGen, raise_nofile_limit, source_addresses, ws_url
 from benchmarks.seed import Seeded, admin_url, asyncpg_dsn, create_database, drop_database, seed
-from benchmarks.server import ServerProcess, Window, percentile, profile, top_frames
+from benchmarks.server import (
+    ServerProcess,
+    Window,
+    cpu_seconds,
+    percentile,
+    profile,
+    top_frames,
+)
 
 SCENARIOS = ("throughput", "hold", "fanout", "timeouts", "storm")
 FD_RESERVE = 300
@@ -262,6 +269,9 @@ class Bench:
         )
         self.ports = [_free_port() for _ in range(self.replica_count)]
         self.port = self.ports[0]
+        self.pool_size = 20
+        """Per replica; lowered in setup so every replica's pool and overflow fit the
+        database's max_connections (three default pools would not fit PostgreSQL's 100)."""
         self.org_of: dict[int, int] = {}
         """Agent index -> its org's position among the hold orgs (replicas are chosen by org)."""
         self.rows: list[Row] = []
@@ -274,6 +284,7 @@ class Bench:
 
     async def setup(self) -> None:
         plan = self.plan
+        self.pool_size = await pool_size_for(self.replica_count)
         log(f"creating database {self.db_name} and running the migrations")
         self.db_url = await create_database(self.admin, self.db_name)
         hold_sizes = [plan.org_size] * (plan.agents // plan.org_size)
@@ -343,6 +354,7 @@ class Bench:
             "WIREMESH_HEARTBEAT_TIMEOUT": str(timeout),
             "WIREMESH_HEARTBEAT_FLUSH_INTERVAL": str(self.plan.flush_interval),
             "WIREMESH_LOG_LEVEL": "warning",
+            "WIREMESH_DATABASE_POOL_SIZE": str(self.pool_size),
             "WIREMESH_DATA_DIR": str(self.workdir / "server-data"),
         }
         if lease_ttl is not None:
@@ -453,7 +465,7 @@ class Bench:
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
-        log(f"{row.metric}: {row.measured} ({row.verdict})")
+        log(f"{row.metric}: {row.measured} ({row.verdict}){'; ' + row.notes if row.notes else ''}")
 
     # -------------------------------------------------------------- scenarios
 
@@ -560,9 +572,17 @@ class Bench:
         ramp_window = combined_window(servers, ramp_started, time.time())
         connects_before = stats["totals"]["connects"]
         hold_start = time.time()
+        others_before = other_cpu(self.lg.pids)
         log(f"holding {stats['established']} agents for {plan.hold_seconds:g} s")
         await asyncio.sleep(plan.hold_seconds)
         hold_end = time.time()
+        others_after = other_cpu(self.lg.pids)
+        others = {
+            name: cpu_percent_between(
+                others_before[name], others_after[name], hold_end - hold_start
+            )
+            for name in others_after
+        }
         window = combined_window(servers, hold_start, hold_end)
         after = await self.lg.stats()
         timeouts = await self.count_rows("status = 'timeout'")
@@ -594,6 +614,8 @@ class Bench:
             "hold_window": asdict(window),
             "ramp_window": asdict(ramp_window),
             "baseline_rss": baseline_rss,
+            "pool_size_per_replica": self.pool_size,
+            "other_cpu_percent": others,
             "replicas": [{"pid": s.pid, "port": s.port} for s in servers],
             "stalls": [
                 (round(at - hold_start, 2), round(rtt, 3))
@@ -655,7 +677,8 @@ class Bench:
                 f"{window.cpu_percent:.1f}%",
                 "reported",
                 f"max 5 s window {window.cpu_percent_max_5s:.0f}%; during ramp "
-                f"{ramp_window.cpu_percent:.0f}% (100% = one core)",
+                f"{ramp_window.cpu_percent:.0f}% (100% = one core); meanwhile load generator "
+                f"{others['loadgen']:.0f}%, PostgreSQL {others['postgresql']:.0f}%",
                 value=window.cpu_percent,
             )
         )
@@ -866,7 +889,7 @@ class Bench:
                 f"each delta; p50 {fmt_ms(percentile(latencies, 50) if latencies else None)}, "
                 f"max (every device) {fmt_ms(max(latencies) if latencies else None)}; "
                 f"joiner welcomed after {fmt_ms(welcome_p50)} (median); "
-                f"coalesce window 50 ms; setup {setup:.0f} s",
+                f"a join into a quiet org waits for no coalescing window; setup {setup:.0f} s",
                 value=p99,
                 limit=limit,
                 passed=passed,
@@ -1082,6 +1105,31 @@ class Bench:
                 await self.storm(sig_name)
 
 
+def other_cpu(loadgen_pids: list[int]) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of each load generator process and each PostgreSQL process."""
+    postgres = []
+    for status in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if status.read_text().strip() == "postgres":
+                postgres.append(int(status.parent.name))
+    return {"loadgen": _cpu_of(loadgen_pids), "postgresql": _cpu_of(postgres)}
+
+
+def _cpu_of(pids: list[int]) -> dict[int, float]:
+    seconds = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            seconds[pid] = cpu_seconds(pid)
+    return seconds
+
+
+def cpu_percent_between(before: dict[int, float], after: dict[int, float], elapsed: float) -> float:
+    """CPU % of a set of processes between two readings; a process that started in between
+    counts whole, one that exited in between is missed (short-lived backends)."""
+    used = sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+    return used / elapsed * 100 if elapsed > 0 else 0.0
+
+
 def combined_window(servers: list[ServerProcess], start: float, end: float) -> Window:
     """One window over all replicas: CPU and RSS summed, loop lag over every probe."""
     windows = [server.window(start, end) for server in servers]
@@ -1122,6 +1170,17 @@ def _workdir(path: str | None) -> Iterator[Path]:
 
     with tempfile.TemporaryDirectory(prefix="wiremesh-bench-") as tmp:
         yield Path(tmp)
+
+
+async def pool_size_for(replicas: int, reserve: int = 10) -> int:
+    """The largest pool (at most the default 20) whose pool plus overflow, times the
+    replicas, leaves ``reserve`` of PostgreSQL's connections for everyone else."""
+    connection = await asyncpg.connect(asyncpg_dsn(admin_url()))
+    try:
+        limit = int(await connection.fetchval("SHOW max_connections"))
+    finally:
+        await connection.close()
+    return max(2, min(20, (limit - reserve) // (2 * replicas)))
 
 
 async def _pg_version() -> str:

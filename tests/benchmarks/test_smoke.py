@@ -1,7 +1,8 @@
 """CI smoke test of the benchmark suite: the runner works end to end and its figures are sane.
 
-Runs ``python -m benchmarks.run --quick`` with a hundred-odd agents against the test
-PostgreSQL. Only generous sanity bounds on timings: this must not flake on a busy CI box.
+Runs ``python -m benchmarks.run --quick`` with a hundred-odd agents, held by two server
+replicas, against the test PostgreSQL. Only generous sanity bounds on timings: this must
+not flake on a busy CI box.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
         "2",
         "--xact-window",
         "3",
+        "--replicas",
+        "2",
         "--json",
         str(out),
         "--workdir",
@@ -99,6 +102,7 @@ def test_states_the_machine(quick_run: tuple[str, dict[str, Any]]) -> None:
 def test_holds_every_agent_without_timeouts(quick_run: tuple[str, dict[str, Any]]) -> None:
     _, result = quick_run
     assert value(result, "held_agents") == AGENTS
+    assert len(result["details"]["hold"]["replicas"]) == 2, "the hold ran on two replicas"
     assert value(result, "hold_timeouts") == 0
     assert result["details"]["hold"]["reconnects_during_hold"] == 0
     assert result["details"]["hold"]["pongs_total"] > AGENTS  # every agent ponged, repeatedly
