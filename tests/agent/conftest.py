@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from websockets.asyncio.server import ServerConnection, serve
 
-from tests.factories import make_member, make_org, make_token, make_user
 from tests.live import serve_app
+from tests.server.presence.conftest import OrgFixture, org
 from wiremesh.agent.keys import KeyPair, generate_keypair
 from wiremesh.agent.state import EnrolledDevice, EnrolledNetwork, Enrollment
-from wiremesh.server.orgs.models import OrgRole
+
+# The org with an owner is the presence tests' fixture, shared as the device tests share it.
+__all__ = ["OrgFixture", "org"]
 
 
 @dataclass
@@ -31,23 +32,6 @@ async def live_server(app: FastAPI) -> AsyncIterator[LiveServer]:
     """The app (lifespan already running) served by uvicorn on a free port in this loop."""
     async with serve_app(app) as url:
         yield LiveServer(url=url, app=app)
-
-
-@dataclass
-class Org:
-    org_id: int
-    admin_token: str
-
-
-@pytest.fixture
-async def org(sessionmaker: async_sessionmaker[AsyncSession]) -> Org:
-    async with sessionmaker() as session:
-        organization = await make_org(session, network_cidr="100.64.0.0/24")
-        admin = await make_user(session)
-        await make_member(session, organization, admin, OrgRole.OWNER)
-        token = await make_token(session, admin)
-        await session.commit()
-        return Org(org_id=organization.id, admin_token=token)
 
 
 def make_enrollment(public_key: str, **overrides: object) -> Enrollment:

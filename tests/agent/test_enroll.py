@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.agent.conftest import Org
+from tests.agent.conftest import OrgFixture
 from tests.factories import auth
 from wiremesh.agent.enroll import EnrollError, enroll, normalize_server_url, websocket_url
 from wiremesh.agent.keys import public_key_of
@@ -38,7 +38,7 @@ def transport(app: FastAPI) -> RecordingTransport:
 
 
 @pytest.fixture
-async def setup_key(client: httpx.AsyncClient, org: Org) -> str:
+async def setup_key(client: httpx.AsyncClient, org: OrgFixture) -> str:
     response = await client.post(
         f"/api/v1/orgs/{org.org_id}/setup-keys",
         json={"name": "enroll-tests", "reusable": True},
@@ -53,7 +53,7 @@ async def test_enroll_registers_the_public_key_and_stores_the_state(
     transport: RecordingTransport,
     setup_key: str,
     state_dir: Path,
-    org: Org,
+    org: OrgFixture,
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     enrollment = await enroll(state_dir, SERVER + "/", setup_key, "laptop", transport=transport)
@@ -75,7 +75,7 @@ async def test_enroll_registers_the_public_key_and_stores_the_state(
 
 
 async def test_a_bad_setup_key_is_refused_with_the_servers_reason_and_nothing_stored(
-    transport: RecordingTransport, state_dir: Path, org: Org
+    transport: RecordingTransport, state_dir: Path, org: OrgFixture
 ) -> None:
     with pytest.raises(EnrollError, match=r"refused.*\(invalid_setup_key\)"):
         await enroll(state_dir, SERVER, "wmk_nope_nope", "laptop", transport=transport)

@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.agent.conftest import LiveServer, Org, wait_until
+from tests.agent.conftest import LiveServer, OrgFixture, wait_until
 from tests.factories import auth
 from wiremesh.agent.backend import MemoryBackend
 from wiremesh.agent.enroll import enroll
@@ -21,7 +21,7 @@ from wiremesh.server.presence.models import ConnectionStatus
 HEARTBEAT_TIMEOUT = 2.0  # the settings fixture's
 
 
-async def setup_key(server: LiveServer, org: Org) -> str:
+async def setup_key(server: LiveServer, org: OrgFixture) -> str:
     async with httpx.AsyncClient(base_url=server.url) as client:
         response = await client.post(
             f"/api/v1/orgs/{org.org_id}/setup-keys",
@@ -34,7 +34,7 @@ async def setup_key(server: LiveServer, org: Org) -> str:
 
 
 async def enrolled_runner(
-    server: LiveServer, org: Org, state_dir: Path, backend: MemoryBackend
+    server: LiveServer, org: OrgFixture, state_dir: Path, backend: MemoryBackend
 ) -> tuple[AgentRunner, Enrollment]:
     enrollment = await enroll(state_dir, server.url, await setup_key(server, org), "self")
     runner = AgentRunner(
@@ -55,7 +55,7 @@ async def rows(sessionmaker: async_sessionmaker[AsyncSession]) -> list[Connectio
 
 async def test_the_agent_stays_connected_and_follows_every_peer_change(
     live_server: LiveServer,
-    org: Org,
+    org: OrgFixture,
     state_dir: Path,
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
@@ -119,7 +119,7 @@ async def test_the_agent_stays_connected_and_follows_every_peer_change(
 
 async def test_a_revoked_device_is_refused_and_not_retried(
     live_server: LiveServer,
-    org: Org,
+    org: OrgFixture,
     state_dir: Path,
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
@@ -141,7 +141,7 @@ async def test_a_revoked_device_is_refused_and_not_retried(
 
 
 async def test_an_unknown_credential_is_refused(
-    live_server: LiveServer, org: Org, state_dir: Path
+    live_server: LiveServer, org: OrgFixture, state_dir: Path
 ) -> None:
     backend = MemoryBackend()
     runner, me = await enrolled_runner(live_server, org, state_dir, backend)

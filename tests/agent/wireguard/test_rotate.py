@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.agent.conftest import LiveServer, Org, make_enrollment, wait_until
+from tests.agent.conftest import LiveServer, OrgFixture, make_enrollment, wait_until
 from tests.agent.test_runner_live_server import setup_key
 from tests.factories import auth
 from wiremesh.agent.backend import MemoryBackend
@@ -33,7 +33,7 @@ def snapshot(state_dir: Path) -> tuple[bytes, bytes]:
     return (state_dir / KEY_FILE).read_bytes(), (state_dir / STATE_FILE).read_bytes()
 
 
-async def devices(server: LiveServer, org: Org) -> dict[str, dict[str, object]]:
+async def devices(server: LiveServer, org: OrgFixture) -> dict[str, dict[str, object]]:
     async with httpx.AsyncClient(base_url=server.url) as client:
         response = await client.get(
             f"/api/v1/orgs/{org.org_id}/devices", headers=auth(org.admin_token)
@@ -53,7 +53,7 @@ def runner_for(enrollment: Enrollment, private_key: str, backend: object) -> Age
 
 
 async def test_a_rotated_key_reaches_the_server_the_files_the_agent_and_its_peers(
-    live_server: LiveServer, org: Org, tmp_path: Path
+    live_server: LiveServer, org: OrgFixture, tmp_path: Path
 ) -> None:
     key = await setup_key(live_server, org)
     alpha_dir, beta_dir = tmp_path / "alpha", tmp_path / "beta"
@@ -110,7 +110,7 @@ async def test_a_rotated_key_reaches_the_server_the_files_the_agent_and_its_peer
 
 
 async def test_a_revoked_device_cannot_rotate_and_nothing_changes(
-    live_server: LiveServer, org: Org, state_dir: Path
+    live_server: LiveServer, org: OrgFixture, state_dir: Path
 ) -> None:
     enrollment = await enroll(state_dir, live_server.url, await setup_key(live_server, org), "x")
     device_id = (await devices(live_server, org))[enrollment.device.peer_id]["id"]
@@ -142,7 +142,9 @@ async def test_rotating_before_enrolling_says_to_enroll(tmp_path: Path) -> None:
         await rotate_key(tmp_path)
 
 
-async def test_the_rotate_key_command(live_server: LiveServer, org: Org, state_dir: Path) -> None:
+async def test_the_rotate_key_command(
+    live_server: LiveServer, org: OrgFixture, state_dir: Path
+) -> None:
     enrollment = await enroll(state_dir, live_server.url, await setup_key(live_server, org), "x")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "wiremesh.agent", "rotate-key", "--state-dir", str(state_dir),
