@@ -31,8 +31,10 @@ from wiremesh.protocol import ServerSession
 from wiremesh.server.config import Settings
 from wiremesh.server.db.session import create_engine, create_sessionmaker
 from wiremesh.server.devices.models import VirtualIPMapping
-from wiremesh.server.presence.hub import LiveSession, PresenceHub, identity_of
+from wiremesh.server.presence.directory import identity_of
+from wiremesh.server.presence.history import SessionHistory
 from wiremesh.server.presence.models import ConnectionState, ConnectionStatus
+from wiremesh.server.presence.sessions import LiveSession
 
 BENCH_SERVER_ID = "bench-throughput"
 
@@ -150,9 +152,9 @@ async def run_batched(
     *,
     seconds: float,
 ) -> Throughput:
-    """Every session pongs once per round; one ``hub.flush()`` writes the round."""
+    """Every session pongs once per round; one ``history.flush()`` writes the round."""
     sessionmaker = create_sessionmaker(engine)
-    hub = PresenceHub(settings, sessionmaker)
+    history = SessionHistory(sessionmaker, BENCH_SERVER_ID)
     network = "10.0.0.0/8"
     lives = []
     for row_id, device in pairs:
@@ -172,8 +174,8 @@ async def run_batched(
     deadline = started + seconds
     while time.perf_counter() < deadline:
         for live in lives:
-            hub.record_pong(live)
-        written += await hub.flush()
+            history.record_pong(live)
+        written += await history.flush()
         flushes += 1
     elapsed = time.perf_counter() - started
     return Throughput(pongs=written, seconds=elapsed, transactions=flushes)

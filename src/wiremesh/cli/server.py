@@ -119,6 +119,9 @@ def server(
         raise typer.Exit(1)
     host = host or settings.host
     port = port or settings.port
+    if port != settings.port:
+        # The default replica id is <host>:<port>: the port it really listens on.
+        settings = settings.model_copy(update={"port": port})
     database_step(lambda: migrate.upgrade(settings))
     created = run(lambda: _bootstrap_if_empty(settings))
     typer.echo(f"wiremesh server listening on {server_url(host, port)}")

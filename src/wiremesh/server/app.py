@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -16,6 +18,8 @@ from wiremesh.server.config import Settings, load_settings
 from wiremesh.server.db import migrate
 from wiremesh.server.db.session import create_engine, create_sessionmaker
 from wiremesh.server.errors import install_error_handlers
+from wiremesh.server.events.feed import EventFeed
+from wiremesh.server.events.pruning import EventPruner
 from wiremesh.server.mail.alerts import OfflineAlertChecker
 from wiremesh.server.mail.outbox import RetryPolicy
 from wiremesh.server.presence.alerting import alert_on_transition
@@ -49,6 +53,13 @@ class WiremeshApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+READY_DATABASE_TIMEOUT = 2.0
+
+
+def _not_ready(reason: str) -> JSONResponse:
+    return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
+
+
 def _api_routers() -> list[APIRouter]:
     """Every domain's endpoints; imported here so the app is the one place that lists them."""
     from wiremesh.server.auth.api import router as auth_router
@@ -77,11 +88,14 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
         if migrate_on_start:
             await asyncio.to_thread(migrate.upgrade, settings)
         engine = create_engine(settings)
-        sessionmaker = create_sessionmaker(engine)
+        feed = EventFeed(settings.resolved_database_url, poll_interval=settings.event_poll_interval)
+        sessionmaker = create_sessionmaker(engine, after_commit=feed.after_commit)
         hub = PresenceHub(settings, sessionmaker, on_transition=alert_on_transition)
         await hub.start()
+        await feed.start(sessionmaker, apply=hub.apply_events, reset=hub.reload_view)
         workers: list[PeriodicWorker] = [
             CleanupWorker(settings, sessionmaker),
+            EventPruner(settings, sessionmaker),
             MailOutboxWorker(
                 sessionmaker,
                 settings,
@@ -99,7 +113,7 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
         for worker in workers:
             await worker.start()
         app.state.wiremesh = AppState(
-            settings=settings, engine=engine, sessionmaker=sessionmaker, hub=hub
+            settings=settings, engine=engine, sessionmaker=sessionmaker, hub=hub, feed=feed
         )
         try:
             yield
@@ -107,6 +121,7 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
             for worker in reversed(workers):
                 await worker.stop()
             await hub.stop()
+            await feed.stop()
             await engine.dispose()
 
     app = WiremeshApp(
@@ -117,9 +132,27 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
     )
     install_error_handlers(app)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness for load balancers: the database answers and presence runs",
+        responses={503: {"description": "not ready: the body says why"}},
+    )
+    async def readyz() -> JSONResponse:
+        state: AppState | None = getattr(app.state, "wiremesh", None)
+        if state is None or not state.hub.started or state.hub.stopping:
+            return _not_ready("starting or stopping")
+        try:
+            async with asyncio.timeout(READY_DATABASE_TIMEOUT), state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            logger.warning("not ready: the database does not answer (%r)", exc)
+            return _not_ready("the database does not answer")
+        return JSONResponse({"status": "ready", "server_id": state.hub.server_id})
 
     for router in _api_routers():
         app.include_router(router, prefix=API_PREFIX)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,19 @@ class Settings(BaseSettings):
         le=3600,
         description="How often live sessions are checked against revoked or deleted devices",
     )
+    event_poll_interval: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description=(
+            "How often each replica reads new events without being woken; PostgreSQL NOTIFY "
+            "wakes replicas at once, so this is its fallback, and on SQLite how the server "
+            "sees changes the CLI made"
+        ),
+    )
+    event_retention_hours: float = Field(
+        default=24.0, gt=0, le=24 * 365, description="Events older than this are pruned"
+    )
     replica_lease_ttl: float = Field(
         default=15.0,
         gt=0,
@@ -80,7 +92,10 @@ class Settings(BaseSettings):
     secret_key_file: Path | None = None
 
     server_id: str | None = Field(
-        default=None, description="Replica identity; default hostname+pid"
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Replica identity; default <hostname>:<port>, stable across restarts",
     )
     log_level: str = "info"
 
@@ -138,9 +153,11 @@ class Settings(BaseSettings):
 
     @cached_property
     def replica_id(self) -> str:
+        """Stable across a restart on the same host and port, so a restarted replica ends
+        the rows of its previous life at once instead of after a lease."""
         if self.server_id:
             return self.server_id
-        return f"{os.uname().nodename}-{os.getpid()}-{secrets.token_hex(3)}"
+        return f"{os.uname().nodename}:{self.port}"
 
 
 def load_settings(**overrides: Any) -> Settings:

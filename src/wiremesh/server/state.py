@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from wiremesh.server.config import Settings
 
 if TYPE_CHECKING:
+    from wiremesh.server.events.feed import EventFeed
     from wiremesh.server.presence.hub import PresenceHub
 
 
@@ -19,3 +20,4 @@ class AppState:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     hub: PresenceHub
+    feed: EventFeed | None = None

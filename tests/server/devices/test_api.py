@@ -165,7 +165,7 @@ async def test_delete_removes_the_peer_and_frees_the_address(
                 )
             )
         ).all()
-    assert [tuple(r) for r in rows] == [("disconnected", "revoked")]
+    assert [tuple(r) for r in rows] == [("disconnected", "deleted")]
     key = await create_setup_key(http, org)
     newcomer = await enroll(http, key, "delta")
     assert isinstance(newcomer["device"], dict)

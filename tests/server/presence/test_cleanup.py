@@ -50,7 +50,7 @@ def _row(owner: Owner, *, connected_at: datetime, ended_at: datetime | None) -> 
         user_id=owner.user_id,
         org_id=owner.org_id,
         virtual_ip="100.64.0.1",
-        peer_id="peer-x",
+        peer_id=f"peer-{uuid.uuid4().hex[:8]}",  # one live row per device: each its own
         connection_id=uuid.uuid4(),
         status="connected" if ended_at is None else "disconnected",
         connected_at=connected_at,

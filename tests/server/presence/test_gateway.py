@@ -80,13 +80,18 @@ async def test_connect_records_every_seed_column(
     assert row.public_port == 51820
     assert row.connected_at is not None
     assert row.disconnected_at is None
+    # The heartbeat columns are set at connect: a session that just authenticated has
+    # answered, and the seed's "may time out" query must not list it.
+    assert row.last_ping_at == row.last_pong_at == row.last_seen_at == row.connected_at
+    connected_at = row.connected_at
     ping = json.loads(await asyncio.wait_for(ws.recv(), 2))
     assert ping["type"] == "ping"
     await ws.send(json.dumps({"type": "pong", "seq": ping["seq"]}))
 
     async def flushed() -> ConnectionStatus | None:
         current = (await connection_rows(sessionmaker))[0]
-        return current if current.last_pong_at is not None else None
+        pong_at = current.last_pong_at
+        return current if pong_at is not None and pong_at > connected_at else None
 
     row = await _wait_for(flushed)
     assert row.last_ping_at is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -32,10 +33,14 @@ from wiremesh.protocol import (
 )
 from wiremesh.server.config import Settings
 from wiremesh.server.db.base import utcnow
+from wiremesh.server.db.session import create_sessionmaker
 from wiremesh.server.devices.models import VirtualIPMapping
+from wiremesh.server.events.feed import EventFeed
+from wiremesh.server.presence.directory import identity_of
 from wiremesh.server.presence.gateway import _session_loop
-from wiremesh.server.presence.hub import LiveSession, PresenceHub, identity_of
-from wiremesh.server.presence.models import ConnectionStatus
+from wiremesh.server.presence.hub import PresenceHub
+from wiremesh.server.presence.models import ConnectionState, ConnectionStatus
+from wiremesh.server.presence.sessions import LiveSession
 
 # --- device sync: revocations made elsewhere (CLI, another replica) ---------------------------
 
@@ -128,14 +133,30 @@ async def devices(sessionmaker: async_sessionmaker[AsyncSession]) -> list[Virtua
         return rows
 
 
+@asynccontextmanager
+async def hub_with_events(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[PresenceHub]:
+    """A hub the test drives by hand (its loops not started unless the test starts them),
+    with the event reader that tells it what every session's transitions did."""
+    engine = sessionmaker.kw["bind"]
+    feed = EventFeed(settings.resolved_database_url, poll_interval=settings.event_poll_interval)
+    own_sessionmaker = create_sessionmaker(engine, after_commit=feed.after_commit)
+    presence = PresenceHub(settings, own_sessionmaker)
+    await feed.start(own_sessionmaker, apply=presence.apply_events, reset=presence.reload_view)
+    try:
+        yield presence
+    finally:
+        await presence.stop()
+        await feed.stop()
+
+
 @pytest.fixture
 async def hub(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> AsyncIterator[PresenceHub]:
-    """A hub the test drives by hand (not started unless the test starts it)."""
-    presence = PresenceHub(settings, sessionmaker)
-    yield presence
-    await presence.stop()
+    async with hub_with_events(settings, sessionmaker) as presence:
+        yield presence
 
 
 async def _open(hub: PresenceHub, device: VirtualIPMapping) -> LiveSession:
@@ -149,7 +170,7 @@ async def _open(hub: PresenceHub, device: VirtualIPMapping) -> LiveSession:
         agent_version="test",
     )
     await hub.open_session(live)
-    hub.activate(live)
+    await hub.activate(live)
     return live
 
 
@@ -244,8 +265,12 @@ async def test_a_flush_never_touches_an_ended_row(
     assert rows[live.row_id].last_pong_at == live.last_pong_at
 
     # Ended by the hub itself: the final row carries the last heartbeat, a late pong nothing.
-    await hub.disconnect_device(
-        live.device.device_id, CloseCode.DEVICE_REVOKED, "revoked", removed=True
+    await hub.end_session(
+        live,
+        ConnectionState.DISCONNECTED,
+        "revoked",
+        CloseCode.DEVICE_REVOKED,
+        close_transport=True,
     )
     row = (await _connection_rows(sessionmaker))[live.row_id]
     assert (row.status, row.end_reason, row.close_code) == ("disconnected", "revoked", 4004)
@@ -337,8 +362,8 @@ async def test_a_lone_join_is_sent_at_once_and_a_burst_after_it_waits_for_one_sh
     devices: list[VirtualIPMapping],
 ) -> None:
     window = 0.3
-    hub = PresenceHub(settings.model_copy(update={"peer_update_coalesce": window}), sessionmaker)
-    try:
+    quick = settings.model_copy(update={"peer_update_coalesce": window})
+    async with hub_with_events(quick, sessionmaker) as hub:
         watcher = await _open(hub, devices[0])
         transport = watcher.transport
         assert isinstance(transport, FakeTransport)
@@ -362,8 +387,6 @@ async def test_a_lone_join_is_sent_at_once_and_a_burst_after_it_waits_for_one_sh
         assert _delta_peer_ids(transport) == [{"peer-1"}, {"peer-2", "peer-3"}]
         gap = transport.sent_at[1] - transport.sent_at[0]
         assert gap >= window * 0.9, "the burst waited for the window after the last delta"
-    finally:
-        await hub.stop()
 
 
 # --- a session ended by another task while its own loop waits -----------------------------
@@ -393,6 +416,9 @@ async def test_a_session_ended_elsewhere_leaves_its_loop_quietly_at_the_next_pin
     await asyncio.sleep(0.01)
     live.ended = True  # what end_session does first, before its database write
     live.protocol.close(CloseCode.SUPERSEDED)
+    await asyncio.sleep(0.2)  # several ping times pass while the other task writes
+    assert not loop_task.done(), "it waits for the other task to close the socket"
+    live.closed.set()  # what end_session does last
     await asyncio.wait_for(loop_task, 1.0)  # returns; a ping would raise ProtocolError
     assert isinstance(live.transport, FakeTransport)
     assert live.transport.sent == [], "no ping went out"

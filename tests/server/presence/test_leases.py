@@ -52,7 +52,7 @@ def _row(
         user_id=tenant.user_id,
         org_id=tenant.org_id,
         virtual_ip="100.64.0.1",
-        peer_id="peer-x",
+        peer_id=f"peer-{uuid.uuid4().hex[:8]}",
         connection_id=uuid.uuid4(),
         status=status,
         connected_at=connected_at,
@@ -61,6 +61,18 @@ def _row(
         end_reason=None if status == "connected" else "client_closed",
         server_id=server_id,
     )
+
+
+async def _set_lease(session: AsyncSession, server_id: str, heartbeat_at: datetime) -> None:
+    """A lease renewed at a given moment (as if on another replica, long ago)."""
+    lease = await session.get(ServerReplica, server_id)
+    if lease is None:
+        session.add(
+            ServerReplica(server_id=server_id, started_at=heartbeat_at, heartbeat_at=heartbeat_at)
+        )
+    else:
+        lease.heartbeat_at = heartbeat_at
+    await session.flush()
 
 
 async def _rows(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, ConnectionStatus]:
@@ -107,7 +119,7 @@ async def test_reconcile_orphans_ends_what_dead_processes_left(
         )
         await session.commit()
 
-    ended = await hub.reconcile_orphans()
+    ended = await hub.leases.reap_orphans()
 
     rows = await _rows(sessionmaker)
     lost = {"dead", "no-lease", "None"}
@@ -130,7 +142,7 @@ async def test_reconcile_orphans_ends_what_dead_processes_left(
             )
         ).scalar_one()
     assert (history.status, history.disconnected_at) == ("timeout", old_end)
-    assert await hub.reconcile_orphans() == 0, "an orphan is ended once"
+    assert await hub.leases.reap_orphans() == 0, "an orphan is ended once"
 
 
 async def test_a_replica_whose_lease_runs_out_loses_its_rows(
@@ -144,40 +156,37 @@ async def test_a_replica_whose_lease_runs_out_loses_its_rows(
         pytest.skip("SQLite has one server process; leases matter with several replicas")
     now = utcnow()
     async with sessionmaker() as session:
-        await repository.renew_lease(session, "other", now)
+        await repository.renew_lease(session, "other")
         session.add(_row(tenant, "other", connected_at=now, last_seen_at=now))
         await session.commit()
-    assert await hub.reconcile_orphans() == 0
+    assert await hub.leases.reap_orphans() == 0
     async with sessionmaker() as session:
-        await repository.renew_lease(
-            session, "other", now - timedelta(seconds=settings.replica_lease_ttl + 1)
-        )
+        await _set_lease(session, "other", now - timedelta(seconds=settings.replica_lease_ttl + 1))
         await session.commit()
-    assert await hub.reconcile_orphans() == 1
+    assert await hub.leases.reap_orphans() == 1
     assert (await _rows(sessionmaker))["other"].end_reason == "server_lost"
 
 
 async def test_lease_rows_are_renewed_listed_forgotten_and_dropped(
     hub: PresenceHub, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    await hub.renew_lease()
+    await hub.leases.renew()
     async with sessionmaker() as session:
         first = await session.get(ServerReplica, hub.server_id)
         assert first is not None
         first_beat = first.heartbeat_at
-    await hub.renew_lease()
+    await hub.leases.renew()
     async with sessionmaker() as session:
         renewed = await session.get(ServerReplica, hub.server_id)
         assert renewed is not None
         assert renewed.heartbeat_at >= first_beat
         assert renewed.started_at == first.started_at
         ancient = utcnow() - timedelta(days=2)
-        await repository.renew_lease(session, "ancient", ancient)
+        await _set_lease(session, "ancient", ancient)
         await session.commit()
     async with sessionmaker() as session:
-        since = utcnow() - timedelta(minutes=1)
-        assert await repository.live_replicas(session, since) == [hub.server_id]
-        await repository.forget_dead_replicas(session, utcnow() - timedelta(days=1))
+        assert await repository.live_replicas(session, 60) == [hub.server_id]
+        await repository.forget_dead_replicas(session, 86_400)
         await repository.drop_lease(session, hub.server_id)
         await session.commit()
     async with sessionmaker() as session:
@@ -211,12 +220,12 @@ async def test_a_restart_under_a_stable_server_id_ends_its_previous_rows_at_once
     seen = utcnow() - timedelta(seconds=3)
     async with sessionmaker() as session:
         # Its previous life still holds a fresh lease: it was killed a moment ago.
-        await repository.renew_lease(session, "replica-1", utcnow())
+        await repository.renew_lease(session, "replica-1")
         session.add(_row(tenant, "replica-1", connected_at=seen, last_seen_at=seen))
         await session.commit()
     restarted = PresenceHub(stable, sessionmaker)
-    assert await restarted.reconcile_orphans() == 0  # while running, its own rows are live
-    assert await restarted.reconcile_orphans(starting=True) == 1
+    assert await restarted.leases.reap_orphans() == 0  # while running, its own rows are live
+    assert await restarted.leases.reap_orphans(starting=True) == 1
     row = (await _rows(sessionmaker))["replica-1"]
     assert row.status == "disconnected"
     assert row.disconnected_at == seen

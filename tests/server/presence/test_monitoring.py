@@ -187,13 +187,17 @@ async def test_at_risk_lists_silent_live_connections(
 ) -> None:
     now = utcnow()
     s = timedelta(seconds=1)
+    async with sessionmaker() as session:
+        tablet = _device(world.org_a, world.laptop.user_id, "tablet", "100.64.0.4", "peer-tablet")
+        session.add(tablet)
+        await session.commit()
     ids = await _insert(
         sessionmaker,
         [
             _row(world.laptop, connected_at=now - 600 * s, last_pong_at=now - 30 * s),
             _row(world.phone, connected_at=now - 600 * s, last_pong_at=now - 600 * s),
             _row(world.server, connected_at=now - 120 * s),  # never answered a ping
-            _row(world.laptop, connected_at=now - 1 * s),  # too new to tell
+            _row(tablet, connected_at=now - 1 * s),  # too new to tell
             _row(
                 world.phone,
                 status="timeout",

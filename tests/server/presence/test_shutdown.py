@@ -78,7 +78,7 @@ async def test_a_failing_transition_hook_does_not_cost_the_history(
         calls.append(args[3])
         raise RuntimeError("alert mail template is broken")
 
-    hub.on_transition = broken_hook
+    hub.history.on_transition = broken_hook
     async with httpx.AsyncClient(base_url=live_server.base_url) as client:
         device = await enroll(client, await create_setup_key(client, org), "hooked")
     ws = await connect_agent(live_server.ws_url, device["credential"])

@@ -3,6 +3,7 @@
 from wiremesh.server.auth.models import ApiToken
 from wiremesh.server.db.base import Base
 from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
+from wiremesh.server.events.models import MeshEvent
 from wiremesh.server.mail.models import (
     DeviceAlertState,
     MailOutbox,
@@ -21,6 +22,7 @@ __all__ = [
     "DeviceAlertState",
     "MailOutbox",
     "Membership",
+    "MeshEvent",
     "OrgAlertSettings",
     "OrgInvitation",
     "Organization",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from wiremesh.server.config import Settings
 
@@ -65,6 +67,34 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions never expire loaded objects on commit: endpoints read them after the boundary."""
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+AFTER_COMMIT = "wiremesh.after_commit"
+"""``session.info`` key of the callback run after each commit of that session."""
+
+
+class WiremeshSession(Session):
+    """A Session that can run a callback after it commits (the event readers' wake-up)."""
+
+
+@event.listens_for(WiremeshSession, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    callback = session.info.get(AFTER_COMMIT)
+    if callback is not None:
+        callback(session)
+
+
+def create_sessionmaker(
+    engine: AsyncEngine, *, after_commit: Callable[[Session], None] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions never expire loaded objects on commit: endpoints read them after the boundary.
+
+    ``after_commit`` runs (synchronously, on the event loop) after every commit; the server
+    uses it to wake its event reader when a transaction recorded events.
+    """
+    info: dict[str, Any] = {AFTER_COMMIT: after_commit} if after_commit else {}
+    return async_sessionmaker(
+        engine,
+        expire_on_commit=False,
+        autoflush=False,
+        sync_session_class=WiremeshSession,
+        info=info,
+    )

@@ -8,8 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from wiremesh.protocol import CloseCode
-from wiremesh.server.auth.deps import CurrentPrincipal, DbSession, State, require_json_body
+from wiremesh.server.auth.deps import CurrentPrincipal, DbSession, require_json_body
 from wiremesh.server.devices import repository, service
 from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
 from wiremesh.server.devices.schemas import (
@@ -25,8 +24,7 @@ from wiremesh.server.devices.schemas import (
 )
 from wiremesh.server.errors import ApiError
 from wiremesh.server.orgs.deps import IdPath, OrgAdmin, OrgIdPath, OrgMember
-from wiremesh.server.orgs.models import Organization
-from wiremesh.server.presence.hub import PresenceHub, identity_of
+from wiremesh.server.presence import repository as presence_repository
 
 router = APIRouter(dependencies=[Depends(require_json_body)])
 _device_bearer = HTTPBearer(auto_error=False, description="A device credential: `wmd_...`")
@@ -48,7 +46,8 @@ def setup_key_out(key: SetupKey) -> SetupKeyOut:
     )
 
 
-def device_out(device: VirtualIPMapping, hub: PresenceHub) -> DeviceOut:
+def device_out(device: VirtualIPMapping, online: bool) -> DeviceOut:
+    """``online``: a live session on any replica (and never for a revoked device)."""
     return DeviceOut(
         id=device.id,
         org_id=device.org_id,
@@ -60,7 +59,7 @@ def device_out(device: VirtualIPMapping, hub: PresenceHub) -> DeviceOut:
         created_at=device.created_at,
         last_seen_at=device.last_seen_at,
         revoked=device.revoked_at is not None,
-        online=hub.is_online(device.id),
+        online=online and device.revoked_at is None,
     )
 
 
@@ -116,14 +115,13 @@ async def revoke_setup_key(
     summary="Enroll a device with a setup key; returns its virtual IP and credential",
     status_code=status.HTTP_201_CREATED,
 )
-async def enroll(body: EnrollRequest, session: DbSession, state: State) -> EnrollResponse:
+async def enroll(body: EnrollRequest, session: DbSession) -> EnrollResponse:
     device, org, credential = await service.enroll(
         session, body.setup_key, body.hostname, body.public_key
     )
     await session.commit()
-    state.hub.refresh_device(identity_of(device, org.network_cidr))
     return EnrollResponse(
-        device=device_out(device, state.hub),
+        device=device_out(device, online=False),
         network=NetworkOut(org_id=org.id, org_name=org.name, network=org.network_cidr),
         credential=credential,
     )
@@ -147,28 +145,30 @@ CurrentDevice = Annotated[VirtualIPMapping, Depends(current_device)]
     summary="Set this device's WireGuard public key (key rotation); peers are told at once",
 )
 async def set_public_key(
-    body: PublicKeyUpdate, device: CurrentDevice, session: DbSession, state: State
+    body: PublicKeyUpdate, device: CurrentDevice, session: DbSession
 ) -> DeviceOut:
     await service.set_public_key(session, device, body.public_key)
-    org = await session.get(Organization, device.org_id)
-    assert org is not None
     await session.commit()
-    state.hub.refresh_device(identity_of(device, org.network_cidr))
-    return device_out(device, state.hub)
+    return await _device_out(session, device)
+
+
+async def _device_out(session: DbSession, device: VirtualIPMapping) -> DeviceOut:
+    online = await presence_repository.online_peer_ids(session, device.org_id)
+    return device_out(device, device.peer_id in online)
 
 
 @router.get("/orgs/{org_id}/devices", tags=["devices"], summary="List the org's devices")
-async def list_devices(
-    org_id: OrgIdPath, _role: OrgMember, session: DbSession, state: State
-) -> list[DeviceOut]:
-    return [device_out(d, state.hub) for d in await repository.list_devices(session, org_id)]
+async def list_devices(org_id: OrgIdPath, _role: OrgMember, session: DbSession) -> list[DeviceOut]:
+    devices = await repository.list_devices(session, org_id)
+    online = await presence_repository.online_peer_ids(session, org_id)
+    return [device_out(device, device.peer_id in online) for device in devices]
 
 
 @router.get("/orgs/{org_id}/devices/{device_id}", tags=["devices"], summary="One device")
 async def get_device(
-    org_id: OrgIdPath, device_id: IdPath, _role: OrgMember, session: DbSession, state: State
+    org_id: OrgIdPath, device_id: IdPath, _role: OrgMember, session: DbSession
 ) -> DeviceOut:
-    return device_out(await service.get_device(session, org_id, device_id), state.hub)
+    return await _device_out(session, await service.get_device(session, org_id, device_id))
 
 
 @router.patch(
@@ -180,14 +180,10 @@ async def rename_device(
     body: DeviceUpdate,
     _role: OrgAdmin,
     session: DbSession,
-    state: State,
 ) -> DeviceOut:
     device = await service.rename_device(session, org_id, device_id, body.hostname)
-    org = await session.get(Organization, org_id)
-    assert org is not None
     await session.commit()
-    state.hub.refresh_device(identity_of(device, org.network_cidr))
-    return device_out(device, state.hub)
+    return await _device_out(session, device)
 
 
 @router.post(
@@ -196,12 +192,11 @@ async def rename_device(
     summary="Revoke a device (org admin): its session closes and it cannot reconnect",
 )
 async def revoke_device(
-    org_id: OrgIdPath, device_id: IdPath, _role: OrgAdmin, session: DbSession, state: State
+    org_id: OrgIdPath, device_id: IdPath, _role: OrgAdmin, session: DbSession
 ) -> DeviceOut:
     device = await service.revoke_device(session, org_id, device_id)
     await session.commit()
-    await state.hub.remove_device(org_id, device.id, device.peer_id, CloseCode.DEVICE_REVOKED)
-    return device_out(device, state.hub)
+    return device_out(device, online=False)
 
 
 @router.delete(
@@ -211,9 +206,8 @@ async def revoke_device(
     status_code=status.HTTP_204_NO_CONTENT,
 )
 async def delete_device(
-    org_id: OrgIdPath, device_id: IdPath, _role: OrgAdmin, session: DbSession, state: State
+    org_id: OrgIdPath, device_id: IdPath, _role: OrgAdmin, session: DbSession
 ) -> Response:
-    device = await service.delete_device(session, org_id, device_id)
+    await service.delete_device(session, org_id, device_id)
     await session.commit()
-    await state.hub.remove_device(org_id, device.id, device.peer_id, CloseCode.DEVICE_REVOKED)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from typing import Literal
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +14,8 @@ from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices import repository, schemas
 from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
 from wiremesh.server.errors import ApiError, Conflict, Invalid, NotFound
+from wiremesh.server.events import recorder
+from wiremesh.server.events.schemas import DeviceChanged, DeviceRemoved
 from wiremesh.server.ipam.service import allocate_virtual_ip, lock_org_network
 from wiremesh.server.orgs.models import Membership, Organization, OrgRole
 from wiremesh.server.sqlalchemy_helpers import scalar_exists
@@ -130,7 +133,49 @@ async def enroll(
     )
     session.add(device)
     await session.flush()
+    await _changed(session, device, "device_enrolled", org.network_cidr)
     return device, org, credential.plaintext
+
+
+async def _changed(
+    session: AsyncSession,
+    device: VirtualIPMapping,
+    kind: Literal["device_enrolled", "device_updated"],
+    network: str | None = None,
+) -> None:
+    """Tell every replica, in this transaction, what peers now see of the device."""
+    if network is None:
+        network = (
+            await session.execute(
+                select(Organization.network_cidr).where(Organization.id == device.org_id)
+            )
+        ).scalar_one()
+    await recorder.record(
+        session,
+        DeviceChanged(
+            org_id=device.org_id,
+            kind=kind,
+            device_id=device.id,
+            user_id=device.user_id,
+            peer_id=device.peer_id,
+            hostname=device.hostname,
+            virtual_ip=device.virtual_ip,
+            public_key=device.public_key,
+            network=network,
+        ),
+    )
+
+
+async def _removed(
+    session: AsyncSession,
+    device: VirtualIPMapping,
+    kind: Literal["device_revoked", "device_deleted"],
+) -> None:
+    """Tell every replica, in this transaction: peers drop it, its session closes."""
+    await recorder.record(
+        session,
+        DeviceRemoved(org_id=device.org_id, kind=kind, device_id=device.id, peer_id=device.peer_id),
+    )
 
 
 async def _new_peer_id(session: AsyncSession, org_id: int) -> str:
@@ -185,8 +230,11 @@ async def rename_device(
     session: AsyncSession, org_id: int, device_id: int, hostname: str
 ) -> VirtualIPMapping:
     device = await get_device(session, org_id, device_id)
-    device.hostname = hostname
-    await session.flush()
+    if device.hostname != hostname:
+        device.hostname = hostname
+        await session.flush()
+        if device.revoked_at is None:
+            await _changed(session, device, "device_updated")
     return device
 
 
@@ -196,6 +244,7 @@ async def revoke_device(session: AsyncSession, org_id: int, device_id: int) -> V
         raise Conflict("already_revoked", "the device is already revoked")
     device.revoked_at = utcnow()
     await session.flush()
+    await _removed(session, device, "device_revoked")
     return device
 
 
@@ -204,12 +253,15 @@ async def delete_device(session: AsyncSession, org_id: int, device_id: int) -> V
     device = await get_device(session, org_id, device_id)
     await session.delete(device)
     await session.flush()
+    await _removed(session, device, "device_deleted")
     return device
 
 
 async def set_public_key(
     session: AsyncSession, device: VirtualIPMapping, public_key: str
 ) -> VirtualIPMapping:
-    device.public_key = public_key
-    await session.flush()
+    if device.public_key != public_key:
+        device.public_key = public_key
+        await session.flush()
+        await _changed(session, device, "device_updated")
     return device

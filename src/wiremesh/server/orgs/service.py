@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from wiremesh.server.auth.deps import Principal
 from wiremesh.server.config import Settings
 from wiremesh.server.errors import Conflict, Forbidden, Invalid, NotFound
+from wiremesh.server.events import recorder
+from wiremesh.server.events.schemas import OrgDeleted
 from wiremesh.server.orgs import repository
 from wiremesh.server.orgs.models import Membership, Organization, OrgRole
 from wiremesh.server.users import repository as users_repository
@@ -238,6 +240,7 @@ async def delete_org(session: AsyncSession, principal: Principal, org_id: int) -
         raise NotFound("organization")
     await repository.delete_org(session, org.id)
     session.expunge(org)
+    await recorder.record(session, OrgDeleted(org_id=org_id))
 
 
 # --- members --------------------------------------------------------------------------------

@@ -7,12 +7,14 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.mail import alerts
-from wiremesh.server.presence.hub import LiveSession
 from wiremesh.server.presence.models import ConnectionState
+from wiremesh.server.presence.sessions import LiveSession
 
-NOT_A_DEVICE_FAILURE = frozenset({"server_shutdown", "superseded", "revoked"})
-"""Ends that say nothing about the device's health: the server stopping (the offline checker
-covers devices that do not come back), a newer session of the same device, an admin's act."""
+NOT_A_DEVICE_FAILURE = frozenset(
+    {"server_shutdown", "superseded", "revoked", "deleted", "org_deleted", "server_lost"}
+)
+"""Ends that say nothing about the device's health: the server stopping or lost (the offline
+checker covers devices that do not come back), a newer session of the device, an admin's act."""
 
 
 async def alert_on_transition(

@@ -210,8 +210,8 @@ async def server_stats(_admin: ServerAdmin, state: State) -> ServerStats:
     hub = state.hub
     return ServerStats(
         server_id=hub.server_id,
-        sessions=len(hub.by_connection),
-        orgs_online=len(hub.by_org),
+        sessions=len(hub.registry),
+        orgs_online=len(hub.registry.by_org),
         heartbeat_flushes=hub.flush_count,
         pending_heartbeats=hub.pending_heartbeats,
         loop_lag_p50_ms=round(hub.loop_lag.percentile(0.5) * 1000, 3),

@@ -8,6 +8,7 @@ around it. Each connection is one task that waits for the next frame *or* its ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import random
@@ -28,12 +29,16 @@ from wiremesh.server.config import Settings
 from wiremesh.server.devices import service as devices_service
 from wiremesh.server.errors import ApiError
 from wiremesh.server.orgs.models import Organization
-from wiremesh.server.presence.hub import LiveSession, PresenceHub, identity_of
+from wiremesh.server.presence.directory import identity_of
+from wiremesh.server.presence.hub import PresenceHub
 from wiremesh.server.presence.models import ConnectionState
+from wiremesh.server.presence.sessions import LiveSession
 from wiremesh.server.state import AppState
 
 logger = logging.getLogger("wiremesh.presence")
 
+CLOSE_WAIT = 10.0
+"""How long a socket's task waits for another task that ended its session to close it."""
 PING_JITTER = 0.1
 """Pings go out every interval +-10%, so agents that connected together do not stay in step."""
 
@@ -211,7 +216,7 @@ async def _admit(
     welcome = await state.hub.open_session(live)
     if not await state.hub.send(live, welcome):
         return None
-    state.hub.activate(live)
+    await state.hub.activate(live)
     return live
 
 
@@ -227,9 +232,7 @@ async def _session_loop(
                 frame = await _next_frame(websocket)
         except TimeoutError:
             if live.ended:
-                # Ended by another task (superseded, revoked, a failed send) that is still
-                # writing the row; it closes the socket too. Nothing left to ping.
-                return
+                break  # ended by another task meanwhile: nothing left to ping
             now = loop.time()
             if protocol.is_expired(now):
                 await hub.end_session(
@@ -273,3 +276,9 @@ async def _session_loop(
                 hub.record_pong(live)
         elif isinstance(message, EndpointMessage):
             await hub.update_endpoint(live, message.listen_port)
+    # Ended by another task (superseded, revoked, a failed send) that may still be writing
+    # the row; it closes the socket too. Returning before its close frame is out would let
+    # the server drop the socket bare, and the agent would not learn why.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(CLOSE_WAIT):
+            await live.closed.wait()

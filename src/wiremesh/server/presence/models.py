@@ -6,7 +6,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Uuid, func
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Uuid, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from wiremesh.server.db.base import Base, utcnow
@@ -16,6 +16,9 @@ class ConnectionState(enum.StrEnum):
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     TIMEOUT = "timeout"
+
+
+LIVE_ROW_PER_DEVICE_INDEX = "uq_connection_status_live_peer"
 
 
 class ConnectionStatus(Base):
@@ -28,6 +31,16 @@ class ConnectionStatus(Base):
     __tablename__ = "connection_status"
     __table_args__ = (
         CheckConstraint("status IN ('connected', 'disconnected', 'timeout')", name="status"),
+        # At most one live row per device, across every replica: a new session ends the old
+        # row in the transaction that inserts its own (presence/history.py).
+        Index(
+            LIVE_ROW_PER_DEVICE_INDEX,
+            "org_id",
+            "peer_id",
+            unique=True,
+            postgresql_where=text("status = 'connected'"),
+            sqlite_where=text("status = 'connected'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -1,17 +1,21 @@
-"""Writes and reads of ``connection_status``: transitions, batched heartbeats, monitoring."""
+"""Every query of presence: session rows (transitions, batched heartbeats), replica leases,
+and the reads that build an organization's view."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices.models import VirtualIPMapping
+from wiremesh.server.events.repository import last_event_id
+from wiremesh.server.orgs.models import Organization
 from wiremesh.server.presence.models import ConnectionState, ConnectionStatus, ServerReplica
 
 _CONNECTED = ConnectionState.CONNECTED.value
@@ -99,22 +103,50 @@ async def flush_heartbeats(
         await connection.execute(_device_seen_update, list(devices))
 
 
-async def renew_lease(session: AsyncSession, server_id: str, at: datetime) -> None:
-    """Insert or refresh this replica's lease row."""
+def _database_time(session: AsyncSession, seconds_ago: float = 0.0) -> ColumnElement[datetime]:
+    """Now (less ``seconds_ago``) on the database's clock on PostgreSQL, where replicas on
+    several hosts must agree on one clock; the embedded SQLite database has a single server,
+    on this host's clock."""
+    if session.get_bind().dialect.name == "postgresql":
+        now: ColumnElement[datetime] = func.now()
+        return now - timedelta(seconds=seconds_ago) if seconds_ago else now
+    return literal(utcnow() - timedelta(seconds=seconds_ago), ServerReplica.heartbeat_at.type)
+
+
+async def renew_lease(session: AsyncSession, server_id: str) -> None:
+    """Insert or refresh this replica's lease, on the database clock."""
+    now = _database_time(session)
     result = await session.execute(
         update(ServerReplica)
         .where(ServerReplica.server_id == server_id)
-        .values(heartbeat_at=at)
+        .values(heartbeat_at=now)
         .execution_options(synchronize_session=False)
     )
     if getattr(result, "rowcount", 0) == 0:
-        session.add(ServerReplica(server_id=server_id, started_at=at, heartbeat_at=at))
-        await session.flush()
+        await session.execute(
+            insert(ServerReplica).values(server_id=server_id, started_at=now, heartbeat_at=now)
+        )
 
 
-async def live_replicas(session: AsyncSession, since: datetime) -> list[str]:
+async def lease_lapsed(session: AsyncSession, server_id: str, ttl: float) -> bool:
+    """Whether this replica's lease is older than ``ttl`` by the database clock, or gone:
+    other replicas may have taken it for dead and ended its rows."""
+    fresh = (
+        await session.execute(
+            select(ServerReplica.heartbeat_at >= _database_time(session, ttl)).where(
+                ServerReplica.server_id == server_id
+            )
+        )
+    ).scalar_one_or_none()
+    return not fresh
+
+
+async def live_replicas(session: AsyncSession, ttl: float) -> list[str]:
+    """Replicas whose lease was renewed within ``ttl`` seconds, by the database clock."""
     rows = await session.execute(
-        select(ServerReplica.server_id).where(ServerReplica.heartbeat_at >= since)
+        select(ServerReplica.server_id).where(
+            ServerReplica.heartbeat_at >= _database_time(session, ttl)
+        )
     )
     return list(rows.scalars())
 
@@ -123,13 +155,64 @@ async def drop_lease(session: AsyncSession, server_id: str) -> None:
     await session.execute(delete(ServerReplica).where(ServerReplica.server_id == server_id))
 
 
-async def forget_dead_replicas(session: AsyncSession, before: datetime) -> None:
-    await session.execute(delete(ServerReplica).where(ServerReplica.heartbeat_at < before))
+async def forget_dead_replicas(session: AsyncSession, older_than: float) -> None:
+    """Forget leases not renewed for ``older_than`` seconds (database clock)."""
+    await session.execute(
+        delete(ServerReplica).where(
+            ServerReplica.heartbeat_at < _database_time(session, older_than)
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EndedRow:
+    """A live row that a bulk statement ended: enough to tell every replica."""
+
+    org_id: int
+    peer_id: str
+    connection_id: uuid.UUID
+    server_id: str | None
+
+
+_ENDED_COLUMNS = (
+    ConnectionStatus.org_id,
+    ConnectionStatus.peer_id,
+    ConnectionStatus.connection_id,
+    ConnectionStatus.server_id,
+)
+
+
+def _ended(rows: Iterable[Any]) -> list[EndedRow]:
+    return [EndedRow(*row) for row in rows]
+
+
+async def supersede_live_rows(
+    session: AsyncSession, org_id: int, peer_id: str, at: datetime
+) -> list[EndedRow]:
+    """End the device's live row(s) wherever they are: a new session of it is starting.
+
+    With the partial unique index, at most one row is live per device; this frees it."""
+    result = await session.execute(
+        update(ConnectionStatus)
+        .where(
+            ConnectionStatus.org_id == org_id,
+            ConnectionStatus.peer_id == peer_id,
+            ConnectionStatus.status == _CONNECTED,
+        )
+        .values(
+            status=ConnectionState.DISCONNECTED.value,
+            disconnected_at=at,
+            end_reason="superseded",
+        )
+        .returning(*_ENDED_COLUMNS)
+        .execution_options(synchronize_session=False)
+    )
+    return _ended(result)
 
 
 async def end_orphaned_connections(
     session: AsyncSession, *, keep_server_ids: Sequence[str], reason: str
-) -> int:
+) -> list[EndedRow]:
     """End rows left ``connected`` by processes that are gone; disconnected_at = last seen."""
     statement = (
         update(ConnectionStatus)
@@ -141,6 +224,7 @@ async def end_orphaned_connections(
             ),
             end_reason=reason,
         )
+        .returning(*_ENDED_COLUMNS)
         .execution_options(synchronize_session=False)
     )
     if keep_server_ids:
@@ -148,13 +232,12 @@ async def end_orphaned_connections(
             (ConnectionStatus.server_id.is_(None))
             | (ConnectionStatus.server_id.not_in(list(keep_server_ids)))
         )
-    result = await session.execute(statement)
-    return int(getattr(result, "rowcount", 0) or 0)
+    return _ended(await session.execute(statement))
 
 
 async def end_replica_connections(
     session: AsyncSession, server_id: str, *, reason: str, close_code: int, at: datetime
-) -> int:
+) -> list[EndedRow]:
     """End every live row of one replica at once (its orderly shutdown)."""
     result = await session.execute(
         update(ConnectionStatus)
@@ -165,9 +248,10 @@ async def end_replica_connections(
             end_reason=reason,
             close_code=close_code,
         )
+        .returning(*_ENDED_COLUMNS)
         .execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return _ended(result)
 
 
 async def delete_ended_before(session: AsyncSession, cutoff: datetime, batch_size: int) -> int:
@@ -197,13 +281,15 @@ async def delete_ended_before(session: AsyncSession, cutoff: datetime, batch_siz
     return len(ids)
 
 
-async def set_public_port(session: AsyncSession, row_id: int, port: int) -> None:
-    await session.execute(
+async def set_public_port(session: AsyncSession, row_id: int, port: int) -> bool:
+    """Record the port peers should use; False when the row is no longer live."""
+    result = await session.execute(
         update(ConnectionStatus)
         .where(ConnectionStatus.id == row_id, ConnectionStatus.status == _CONNECTED)
         .values(public_port=port)
         .execution_options(synchronize_session=False)
     )
+    return bool(getattr(result, "rowcount", 0) == 1)
 
 
 async def get_connection(
@@ -214,3 +300,91 @@ async def get_connection(
             select(ConnectionStatus).where(ConnectionStatus.connection_id == connection_id)
         )
     ).scalar_one_or_none()
+
+
+async def live_connection_ids(session: AsyncSession, server_id: str) -> set[uuid.UUID]:
+    """The sessions the database believes this replica holds."""
+    rows = await session.execute(
+        select(ConnectionStatus.connection_id).where(
+            ConnectionStatus.server_id == server_id, ConnectionStatus.status == _CONNECTED
+        )
+    )
+    return set(rows.scalars())
+
+
+async def online_peer_ids(session: AsyncSession, org_id: int) -> set[str]:
+    """Peers of an org with a live session on any replica: the REST ``online`` flag."""
+    rows = await session.execute(
+        select(ConnectionStatus.peer_id).where(
+            ConnectionStatus.org_id == org_id, ConnectionStatus.status == _CONNECTED
+        )
+    )
+    return set(rows.scalars())
+
+
+async def active_device_ids(session: AsyncSession, device_ids: Sequence[int]) -> set[int]:
+    """Which of ``device_ids`` still exist unrevoked (the device sync's safety net)."""
+    rows = await session.execute(
+        select(VirtualIPMapping.id).where(
+            VirtualIPMapping.id.in_(list(device_ids)), VirtualIPMapping.revoked_at.is_(None)
+        )
+    )
+    return set(rows.scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRow:
+    """A live session as an organization's view needs it."""
+
+    peer_id: str
+    connection_id: uuid.UUID
+    server_id: str | None
+    public_ip: str | None
+    public_port: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrgSnapshot:
+    """An org's devices and live sessions as of event ``version`` (one consistent read)."""
+
+    version: int
+    network: str | None
+    devices: list[VirtualIPMapping]
+    live: list[LiveRow]
+
+
+async def org_snapshot(session: AsyncSession, org_id: int) -> OrgSnapshot:
+    """Read an organization's view and the newest event id in one snapshot.
+
+    On PostgreSQL the transaction is REPEATABLE READ, so every event up to ``version`` is
+    reflected and none after it (event ids follow commit order); SQLite transactions are
+    snapshots already. Call it as the first statement of a fresh session.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    version = await last_event_id(session)
+    network = (
+        await session.execute(select(Organization.network_cidr).where(Organization.id == org_id))
+    ).scalar_one_or_none()
+    devices = list(
+        (
+            await session.execute(
+                select(VirtualIPMapping)
+                .where(VirtualIPMapping.org_id == org_id, VirtualIPMapping.revoked_at.is_(None))
+                .order_by(VirtualIPMapping.id)
+            )
+        ).scalars()
+    )
+    live = [
+        LiveRow(*row)
+        for row in await session.execute(
+            select(
+                ConnectionStatus.peer_id,
+                ConnectionStatus.connection_id,
+                ConnectionStatus.server_id,
+                ConnectionStatus.public_ip,
+                ConnectionStatus.public_port,
+            ).where(ConnectionStatus.org_id == org_id, ConnectionStatus.status == _CONNECTED)
+        )
+    ]
+    return OrgSnapshot(version=version, network=network, devices=devices, live=live)

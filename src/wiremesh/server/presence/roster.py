@@ -1,25 +1,25 @@
-"""Each organization's devices as their peers see them, with every peer encoded once.
+"""One organization as its peers see it: devices, who is online where, each peer encoded once.
 
 A welcome to a device of a 10,000-device org lists 9,999 peers. Building and encoding those
 for every connect would make a reconnect storm quadratic; instead the roster keeps each
-peer's JSON and a welcome only joins strings. The roster is re-read from the database when
-it is older than ``ROSTER_TTL`` (so changes made by the CLI or another replica show up),
-and changes made through this replica update it at once.
+peer's JSON and a welcome only joins strings. A roster changes only by events (see
+``directory.py``), so every replica's roster of an org is the same once it has read the
+same events; each change returns the delta entry to send, or None when nothing changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
 from dataclasses import dataclass, field
 
-from wiremesh.protocol import Peer
+from wiremesh.protocol import Peer, PeerRemove, PeerUpsert
 
-ROSTER_TTL = 5.0
+PeerChange = PeerUpsert | PeerRemove
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceIdentity:
-    """What the hub needs to know of a device; read once when its session starts."""
+    """What presence needs to know of a device."""
 
     device_id: int
     org_id: int
@@ -31,49 +31,107 @@ class DeviceIdentity:
     network: str
 
 
-PeerEncoder = Callable[["DeviceIdentity"], Peer]
-"""Turns a device into the Peer it is right now (its online state comes from the hub)."""
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """A device's live session, on whichever replica holds it."""
+
+    connection_id: uuid.UUID
+    server_id: str | None
+    endpoint: str | None
+
+
+def format_endpoint(public_ip: str | None, public_port: int | None) -> str | None:
+    """Where peers reach a device's WireGuard: the address the server saw, the port it gave."""
+    if public_ip is None or public_port is None:
+        return None
+    host = f"[{public_ip}]" if ":" in public_ip else public_ip
+    return f"{host}:{public_port}"
 
 
 @dataclass(slots=True)
 class OrgRoster:
+    """``version``: the id of the last event this roster reflects (older ones are skipped)."""
+
     org_id: int
-    loaded_at: float
+    version: int
     devices: dict[str, DeviceIdentity] = field(default_factory=dict)
+    presence: dict[str, Presence] = field(default_factory=dict)
     _peer_json: dict[str, str] = field(default_factory=dict)
 
-    def is_fresh(self, now: float) -> bool:
-        return now - self.loaded_at < ROSTER_TTL
+    def peer(self, peer_id: str) -> Peer | None:
+        device = self.devices.get(peer_id)
+        if device is None:
+            return None
+        live = self.presence.get(peer_id)
+        return Peer(
+            peer_id=device.peer_id,
+            hostname=device.hostname,
+            virtual_ip=device.virtual_ip,
+            public_key=device.public_key,
+            endpoint=live.endpoint if live else None,
+            online=live is not None,
+        )
 
-    def replace(self, devices: list[DeviceIdentity], now: float) -> None:
-        """Take a fresh read; encoded peers stay valid only for devices that did not change."""
-        fresh = {device.peer_id: device for device in devices}
-        for peer_id in list(self._peer_json):
-            if self.devices.get(peer_id) != fresh.get(peer_id):
-                del self._peer_json[peer_id]
-        self.devices = fresh
-        self.loaded_at = now
+    def is_online(self, peer_id: str) -> bool:
+        return peer_id in self.presence
 
-    def record(self, peer: Peer, identity: DeviceIdentity | None) -> None:
-        """A peer changed (online, offline, endpoint, name, key): keep its new encoding."""
-        if identity is not None:
-            self.devices[peer.peer_id] = identity
-        if peer.peer_id in self.devices:
-            self._peer_json[peer.peer_id] = peer.model_dump_json()
-
-    def forget(self, peer_id: str) -> None:
-        self.devices.pop(peer_id, None)
-        self._peer_json.pop(peer_id, None)
-
-    def peers_json(self, exclude_peer_id: str, encode_missing: PeerEncoder) -> str:
-        """The JSON array of every peer but one; peers never encoded yet are encoded now."""
+    def peers_json(self, exclude_peer_id: str) -> str:
+        """The JSON array of every peer but one; peers not encoded yet are encoded now."""
         parts = []
-        for peer_id, device in self.devices.items():
+        for peer_id in self.devices:
             if peer_id == exclude_peer_id:
                 continue
             encoded = self._peer_json.get(peer_id)
             if encoded is None:
-                encoded = encode_missing(device).model_dump_json()
-                self._peer_json[peer_id] = encoded
+                peer = self.peer(peer_id)
+                assert peer is not None
+                encoded = self._peer_json[peer_id] = peer.model_dump_json()
             parts.append(encoded)
         return "[" + ",".join(parts) + "]"
+
+    def _changed(self, peer_id: str) -> PeerUpsert | None:
+        peer = self.peer(peer_id)
+        if peer is None:
+            return None
+        encoded = peer.model_dump_json()
+        if self._peer_json.get(peer_id) == encoded:
+            return None
+        self._peer_json[peer_id] = encoded
+        return PeerUpsert(peer=peer)
+
+    # ------------------------------------------------------------------ changes
+
+    def upsert_device(self, identity: DeviceIdentity) -> PeerChange | None:
+        if self.devices.get(identity.peer_id) == identity:
+            return None
+        self.devices[identity.peer_id] = identity
+        self._peer_json.pop(identity.peer_id, None)
+        return self._changed(identity.peer_id)
+
+    def remove_device(self, peer_id: str) -> PeerChange | None:
+        self.presence.pop(peer_id, None)
+        self._peer_json.pop(peer_id, None)
+        if self.devices.pop(peer_id, None) is None:
+            return None
+        return PeerRemove(peer_id=peer_id)
+
+    def session_opened(self, peer_id: str, presence: Presence) -> PeerChange | None:
+        self.presence[peer_id] = presence
+        return self._changed(peer_id)
+
+    def session_ended(self, peer_id: str, connection_id: uuid.UUID) -> PeerChange | None:
+        """Only the session that is current ends the device's presence (not an older one)."""
+        live = self.presence.get(peer_id)
+        if live is None or live.connection_id != connection_id:
+            return None
+        del self.presence[peer_id]
+        return self._changed(peer_id)
+
+    def endpoint_changed(
+        self, peer_id: str, connection_id: uuid.UUID, endpoint: str | None
+    ) -> PeerChange | None:
+        live = self.presence.get(peer_id)
+        if live is None or live.connection_id != connection_id:
+            return None
+        self.presence[peer_id] = Presence(connection_id, live.server_id, endpoint)
+        return self._changed(peer_id)

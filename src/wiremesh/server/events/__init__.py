@@ -1,0 +1,1 @@
+"""Changes that peers and other replicas must learn, recorded with the change, read in order."""

@@ -1,0 +1,98 @@
+"""Peer deltas: changes coalesced per organization, encoded once, written to every session.
+
+Leading and trailing edge: a change in a quiet org goes out in this loop iteration; changes
+that follow within the window wait for its end and share one delta. So a lone join costs no
+delay and a storm one delta per window. Windows widen with the org's size, since a delta
+costs one write per member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+
+from wiremesh.protocol import PeerRemove, PeerUpsert, encode_peers_delta
+from wiremesh.server.presence.roster import PeerChange
+from wiremesh.server.presence.sessions import LiveSession, SessionRegistry
+
+COALESCE_MEMBERS_PER_BASE = 1000
+MAX_COALESCE_WINDOW = 0.5
+
+SendFrame = Callable[[LiveSession, str], Awaitable[bool]]
+
+
+def _peer_id_of(change: PeerChange) -> str:
+    return change.peer.peer_id if isinstance(change, PeerUpsert) else change.peer_id
+
+
+class PeerFanout:
+    def __init__(self, registry: SessionRegistry, send: SendFrame, base_window: float) -> None:
+        self.registry = registry
+        self.send = send
+        self.base_window = base_window
+        self._pending: dict[int, dict[str, PeerUpsert | PeerRemove]] = {}
+        self._handles: dict[int, asyncio.Handle] = {}
+        self._last_broadcast_at: dict[int, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.stopped = False
+
+    def queue(self, org_id: int, change: PeerChange) -> None:
+        """Coalesce a change into the org's next delta (a later change of a peer wins)."""
+        if self.stopped:
+            return
+        self._pending.setdefault(org_id, {})[_peer_id_of(change)] = change
+        if org_id in self._handles:
+            return
+        loop = asyncio.get_running_loop()
+        quiet_at = self._last_broadcast_at.get(org_id, -math.inf) + self._window(org_id)
+        delay = quiet_at - loop.time()
+        self._handles[org_id] = (
+            loop.call_later(delay, self._start, org_id)
+            if delay > 0
+            else loop.call_soon(self._start, org_id)
+        )
+
+    def _window(self, org_id: int) -> float:
+        members = len(self.registry.by_org.get(org_id, ()))
+        base = self.base_window
+        return min(max(base, base * members / COALESCE_MEMBERS_PER_BASE), MAX_COALESCE_WINDOW)
+
+    def _start(self, org_id: int) -> None:
+        self._handles.pop(org_id, None)
+        changes = self._pending.pop(org_id, None)
+        if not changes:
+            return
+        self._last_broadcast_at[org_id] = asyncio.get_running_loop().time()
+        task = asyncio.create_task(self._broadcast(org_id, changes))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _broadcast(self, org_id: int, changes: dict[str, PeerUpsert | PeerRemove]) -> None:
+        """Encode the delta once; a recipient named in it gets a copy without its own entry.
+
+        In turn, not gathered: a write to a socket that is not backed up completes without
+        suspending, so one task beats ten thousand; a stuck socket is cut by ``send``."""
+        recipients = self.registry.of_org(org_id)
+        if not recipients:
+            return
+        shared_frame = encode_peers_delta(changes.values())
+        for live in recipients:
+            frame = shared_frame
+            if live.device.peer_id in changes:
+                others = [c for peer_id, c in changes.items() if peer_id != live.device.peer_id]
+                if not others:
+                    continue
+                frame = encode_peers_delta(others)
+            if not live.welcomed:
+                live.backlog.append(frame)
+                continue
+            await self.send(live, frame)
+
+    def stop(self) -> None:
+        self.stopped = True
+        for handle in self._handles.values():
+            handle.cancel()
+        self._handles.clear()
+        for task in list(self._tasks):
+            task.cancel()
