@@ -1,23 +1,26 @@
-"""Real wiremesh processes for end-to-end tests: the server and agents as subprocesses.
+"""Real wiremesh processes for end-to-end tests: servers, agents and HAProxy as subprocesses.
 
 Each process runs in its own process group with its output in a log file; the
 ``processes`` fixture kills every group at teardown, whatever the test did, and prints
-the logs (pytest shows them when a test fails).
+the logs (pytest shows them when a test fails). Several servers on one PostgreSQL database
+are replicas of one deployment; :class:`HAProxy` balances agents over them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import httpx
 
@@ -36,6 +39,29 @@ SERVER_ENV = {
     "WIREMESH_HEARTBEAT_FLUSH_INTERVAL": "0.2",
     "WIREMESH_REPLICA_LEASE_TTL": str(REPLICA_LEASE_TTL),
 }
+
+SHARED_CORE_LANDED: Final = False
+"""Whether this tree has the server core that makes replicas share one truth: every change
+recorded as an event and applied by every replica in order, ``GET /readyz``, a default
+server id stable across restarts, at most one ``connected`` row per device. Flip it when
+that core lands: servers are then awaited, and HAProxy checks them, on ``/readyz``, and the
+cluster tests that wait for the core must pass (until then they are strict xfails)."""
+
+READINESS_PATH: Final = "/readyz" if SHARED_CORE_LANDED else "/healthz"
+"""What says a replica may take agents: ``/readyz`` (database answers, presence hub started)
+once the core has it; until then ``/healthz``, which only says the process serves."""
+
+CLUSTER_ENV = {
+    # Each replica may open twice this (pool plus overflow): 3 replicas stay at 30 of
+    # PostgreSQL's default 100, leaving room for the tests, the CLI and other test runs.
+    "WIREMESH_DATABASE_POOL_SIZE": "5",
+    # HAProxy connects from 127.0.0.1; only its X-Forwarded-For is believed.
+    "WIREMESH_TRUSTED_PROXIES": '["127.0.0.1/32"]',
+}
+"""What every replica of a cluster adds to ``SERVER_ENV``."""
+
+CONNECT_SECONDS = 20.0
+"""How long agents may take to connect: Python start-up of an agent on a busy machine included."""
 
 AGENT_ENV = {
     "WIREMESH_AGENT_BACKOFF_BASE": "0.1",
@@ -153,37 +179,195 @@ class ProcessGroup:
 
 
 class ServerProcess:
-    """``wiremesh server`` on a fixed port, restartable on the same port and database."""
+    """``wiremesh server`` on a fixed port, restartable on the same port and database.
 
-    def __init__(self, group: ProcessGroup, env: Mapping[str, str], port: int) -> None:
+    ``kill`` (SIGKILL), ``stop`` (SIGTERM), ``pause``/``resume`` (SIGSTOP/SIGCONT) act on the
+    current process; ``start`` again is a restart on the same port with the same settings.
+    """
+
+    def __init__(
+        self, group: ProcessGroup, env: Mapping[str, str], port: int, name: str = "server"
+    ) -> None:
         self.group = group
+        self.name = name
         self.env = {**env, "WIREMESH_HOST": "127.0.0.1", "WIREMESH_PORT": str(port)}
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/api/v1/agent/ws"
         self.current: Process | None = None
         self.starts = 0
 
     async def start(self, seconds: float = 30.0) -> None:
+        """Start a process and wait until it is ready to take agents (``READINESS_PATH``)."""
         self.starts += 1
-        process = self.group.add(f"server-{self.starts}", [*WIREMESH, "server"], self.env)
+        process = self.group.add(f"{self.name}-{self.starts}", [*WIREMESH, "server"], self.env)
         process.start()
         self.current = process
 
-        async def healthy() -> bool:
+        async def ready() -> bool:
             if not process.running():
-                raise AssertionError(f"the server exited early:\n{process.log()}")
+                raise AssertionError(f"{self.name} exited early:\n{process.log()}")
             try:
                 async with httpx.AsyncClient(timeout=1.0) as client:
-                    response = await client.get(f"{self.url}/healthz")
+                    response = await client.get(f"{self.url}{READINESS_PATH}")
             except httpx.TransportError:
                 return False
             return response.status_code == 200
 
-        await eventually(healthy, seconds, "the server answers /healthz", interval=0.1)
+        await eventually(ready, seconds, f"{self.name} answers {READINESS_PATH}", interval=0.1)
+
+    @property
+    def process(self) -> Process:
+        assert self.current is not None, f"{self.name} was never started"
+        return self.current
+
+    def running(self) -> bool:
+        return self.current is not None and self.current.running()
 
     def kill(self) -> None:
-        assert self.current is not None
-        self.current.kill()
+        """SIGKILL: no shutdown code runs, its rows stay ``connected`` until someone ends them."""
+        self.process.kill()
+
+    async def stop(self, seconds: float = 20.0) -> None:
+        """SIGTERM, as an orchestrator stops a replica; fails unless it shuts down cleanly
+        (uvicorn re-raises the signal after its graceful shutdown, so -SIGTERM is clean)."""
+        self.process.send(signal.SIGTERM)
+        code = await self.process.exit_code(seconds)
+        assert code in (0, -signal.SIGTERM), f"{self.name} exited {code}:\n{self.process.log()}"
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets but does nothing (a VM freeze, a long GC)."""
+        self.process.send(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send(signal.SIGCONT)
+
+
+HAPROXY_CHECK_INTERVAL_MS: Final = 200
+HAPROXY_FALL: Final = 2
+HAPROXY_RISE: Final = 2
+"""A replica is out of rotation after two failed checks 200 ms apart, back after two good."""
+
+HAPROXY_CONFIG = """\
+# Generated by tests/e2e/processes.py; docs/high-availability.md explains each line.
+global
+    log stdout format raw local0 info
+    maxconn 4096
+
+defaults
+    mode http
+    log global
+    option httplog
+    # Replicas believe the client address HAProxy adds (WIREMESH_TRUSTED_PROXIES).
+    option forwardfor
+    # A connect to a replica that just died is retried on another one.
+    retries 3
+    option redispatch 1
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    timeout check 1s
+    # An agent's WebSocket lives for days; the application's heartbeat detects dead ones.
+    timeout tunnel 1h
+    timeout client-fin 5s
+
+frontend wiremesh
+    bind 127.0.0.1:{port}
+    default_backend replicas
+
+backend replicas
+    # Agent sessions live long: least connections fills a restarted replica back up,
+    # where round robin would only balance new connections, not sessions held.
+    balance leastconn
+    option httpchk GET {check_path}
+    http-check expect status 200
+    default-server check inter {inter}ms fastinter 100ms downinter {inter}ms fall {fall} rise {rise}
+{servers}
+
+frontend stats
+    bind 127.0.0.1:{stats_port}
+    stats enable
+    stats uri /stats
+"""
+
+
+class HAProxy:
+    """HAProxy in front of the replicas: one URL for agents and the API, health checks on
+    ``READINESS_PATH``; the stats page tells which replicas it has in rotation."""
+
+    BACKEND = "replicas"
+
+    def __init__(
+        self,
+        group: ProcessGroup,
+        binary: str,
+        directory: Path,
+        replicas: Sequence[ServerProcess],
+    ) -> None:
+        self.binary = binary
+        self.replicas = list(replicas)
+        self.port = free_port()
+        self.stats_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/api/v1/agent/ws"
+        self.config_path = directory / "haproxy.cfg"
+        self.process = group.add("haproxy", [binary, "-db", "-f", str(self.config_path)], {})
+
+    def config(self) -> str:
+        servers = "\n".join(
+            f"    server {replica.name} 127.0.0.1:{replica.port}" for replica in self.replicas
+        )
+        return HAPROXY_CONFIG.format(
+            port=self.port,
+            stats_port=self.stats_port,
+            check_path=READINESS_PATH,
+            inter=HAPROXY_CHECK_INTERVAL_MS,
+            fall=HAPROXY_FALL,
+            rise=HAPROXY_RISE,
+            servers=servers,
+        )
+
+    async def start(self, seconds: float = 10.0) -> None:
+        """Write the configuration, have HAProxy check it, run it, wait until all are UP."""
+        self.config_path.write_text(self.config(), encoding="utf-8")
+        check = await asyncio.create_subprocess_exec(
+            self.binary,
+            "-c",
+            "-f",
+            str(self.config_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await check.communicate()
+        assert check.returncode == 0, f"haproxy.cfg is invalid:\n{output.decode()}"
+        self.process.start()
+        await self.wait_for({replica.name: "UP" for replica in self.replicas}, seconds)
+
+    async def states(self) -> dict[str, str]:
+        """Each replica's state in HAProxy (``UP``, ``DOWN``, ``UP 1/2`` while rising...)."""
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            response = await client.get(f"http://127.0.0.1:{self.stats_port}/stats;csv")
+        response.raise_for_status()
+        rows = csv.DictReader(io.StringIO(response.text.removeprefix("# ")))
+        return {
+            row["svname"]: row["status"]
+            for row in rows
+            if row["pxname"] == self.BACKEND and row["svname"] not in ("FRONTEND", "BACKEND")
+        }
+
+    async def wait_for(self, expected: Mapping[str, str], seconds: float) -> None:
+        """Wait until HAProxy shows the replicas named in ``expected`` in those states."""
+
+        async def reached() -> bool:
+            if not self.process.running():
+                raise AssertionError(f"haproxy exited:\n{self.process.log()}")
+            try:
+                states = await self.states()
+            except httpx.TransportError:
+                return False
+            return all(states.get(name) == state for name, state in expected.items())
+
+        await eventually(reached, seconds, f"HAProxy shows {dict(expected)}")
 
 
 class AgentProcess:

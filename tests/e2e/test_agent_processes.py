@@ -20,7 +20,6 @@ from tests.e2e.processes import HEARTBEAT_TIMEOUT, REPLICA_LEASE_TTL, AgentProce
 from tests.factories import auth
 from wiremesh import __version__
 from wiremesh.agent.state import Enrollment, load_private_key
-from wiremesh.server.presence.models import ConnectionStatus
 
 SEED_COLUMNS = (
     "user_id",
@@ -36,35 +35,7 @@ SEED_COLUMNS = (
     "last_pong_at",
     "last_seen_at",
 )
-CONNECT_SECONDS = 20.0
-"""Python start-up of an agent on a busy machine included."""
-
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
-
-
-async def _heartbeating(
-    deployment: Deployment, count: int, exclude: set[int] | None = None
-) -> list[ConnectionStatus]:
-    """Wait until ``count`` connected rows (ids not in ``exclude``) have a flushed pong."""
-
-    async def probe() -> list[ConnectionStatus] | None:
-        rows = [
-            row
-            for row in await deployment.rows()
-            if row.status == "connected" and row.id not in (exclude or set())
-        ]
-        ready = [row for row in rows if row.last_pong_at is not None]
-        return ready if len(ready) == count else None
-
-    return await eventually(probe, CONNECT_SECONDS, f"{count} agents connected and heartbeating")
-
-
-async def _ended(deployment: Deployment, row_id: int, seconds: float) -> ConnectionStatus:
-    async def probe() -> ConnectionStatus | None:
-        row = next(r for r in await deployment.rows() if r.id == row_id)
-        return row if row.status != "connected" else None
-
-    return await eventually(probe, seconds, f"connection row {row_id} ends")
 
 
 def _lines_with(log: str, *needles: str) -> list[str]:
@@ -89,7 +60,7 @@ async def test_agents_connect_heartbeat_share_peers_and_disconnect_on_sigterm(
     agent_a.start()
     agent_b.start()
 
-    rows = {row.peer_id: row for row in await _heartbeating(deployment, 2)}
+    rows = {row.peer_id: row for row in await deployment.heartbeating(2)}
     for enrollment, agent in ((alpha, agent_a), (beta, agent_b)):
         row = rows[enrollment.device.peer_id]
         for column in SEED_COLUMNS:
@@ -121,7 +92,7 @@ async def test_agents_connect_heartbeat_share_peers_and_disconnect_on_sigterm(
     changes_before = len(_lines_with(agent_a.log(), "peers changed"))
     agent_b.process.send(signal.SIGTERM)
     assert await agent_b.process.exit_code(10) == 0
-    row_b = await _ended(deployment, rows[beta.device.peer_id].id, 5)
+    row_b = await deployment.ended(rows[beta.device.peer_id].id, 5)
     assert row_b.status == "disconnected"
     assert row_b.close_code == 1000
     assert row_b.disconnected_at is not None
@@ -140,7 +111,7 @@ async def test_agents_connect_heartbeat_share_peers_and_disconnect_on_sigterm(
 
     agent_a.process.send(signal.SIGINT)
     assert await agent_a.process.exit_code(10) == 0
-    row_a = await _ended(deployment, rows[alpha.device.peer_id].id, 5)
+    row_a = await deployment.ended(rows[alpha.device.peer_id].id, 5)
     assert (row_a.status, row_a.close_code) == ("disconnected", 1000)
     _assert_no_secrets(agent_a, alpha)
     _assert_no_secrets(agent_b, beta)
@@ -153,10 +124,10 @@ async def test_silent_agent_times_out_comes_back_after_sigcont_and_leaves_when_r
     alpha = await deployment.enroll_direct("alpha")
     agent = deployment.agent("alpha")
     agent.start()
-    (first,) = await _heartbeating(deployment, 1)
+    (first,) = await deployment.heartbeating(1)
 
     agent.process.send(signal.SIGSTOP)  # the socket stays open, the agent is silent
-    ended = await _ended(deployment, first.id, HEARTBEAT_TIMEOUT + 3)
+    ended = await deployment.ended(first.id, HEARTBEAT_TIMEOUT + 3)
     assert (ended.status, ended.end_reason, ended.close_code) == (
         "timeout",
         "heartbeat_timeout",
@@ -168,7 +139,7 @@ async def test_silent_agent_times_out_comes_back_after_sigcont_and_leaves_when_r
     assert HEARTBEAT_TIMEOUT - 0.1 <= silence <= HEARTBEAT_TIMEOUT + 1
 
     agent.process.send(signal.SIGCONT)
-    (second,) = await _heartbeating(deployment, 1, exclude={first.id})
+    (second,) = await deployment.heartbeating(1, exclude={first.id})
     assert second.peer_id == alpha.device.peer_id
     assert second.connection_id != first.connection_id
     assert [row.status for row in await deployment.rows()] == ["timeout", "connected"]
@@ -185,7 +156,7 @@ async def test_silent_agent_times_out_comes_back_after_sigcont_and_leaves_when_r
     assert await agent.process.exit_code(10) == 3
     assert "device revoked (4004)" in agent.log()
     assert len(_lines_with(agent.log(), "reconnecting in")) == reconnects
-    revoked = await _ended(deployment, second.id, 5)
+    revoked = await deployment.ended(second.id, 5)
     assert (revoked.status, revoked.close_code) == ("disconnected", 4004)
     assert len(await deployment.rows(alpha.device.peer_id)) == 2
 
@@ -199,20 +170,20 @@ async def test_killed_server_leaves_no_connected_row_and_agents_come_back(
     agents = [deployment.agent("alpha"), deployment.agent("beta")]
     for agent in agents:
         agent.start()
-    await _heartbeating(deployment, 2)
+    await deployment.heartbeating(2)
 
     deployment.server.kill()
     stale = await deployment.rows()
     assert [row.status for row in stale] == ["connected", "connected"]
 
     await deployment.server.start()
-    fresh = await _heartbeating(deployment, 2, exclude={row.id for row in stale})
+    fresh = await deployment.heartbeating(2, exclude={row.id for row in stale})
     assert {row.peer_id for row in fresh} == {e.device.peer_id for e in enrollments}
 
     # SQLite: ended at start-up. PostgreSQL (replicas may share it): once the dead
     # replica's lease has run out.
     for before in stale:
-        await _ended(deployment, before.id, REPLICA_LEASE_TTL + 5)
+        await deployment.ended(before.id, REPLICA_LEASE_TTL + 5)
     rows = {row.id: row for row in await deployment.rows()}
     for before in stale:
         after = rows[before.id]
