@@ -25,6 +25,7 @@ its veth pairs are made inside the namespaces and go with them.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -42,6 +43,7 @@ PREFIX_ROOT: Final = "wmt"
 RUN_DIR: Final = Path("/run")
 UAPI_DIR: Final = Path("/run/wireguard")
 UNDERLAY_POOL: Final = ipaddress.IPv4Network("198.18.0.0/15")
+UNDERLAY_LOCK: Final = RUN_DIR / f"{PREFIX_ROOT}-underlay.lock"
 PIDS_FILE: Final = "pids"
 """In a lab's directory: the processes it started on the host, for a later run to end."""
 TOOLS: Final = ("ip", "wg", "wireguard-go", "nsenter", "unshare", "mount", "umount", "ping")
@@ -302,6 +304,7 @@ class Lab:
         self.machines: list[Machine] = []
         self.bridge = f"{self.prefix}-br"
         self.network = _free_underlay()
+        """Picked again by :meth:`start`, where it is taken for good."""
         self.host_address = str(self.network.network_address + 1)
         self._made_bridge = False
 
@@ -311,10 +314,16 @@ class Lab:
         self.mount_dir.mkdir(mode=0o700)
         sh("mount", "--bind", str(self.mount_dir), str(self.mount_dir))
         sh("mount", "--make-private", str(self.mount_dir))
-        sh("ip", "link", "add", "dev", self.bridge, "type", "bridge")
-        self._made_bridge = True
-        sh("ip", "address", "add", f"{self.host_address}/{self.network.prefixlen}",
-           "dev", self.bridge)  # fmt: skip
+        # Two runs that start together would both see the same /24 free: the choice and
+        # the address that takes it happen under one lock.
+        with UNDERLAY_LOCK.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.network = _free_underlay()
+            self.host_address = str(self.network.network_address + 1)
+            sh("ip", "link", "add", "dev", self.bridge, "type", "bridge")
+            self._made_bridge = True
+            sh("ip", "address", "add", f"{self.host_address}/{self.network.prefixlen}",
+               "dev", self.bridge)  # fmt: skip
         sh("ip", "link", "set", "dev", self.bridge, "up")
 
     def machine(self, number: int, *, behind: Router | None = None) -> Machine:
