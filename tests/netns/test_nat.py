@@ -10,6 +10,8 @@ which inbound datagrams reach the machine, and the router's count of what it dro
   port may answer; so two NATed machines open a path only when both send;
 - two machines behind one router do not reach each other at their public mappings (no
   hairpin), only at their LAN addresses.
+- two machines behind one router that use the same port lose the one-mapping property:
+  each keeps the port only toward the destinations it reached first.
 """
 
 from __future__ import annotations
@@ -188,3 +190,25 @@ def test_machines_behind_one_router_meet_only_on_the_lan(nat_lab: Lab, udp: Udp)
     lan: Address = a.address
     a.send(b.address, "lan")
     assert b.take(3, until=lan).texts_from(lan) == ["lan"]
+
+
+def test_one_port_on_two_machines_behind_one_router_breaks_the_single_mapping(
+    nat_lab: Lab, udp: Udp
+) -> None:
+    """Each keeps the port toward the destinations it reached first and gets another toward
+    the rest: what one server sees of them is not what every peer will see. Devices behind
+    one NAT should not all listen on the same well-known port."""
+    router = nat_lab.router(1)
+    first, second = nat_lab.machine(1, behind=router), nat_lab.machine(2, behind=router)
+    one, other = nat_lab.machine(3), nat_lab.machine(4)
+    udp(one, STUN, echo=True)
+    udp(other, STUN, echo=True)
+    a, b = udp(first, PORT), udp(second, PORT)
+
+    assert a.ask((one.address, STUN)) == (router.address, PORT)
+    assert b.ask((other.address, STUN)) == (router.address, PORT)
+    b_to_one, a_to_other = b.ask((one.address, STUN)), a.ask((other.address, STUN))
+    assert b_to_one is not None
+    assert a_to_other is not None
+    assert b_to_one[1] != PORT
+    assert a_to_other[1] != PORT
