@@ -5,16 +5,20 @@ address, SQLite in a temporary data dir, heartbeat 0.5 s / timeout 2 s), an orga
 with network 100.64.0.0/24 and a reusable setup key. Machines, agents and the server are
 torn down by the fixtures' finalizers whatever the test did; leftovers of a crashed run
 are removed first. Skipped (with the reason) without root or the tools.
+
+``nat_lab`` is the same lab where routers need nftables too; ``udp`` opens
+:class:`~tests.netns.udp.UdpSocket` s on its machines and closes them after the test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ import pytest
 
 from tests.e2e.processes import AGENT_ENV, SERVER_ENV, ProcessGroup, clean_environ, eventually
 from tests.netns.lab import Lab, Machine, missing_requirements, ping_argv, remove_stale
+from tests.netns.udp import UdpSocket
 from wiremesh.agent.enroll import enroll
 from wiremesh.agent.state import Enrollment, load_enrollment
 
@@ -199,9 +204,9 @@ def _free_port(host: str) -> int:
         return port
 
 
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    reason = missing_requirements()
+@contextlib.contextmanager
+def _lab(*tools: str) -> Iterator[Lab]:
+    reason = missing_requirements(*tools)
     if reason is not None:
         pytest.skip(reason)
     removed = remove_stale()
@@ -213,6 +218,35 @@ def lab() -> Iterator[Lab]:
         yield lab
     finally:
         lab.cleanup()
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    with _lab() as lab:
+        yield lab
+
+
+@pytest.fixture
+def nat_lab() -> Iterator[Lab]:
+    """A lab whose routers NAT (they need ``nft``)."""
+    with _lab("nft") as lab:
+        yield lab
+
+
+@pytest.fixture
+def udp() -> Iterator[Callable[..., UdpSocket]]:
+    """``udp(machine, port=0, *, echo=False, extra_ports=())``: a socket on that machine."""
+    sockets: list[UdpSocket] = []
+
+    def open_socket(machine: Machine, port: int = 0, **options: Any) -> UdpSocket:
+        sockets.append(UdpSocket(machine, port, **options))
+        return sockets[-1]
+
+    try:
+        yield open_socket
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @pytest.fixture
