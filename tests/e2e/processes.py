@@ -40,16 +40,9 @@ SERVER_ENV = {
     "WIREMESH_REPLICA_LEASE_TTL": str(REPLICA_LEASE_TTL),
 }
 
-SHARED_CORE_LANDED: Final = False
-"""Whether this tree has the server core that makes replicas share one truth: every change
-recorded as an event and applied by every replica in order, ``GET /readyz``, a default
-server id stable across restarts, at most one ``connected`` row per device. Flip it when
-that core lands: servers are then awaited, and HAProxy checks them, on ``/readyz``, and the
-cluster tests that wait for the core must pass (until then they are strict xfails)."""
-
-READINESS_PATH: Final = "/readyz" if SHARED_CORE_LANDED else "/healthz"
-"""What says a replica may take agents: ``/readyz`` (database answers, presence hub started)
-once the core has it; until then ``/healthz``, which only says the process serves."""
+READINESS_PATH: Final = "/readyz"
+"""What says a replica may take agents: its database answers and its presence hub runs
+(``/healthz`` only says the process serves)."""
 
 CLUSTER_ENV = {
     # Each replica may open twice this (pool plus overflow): 3 replicas stay at 30 of

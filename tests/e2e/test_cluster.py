@@ -4,11 +4,6 @@ Every replica is ``wiremesh server`` as its own process (heartbeat 0.5 s / timeo
 1.5 s, pool of 5) on the same database; HAProxy balances by least connections and checks
 ``READINESS_PATH``. Agents are raw WebSockets answering pings (``LiveAgent``) when a test
 watches what the server sends, real ``agent up`` processes when it watches reconnects.
-
-The tests marked ``waits_for_shared_core`` describe the server core in which replicas share
-one truth (events recorded with each change and applied by every replica; ``/readyz``; a
-default server id stable across restarts; one ``connected`` row per device, enforced by the
-database). Until ``SHARED_CORE_LANDED`` is flipped they are strict xfails: they must fail.
 """
 
 from __future__ import annotations
@@ -33,7 +28,6 @@ from tests.e2e.processes import (
     HAPROXY_CHECK_INTERVAL_MS,
     HAPROXY_FALL,
     REPLICA_LEASE_TTL,
-    SHARED_CORE_LANDED,
     AgentProcess,
     ServerProcess,
     eventually,
@@ -43,16 +37,6 @@ from wiremesh.protocol import CloseCode
 from wiremesh.server.presence.models import ConnectionState, ConnectionStatus
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"])
-
-waits_for_shared_core = pytest.mark.xfail(
-    not SHARED_CORE_LANDED,
-    reason=(
-        "needs the server core in which replicas share one truth (tests/e2e/processes.py: "
-        "SHARED_CORE_LANDED)"
-    ),
-    raises=AssertionError,
-    strict=True,
-)
 
 PROPAGATION_SECONDS = 1.0
 """A change made through one replica, or by the CLI, reaches agents on every replica within
@@ -236,10 +220,12 @@ async def test_agents_reconnect_through_haproxy_when_their_replica_dies(
             assert "reconnecting in" in failover.agents[device].log()
         else:
             assert row.id == failover.before[device].id  # untouched
-    # The dead replica's rows end once its lease has run out, as server_lost.
+    # The dead replica's rows end when each agent's new session starts (superseded), at the
+    # latest once its lease has run out (server_lost): never two live rows for one device.
     for device in failover.moved:
         ended = await cluster.ended(failover.before[device].id, REPLICA_LEASE_TTL + 3)
-        assert (ended.status, ended.end_reason) == ("disconnected", "server_lost")
+        assert ended.status == "disconnected"
+        assert ended.end_reason in {"superseded", "server_lost"}
     assert sorted(row.id for row in await connected_rows(cluster)) == sorted(
         row.id for row in failover.after.values()
     )
@@ -247,7 +233,6 @@ async def test_agents_reconnect_through_haproxy_when_their_replica_dies(
         assert agent.process.running()
 
 
-@waits_for_shared_core
 async def test_after_a_failover_every_agent_sees_every_peer_online(
     start_deployment: StartDeployment,
 ) -> None:
@@ -270,7 +255,6 @@ async def test_after_a_failover_every_agent_sees_every_peer_online(
 # ------------------------------------------------------------ one truth (waits for the core)
 
 
-@waits_for_shared_core
 async def test_presence_and_endpoints_reach_agents_on_other_replicas(
     start_deployment: StartDeployment,
 ) -> None:
@@ -325,7 +309,6 @@ async def test_presence_and_endpoints_reach_agents_on_other_replicas(
     await flags_everywhere(cluster, {"alpha": True, "beta": True, "gamma": False})
 
 
-@waits_for_shared_core
 async def test_device_changes_reach_agents_on_other_replicas(
     start_deployment: StartDeployment,
 ) -> None:
@@ -391,7 +374,6 @@ async def test_device_changes_reach_agents_on_other_replicas(
     await flags_everywhere(cluster, {"alpha": True, "beta": False, "delta": False})
 
 
-@waits_for_shared_core
 async def test_cli_revocation_reaches_agents_on_every_replica(
     start_deployment: StartDeployment,
 ) -> None:
@@ -425,7 +407,6 @@ PAUSED_HEARTBEAT_TIMEOUT = 10.0
 that went silent, and its sessions outlive the pause unless the core closes them."""
 
 
-@waits_for_shared_core
 async def test_a_replica_paused_past_its_lease_leaves_no_session_without_a_row(
     start_deployment: StartDeployment,
 ) -> None:
@@ -493,7 +474,6 @@ RESTART_LEASE_TTL = 10.0
 before its agents are back, so a second ``connected`` row would show at once without it."""
 
 
-@waits_for_shared_core
 async def test_a_restart_with_the_default_server_id_never_doubles_a_connected_row(
     start_deployment: StartDeployment,
 ) -> None:
@@ -539,7 +519,6 @@ async def allow_connections(database_url: str, allowed: bool) -> None:
         await engine.dispose()
 
 
-@waits_for_shared_core
 async def test_haproxy_takes_a_replica_without_its_database_out_of_rotation(
     start_deployment: StartDeployment, database_url: str
 ) -> None:

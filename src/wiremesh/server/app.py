@@ -152,7 +152,7 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
         except Exception as exc:
             logger.warning("not ready: the database does not answer (%r)", exc)
             return _not_ready("the database does not answer")
-        return JSONResponse({"status": "ready", "server_id": state.hub.server_id})
+        return JSONResponse({"status": "ready"})
 
     for router in _api_routers():
         app.include_router(router, prefix=API_PREFIX)
