@@ -86,7 +86,7 @@ class Deployment:
 
     async def enroll_direct(self, name: str) -> Enrollment:
         """The same enrollment in this process (saves a Python start-up)."""
-        return await enroll(self.state_dir(name), self.server.url, self.setup_key, name)
+        return await enroll(self.state_dir(name), [self.server.url], self.setup_key, name)
 
     def agent(self, name: str, *, full_cli: bool = False) -> AgentProcess:
         return AgentProcess(
