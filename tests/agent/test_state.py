@@ -6,6 +6,8 @@ import json
 import os
 import stat
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from wiremesh.agent.keys import generate_keypair
 from wiremesh.agent.state import (
     DEFAULT_STATE_DIR,
     KEY_FILE,
+    LOCK_FILE,
     STATE_DIR_ENV,
     STATE_FILE,
     NotEnrolled,
@@ -24,6 +27,7 @@ from wiremesh.agent.state import (
     resolve_state_dir,
     save_enrollment,
     set_server_urls,
+    state_lock,
     state_summary,
     write_private_file,
 )
@@ -224,7 +228,8 @@ def test_setting_the_servers_replaces_only_the_list(tmp_path: Path) -> None:
     assert updated.model_copy(update={"server_urls": enrollment.server_urls}) == enrollment
     assert (tmp_path / KEY_FILE).read_bytes() == key_before
     assert mode(tmp_path / STATE_FILE) == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE, KEY_FILE]
+    assert mode(tmp_path / LOCK_FILE) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE, STATE_FILE, KEY_FILE]
 
 
 @pytest.mark.parametrize(
@@ -248,3 +253,15 @@ def test_setting_the_servers_before_enrolling_says_to_enroll(tmp_path: Path) -> 
         set_server_urls(tmp_path / "missing", ["http://a.test"])
     with pytest.raises(NotEnrolled, match="wiremesh agent enroll"):
         set_server_urls(tmp_path, ["http://a.test"])
+
+
+def test_a_change_waits_for_the_state_lock(tmp_path: Path) -> None:
+    keys = generate_keypair()
+    save_enrollment(tmp_path, make_enrollment(keys.public_key), keys.private_key)
+    with ThreadPoolExecutor(1) as pool:
+        with state_lock(tmp_path):
+            setting = pool.submit(set_server_urls, tmp_path, ["http://b.test"])
+            with pytest.raises(FutureTimeout):
+                setting.result(timeout=0.3)  # blocked as long as another holds the lock
+            assert load_enrollment(tmp_path).server_urls == ("https://wiremesh.example.com",)
+        assert setting.result(timeout=5).server_urls == ("http://b.test",)

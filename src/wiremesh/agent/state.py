@@ -5,6 +5,9 @@ and created with mode 0600 from the start, so no other user can read them even f
 instant. The private key is written first and the state file records the public key, so
 a crash between the two renames is detected on load instead of running with a mismatch.
 
+Commands that change part of the state (``servers set``, ``rotate-key``) read, change and
+write it under :func:`state_lock`, so neither undoes the other's change.
+
 Format 1 held one ``server_url``; format 2 holds the ordered list ``server_urls``. A
 format-1 file is read as a one-URL list and is written as format 2 by the next change;
 reading never writes, so a read can never race a writer.
@@ -13,12 +16,13 @@ reading never writes, so a read can never race a writer.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +35,7 @@ from wiremesh.agent.servers import InvalidServerURL, normalize_server_urls
 __all__ = [
     "DEFAULT_STATE_DIR",
     "KEY_FILE",
+    "LOCK_FILE",
     "STATE_DIR_ENV",
     "STATE_FILE",
     "EnrolledDevice",
@@ -45,6 +50,7 @@ __all__ = [
     "resolve_state_dir",
     "save_enrollment",
     "set_server_urls",
+    "state_lock",
     "write_private_file",
 ]
 
@@ -54,6 +60,7 @@ DEFAULT_STATE_DIR: Final = Path("/var/lib/wiremesh")
 STATE_DIR_ENV: Final = "WIREMESH_AGENT_STATE_DIR"
 STATE_FILE: Final = "agent.json"
 KEY_FILE: Final = "private.key"
+LOCK_FILE: Final = ".lock"
 STATE_FORMAT: Final = 2
 SINGLE_SERVER_FORMAT: Final = 1
 """The first format, with one ``server_url``: still read, never written."""
@@ -198,6 +205,29 @@ def _write_state(state_dir: Path, enrollment: Enrollment) -> None:
         raise StateError(f"cannot write the agent state in {state_dir}: {exc.strerror}") from exc
 
 
+@contextlib.contextmanager
+def state_lock(state_dir: Path) -> Iterator[None]:
+    """Hold the state directory's lock while reading, changing and writing the state.
+
+    An advisory ``flock`` on a 0600 file beside the state: released by the kernel when
+    the process dies, so a crash never leaves it held. Hold it for file work only, never
+    across a network request.
+    """
+    try:
+        fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except FileNotFoundError:
+        raise NotEnrolled(
+            f"this device is not enrolled (no {state_dir}): run `wiremesh agent enroll` first"
+        ) from None
+    except OSError as exc:
+        raise StateError(f"cannot lock the agent state in {state_dir}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def set_server_urls(state_dir: Path, urls: Iterable[str]) -> Enrollment:
     """Replace the server list (validated first, written atomically); the new enrollment.
 
@@ -207,9 +237,10 @@ def set_server_urls(state_dir: Path, urls: Iterable[str]) -> Enrollment:
         server_urls = normalize_server_urls(urls)
     except InvalidServerURL as exc:
         raise StateError(str(exc)) from None
-    enrollment = load_enrollment(state_dir)
-    updated = enrollment.model_copy(update={"server_urls": server_urls})
-    _write_state(state_dir, updated)
+    with state_lock(state_dir):
+        enrollment = load_enrollment(state_dir)
+        updated = enrollment.model_copy(update={"server_urls": server_urls})
+        _write_state(state_dir, updated)
     return updated
 
 

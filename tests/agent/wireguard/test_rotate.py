@@ -25,6 +25,7 @@ from wiremesh.agent.state import (
     load_enrollment,
     load_private_key,
     save_enrollment,
+    set_server_urls,
 )
 from wiremesh.agent.wireguard.keywatch import KeyFollower
 from wiremesh.agent.wireguard.rotate import RotateError, rotate_key
@@ -163,6 +164,34 @@ async def test_no_server_answering_changes_nothing_and_names_each(tmp_path: Path
     assert message.endswith("; nothing changed")
     assert all(f"cannot reach the server at {down}" in message for down in downs)
     assert snapshot(tmp_path) == before
+
+
+class ServersSetMeanwhile(httpx.AsyncBaseTransport):
+    """The real server, with a `servers set` run while the key upload is in flight."""
+
+    def __init__(self, state_dir: Path, servers: list[str]) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.state_dir = state_dir
+        self.servers = servers
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        set_server_urls(self.state_dir, self.servers)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_server_list_set_during_the_rotation_is_kept(
+    live_server: LiveServer, org: OrgFixture, state_dir: Path
+) -> None:
+    await enroll(state_dir, [live_server.url], await setup_key(live_server, org), "x")
+    servers = [live_server.url, "https://replica.example.com"]
+    transport = ServersSetMeanwhile(state_dir, servers)
+    rotated = await rotate_key(state_dir, transport=transport)
+    assert load_enrollment(state_dir) == rotated
+    assert rotated.server_urls == tuple(servers)
+    assert public_key_of(load_private_key(state_dir, rotated)) == rotated.device.public_key
 
 
 async def test_rotating_before_enrolling_says_to_enroll(tmp_path: Path) -> None:

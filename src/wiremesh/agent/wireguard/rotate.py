@@ -8,7 +8,8 @@ Order, so that no step can leave a device the server does not know:
    refusal is final); the server stores the key and sends every peer a ``peers_delta``
    with it. If this fails, nothing changed;
 3. store the new private key, then the state file with the new public key (each
-   atomically, mode 0600).
+   atomically, mode 0600), under the state lock and onto the state as it is then, so a
+   ``servers set`` made meanwhile is kept.
 
 A running agent notices the new key file within a second and re-keys its interface
 (:class:`wiremesh.agent.wireguard.keywatch.KeyFollower`). If the command is interrupted
@@ -31,6 +32,7 @@ from wiremesh.agent.state import (
     StateError,
     load_enrollment,
     save_enrollment,
+    state_lock,
 )
 
 __all__ = ["PUBLIC_KEY_PATH", "RotateError", "rotate_key"]
@@ -77,10 +79,17 @@ async def rotate_key(
         raise RotateError(
             "the server answered without the new public key; run `wiremesh agent rotate-key` again"
         )
-    device = enrollment.device.model_copy(update={"public_key": keys.public_key})
-    updated = enrollment.model_copy(update={"device": device})
     try:
-        save_enrollment(state_dir, updated, keys.private_key)
+        with state_lock(state_dir):
+            current = load_enrollment(state_dir)
+            if current.credential != enrollment.credential:
+                raise RotateError(
+                    "this machine was enrolled again while the key was rotated: the new key "
+                    "went to the device of the old enrollment; the new enrollment is unchanged"
+                )
+            device = current.device.model_copy(update={"public_key": keys.public_key})
+            updated = current.model_copy(update={"device": device})
+            save_enrollment(state_dir, updated, keys.private_key)
     except StateError as exc:
         raise RotateError(
             f"{exc}; the server already has the new public key, so this device cannot connect "
