@@ -63,15 +63,22 @@ class Deployment:
     def state_dir(self, name: str) -> Path:
         return self.directory / "agents" / name
 
-    async def enroll_cli(self, name: str, *, full_cli: bool = False) -> Enrollment:
-        """``agent enroll`` as a subprocess, through the ``wiremesh`` command if ``full_cli``."""
+    async def enroll_cli(
+        self, name: str, *, full_cli: bool = False, servers: list[ServerProcess] | None = None
+    ) -> Enrollment:
+        """``agent enroll`` as a subprocess, through the ``wiremesh`` command if ``full_cli``.
+
+        ``servers`` (default: the deployment's one) are given in order, one ``--server`` each.
+        """
         state_dir = self.state_dir(name)
         command = [*WIREMESH, "agent"] if full_cli else AGENT_ONLY
+        server_options = [
+            option for server in servers or [self.server] for option in ("--server", server.url)
+        ]
         process = await asyncio.create_subprocess_exec(
             *command,
             "enroll",
-            "--server",
-            self.server.url,
+            *server_options,
             "--state-dir",
             str(state_dir),
             "--hostname",
@@ -87,6 +94,18 @@ class Deployment:
     async def enroll_direct(self, name: str) -> Enrollment:
         """The same enrollment in this process (saves a Python start-up)."""
         return await enroll(self.state_dir(name), [self.server.url], self.setup_key, name)
+
+    async def start_replica(self, server_id: str) -> ServerProcess:
+        """Another ``wiremesh server`` on this database and its own port (PostgreSQL only:
+        replicas cannot share an SQLite file), known as ``server_id`` in the database."""
+        replica = ServerProcess(
+            self.group,
+            {**self.server.env, "WIREMESH_SERVER_ID": server_id},
+            free_port(),
+            name=server_id,
+        )
+        await replica.start()
+        return replica
 
     def agent(self, name: str, *, full_cli: bool = False) -> AgentProcess:
         return AgentProcess(

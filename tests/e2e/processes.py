@@ -153,10 +153,16 @@ class ProcessGroup:
 
 
 class ServerProcess:
-    """``wiremesh server`` on a fixed port, restartable on the same port and database."""
+    """``wiremesh server`` on a fixed port, restartable on the same port and database.
 
-    def __init__(self, group: ProcessGroup, env: Mapping[str, str], port: int) -> None:
+    ``name`` tells the logs of replicas on one database apart.
+    """
+
+    def __init__(
+        self, group: ProcessGroup, env: Mapping[str, str], port: int, *, name: str = "server"
+    ) -> None:
         self.group = group
+        self.name = name
         self.env = {**env, "WIREMESH_HOST": "127.0.0.1", "WIREMESH_PORT": str(port)}
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -165,7 +171,7 @@ class ServerProcess:
 
     async def start(self, seconds: float = 30.0) -> None:
         self.starts += 1
-        process = self.group.add(f"server-{self.starts}", [*WIREMESH, "server"], self.env)
+        process = self.group.add(f"{self.name}-{self.starts}", [*WIREMESH, "server"], self.env)
         process.start()
         self.current = process
 
