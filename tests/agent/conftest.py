@@ -36,7 +36,7 @@ async def live_server(app: FastAPI) -> AsyncIterator[LiveServer]:
 
 def make_enrollment(public_key: str, **overrides: object) -> Enrollment:
     fields: dict[str, object] = {
-        "server_url": "https://wiremesh.example.com",
+        "server_urls": ["https://wiremesh.example.com"],
         "credential": "wmd_abc_secretsecret",
         "device": EnrolledDevice(
             id=3,
@@ -54,11 +54,11 @@ def make_enrollment(public_key: str, **overrides: object) -> Enrollment:
     return Enrollment.model_validate(fields)
 
 
-def fake_enrollment(server_url: str, keys: KeyPair | None = None) -> tuple[Enrollment, KeyPair]:
-    """An enrollment for a fake server: nothing checks it but the fake."""
+def fake_enrollment(*server_urls: str, keys: KeyPair | None = None) -> tuple[Enrollment, KeyPair]:
+    """An enrollment for fake servers: nothing checks it but the fakes."""
     keys = keys or generate_keypair()
     enrollment = Enrollment(
-        server_url=server_url,
+        server_urls=server_urls,
         credential="wmd_fake_credential",
         device=EnrolledDevice(
             id=1,

@@ -12,8 +12,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from tests.agent.conftest import make_enrollment
+from tests.e2e.processes import free_port
 from wiremesh.agent.keys import generate_keypair
-from wiremesh.agent.state import save_enrollment
+from wiremesh.agent.state import STATE_FILE, load_enrollment, save_enrollment
 from wiremesh.cli import app
 
 
@@ -120,3 +121,95 @@ def test_debug_logging_never_includes_frames_or_requests(tmp_path: Path) -> None
     assert logging.getLogger("wiremesh.agent").isEnabledFor(logging.DEBUG)
     for name in ("websockets.client", "httpx", "httpcore"):
         assert not logging.getLogger(name).isEnabledFor(logging.DEBUG)
+
+
+def test_enroll_tries_every_server_given_and_names_each(tmp_path: Path) -> None:
+    first, second = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    result = invoke(
+        "enroll", "--server", first, "--server", second, "--setup-key", "wmk_a_b",
+        "--state-dir", str(tmp_path / "state"),
+    )  # fmt: skip
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())
+    assert "no server answered" in output
+    assert f"cannot reach the server at {first}" in output
+    assert f"cannot reach the server at {second}" in output
+    assert not (tmp_path / "state").exists()
+
+
+def test_enroll_refuses_a_server_given_twice(tmp_path: Path) -> None:
+    result = invoke(
+        "enroll", "--server", "http://a.test", "--server", "http://a.test/",
+        "--setup-key", "wmk_a_b", "--state-dir", str(tmp_path),
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "http://a.test is listed twice" in result.output
+
+
+@pytest.fixture
+def two_servers(enrolled: Path) -> Path:
+    result = invoke("servers", "set", "https://a.example.com", "https://b.example.com/",
+                    "--state-dir", str(enrolled))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return enrolled
+
+
+def test_servers_set_stores_the_list_in_order(two_servers: Path) -> None:
+    assert load_enrollment(two_servers).server_urls == (
+        "https://a.example.com",
+        "https://b.example.com",
+    )
+    listed = invoke("servers", "--state-dir", str(two_servers))
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.splitlines() == ["https://a.example.com", "https://b.example.com"]
+    as_json = invoke("servers", "--state-dir", str(two_servers), "--json")
+    assert json.loads(as_json.stdout) == ["https://a.example.com", "https://b.example.com"]
+
+
+def test_status_lists_every_server(two_servers: Path) -> None:
+    result = invoke("status", "--state-dir", str(two_servers))
+    assert result.exit_code == 0, result.output
+    assert "servers:    https://a.example.com\n            https://b.example.com\n" in (
+        result.stdout
+    )
+    as_json = json.loads(invoke("status", "--state-dir", str(two_servers), "--json").stdout)
+    assert as_json["server_urls"] == ["https://a.example.com", "https://b.example.com"]
+
+
+@pytest.mark.parametrize(
+    ("urls", "problem"),
+    [
+        (["https://a.example.com", "wiremesh.example.com"], "must look like"),
+        (["https://a.example.com", "https://a.example.com/"], "listed twice"),
+    ],
+)
+def test_servers_set_refuses_an_unusable_list_and_changes_nothing(
+    two_servers: Path, urls: list[str], problem: str
+) -> None:
+    before = (two_servers / STATE_FILE).read_bytes()
+    result = invoke("servers", "set", *urls, "--state-dir", str(two_servers))
+    assert result.exit_code == 1
+    assert problem in result.output
+    assert (two_servers / STATE_FILE).read_bytes() == before
+
+
+def test_servers_set_needs_a_url(two_servers: Path) -> None:
+    result = invoke("servers", "set", "--state-dir", str(two_servers))
+    assert result.exit_code == 2
+    assert load_enrollment(two_servers).server_urls[0] == "https://a.example.com"
+
+
+def test_servers_set_takes_the_state_dir_given_before_it(
+    two_servers: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WIREMESH_AGENT_STATE_DIR", str(tmp_path / "elsewhere"))
+    result = invoke("servers", "--state-dir", str(two_servers), "set", "https://c.example.com")
+    assert result.exit_code == 0, result.output
+    assert load_enrollment(two_servers).server_urls == ("https://c.example.com",)
+
+
+def test_servers_before_enrolling_says_to_enroll(tmp_path: Path) -> None:
+    for args in (["servers"], ["servers", "set", "https://a.example.com"]):
+        result = invoke(*args, "--state-dir", str(tmp_path / "none"))
+        assert result.exit_code == 1
+        assert "wiremesh agent enroll" in result.output

@@ -1,21 +1,25 @@
-"""The agent's session loop against a scripted WebSocket server: every close path."""
+"""The agent's session loop against scripted WebSocket servers: every close path, failover."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection
 
 from tests.agent.conftest import FakeServer, Handler, fake_enrollment, wait_until
+from tests.e2e.processes import free_port
 from wiremesh import __version__
 from wiremesh.agent.backend import DeviceConfig, MemoryBackend, PeerChange
 from wiremesh.agent.runner import AgentRunner, BackendError, Backoff, Refused
+from wiremesh.agent.state import save_enrollment, set_server_urls
 from wiremesh.protocol import (
     Device,
     Heartbeat,
@@ -68,7 +72,18 @@ def runner_for(
     rng: random.Random | None = None,
     **kwargs: Any,
 ) -> AgentRunner:
-    enrollment, keys = fake_enrollment(fake.url)
+    return runner_for_servers([fake.url], backend, backoff=backoff, rng=rng, **kwargs)
+
+
+def runner_for_servers(
+    urls: list[str],
+    backend: MemoryBackend | None = None,
+    *,
+    backoff: Backoff | None = None,
+    rng: random.Random | None = None,
+    **kwargs: Any,
+) -> AgentRunner:
+    enrollment, keys = fake_enrollment(*urls)
     return AgentRunner(
         enrollment,
         keys.private_key,
@@ -387,3 +402,181 @@ async def test_a_new_listen_port_is_announced_with_an_endpoint_message(
     await run_until(runner, lambda: len(frames) == 2)
     assert frames[0]["listen_port"] == 40001
     assert frames[1] == {"type": "endpoint", "listen_port": 40002}
+
+
+# ---------------------------------------------------------------- several servers
+
+
+def nothing_listens() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+async def welcome_and_stay(ws: ServerConnection, n: int) -> None:
+    await ws.recv()
+    await ws.send(welcome())
+    await ws.wait_closed()
+
+
+async def test_an_unreachable_server_is_skipped_without_waiting(
+    fake_server: StartServer,
+) -> None:
+    fake = await fake_server(welcome_and_stay)
+    rng = RecordingRandom()
+    runner = runner_for_servers([nothing_listens(), fake.url], rng=rng)
+    assert await run_until(runner, lambda: runner.sessions == 1) is None
+    assert runner.servers.current == fake.url
+    assert rng.ceilings == []  # no backoff: one server of two failed
+
+
+@pytest.mark.parametrize("ending", ["server going away", "connection lost"])
+async def test_a_session_that_ends_moves_to_the_next_server_at_once(
+    fake_server: StartServer, ending: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wiremesh.agent")
+
+    async def first(ws: ServerConnection, n: int) -> None:
+        await ws.recv()
+        await ws.send(welcome())
+        if ending == "server going away":
+            await ws.close(1001, "server shutting down")
+        else:
+            ws.transport.abort()  # no close frame: as when the process dies
+
+    server_a = await fake_server(first)
+    server_b = await fake_server(welcome_and_stay)
+    rng = RecordingRandom()
+    runner = runner_for_servers([server_a.url, server_b.url], rng=rng)
+    assert await run_until(runner, lambda: runner.sessions == 2) is None
+    assert (server_a.connections, server_b.connections) == (1, 1)
+    assert rng.ceilings == []
+    assert f"trying the next server, {server_b.url}" in caplog.text
+    assert f"server {server_b.url}" in caplog.text  # the "connected" line names it
+
+
+async def test_every_welcome_starts_a_new_round(fake_server: StartServer) -> None:
+    async def going_away_once(ws: ServerConnection, n: int) -> None:
+        await ws.recv()
+        await ws.send(welcome())
+        if n == 0:
+            await ws.close(1001)
+        else:
+            await ws.wait_closed()
+
+    server_a = await fake_server(going_away_once)
+    server_b = await fake_server(going_away_once)
+    rng = RecordingRandom()
+    runner = runner_for_servers([server_a.url, server_b.url], rng=rng)
+    assert await run_until(runner, lambda: runner.sessions == 3) is None
+    # A, then B, then A again: each ended after a welcome, so none completed a round.
+    assert (server_a.connections, server_b.connections) == (2, 1)
+    assert rng.ceilings == []
+
+
+@pytest.mark.parametrize("code", [4003, 4004, 4008])
+async def test_a_final_refusal_is_not_taken_to_the_next_server(
+    fake_server: StartServer, code: int
+) -> None:
+    async def refuse(ws: ServerConnection, n: int) -> None:
+        await ws.recv()
+        await ws.close(code, "go away")
+
+    server_a = await fake_server(refuse)
+    server_b = await fake_server(welcome_and_stay)
+    runner = runner_for_servers([server_a.url, server_b.url])
+    assert await asyncio.wait_for(runner.run(), 5) == Refused(code, "go away")
+    assert server_b.connections == 0
+
+
+async def test_the_backoff_comes_after_each_round_of_servers_not_after_each_server(
+    fake_server: StartServer,
+) -> None:
+    async def restart(ws: ServerConnection, n: int) -> None:
+        await ws.recv()
+        await ws.close(1012)
+
+    servers = [await fake_server(restart) for _ in range(2)]
+
+    class CountingRandom(RecordingRandom):
+        """Remembers how often each server was tried when a backoff was drawn."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.tried: list[tuple[int, int]] = []
+
+        def uniform(self, a: float, b: float) -> float:
+            self.tried.append((servers[0].connections, servers[1].connections))
+            return super().uniform(a, b)
+
+    rng = CountingRandom()
+    runner = runner_for_servers(
+        [server.url for server in servers], backoff=Backoff(base=0.01, cap=0.03), rng=rng
+    )
+    await run_until(runner, lambda: len(rng.ceilings) >= 3)
+    assert rng.tried[:3] == [(1, 1), (2, 2), (3, 3)]
+    assert rng.ceilings[:3] == [0.01, 0.02, 0.03]  # growing from round to round
+
+
+async def test_a_changed_server_list_is_used_from_the_next_reconnect(
+    fake_server: StartServer, state_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wiremesh.agent")
+    leave = asyncio.Event()
+
+    async def until_told(ws: ServerConnection, n: int) -> None:
+        await ws.recv()
+        await ws.send(welcome())
+        await leave.wait()
+        await ws.close(1012)
+
+    server_a = await fake_server(until_told)
+    server_b = await fake_server(welcome_and_stay)
+    enrollment, keys = fake_enrollment(server_a.url)
+    save_enrollment(state_dir, enrollment, keys.private_key)
+    runner = AgentRunner(
+        enrollment,
+        keys.private_key,
+        MemoryBackend(),
+        listen_port=51999,
+        backoff=Backoff(base=0.01, cap=0.05),
+        state_dir=state_dir,
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        await wait_until(lambda: runner.sessions == 1)
+        set_server_urls(state_dir, [server_b.url])
+        await asyncio.sleep(0.2)  # a working session is not cut for a new list
+        assert (runner.sessions, server_a.close_codes) == (1, [])
+        leave.set()
+        await wait_until(lambda: runner.sessions == 2)
+    finally:
+        runner.stop()
+        assert await asyncio.wait_for(task, 5) is None
+    assert (server_a.connections, server_b.connections) == (1, 1)
+    assert runner.servers.urls == (server_b.url,)
+    assert f"the server list changed to {server_b.url}" in caplog.text
+
+
+async def test_an_unreadable_state_file_keeps_the_list_it_had(
+    fake_server: StartServer, state_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def restart_once(ws: ServerConnection, n: int) -> None:
+        await ws.recv()
+        await ws.send(welcome())
+        if n == 0:
+            await ws.close(1012)
+
+    fake = await fake_server(restart_once)
+    enrollment, keys = fake_enrollment(fake.url)
+    save_enrollment(state_dir, enrollment, keys.private_key)
+    runner = AgentRunner(
+        enrollment,
+        keys.private_key,
+        MemoryBackend(),
+        listen_port=51999,
+        backoff=Backoff(base=0.01, cap=0.05),
+        state_dir=state_dir,
+    )
+    (state_dir / "agent.json").write_text("{damaged")
+    assert await run_until(runner, lambda: runner.sessions == 2) is None
+    assert runner.servers.urls == (fake.url,)
+    assert caplog.text.count("cannot read the server list again") == 1

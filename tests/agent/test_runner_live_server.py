@@ -36,7 +36,7 @@ async def setup_key(server: LiveServer, org: OrgFixture) -> str:
 async def enrolled_runner(
     server: LiveServer, org: OrgFixture, state_dir: Path, backend: MemoryBackend
 ) -> tuple[AgentRunner, Enrollment]:
-    enrollment = await enroll(state_dir, server.url, await setup_key(server, org), "self")
+    enrollment = await enroll(state_dir, [server.url], await setup_key(server, org), "self")
     runner = AgentRunner(
         enrollment,
         load_private_key(state_dir, enrollment),

@@ -6,6 +6,8 @@ import json
 import os
 import stat
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from wiremesh.agent.keys import generate_keypair
 from wiremesh.agent.state import (
     DEFAULT_STATE_DIR,
     KEY_FILE,
+    LOCK_FILE,
     STATE_DIR_ENV,
     STATE_FILE,
     NotEnrolled,
@@ -23,6 +26,8 @@ from wiremesh.agent.state import (
     load_private_key,
     resolve_state_dir,
     save_enrollment,
+    set_server_urls,
+    state_lock,
     state_summary,
     write_private_file,
 )
@@ -147,3 +152,116 @@ def test_state_dir_flag_beats_environment_beats_default(
     monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path / "env"))
     assert resolve_state_dir(None) == tmp_path / "env"
     assert resolve_state_dir(tmp_path / "flag") == tmp_path / "flag"
+
+
+def format_1_state(public_key: str) -> dict[str, object]:
+    """The state file as agents with a single server URL wrote it."""
+    return {
+        "format": 1,
+        "server_url": "https://wiremesh.example.com",
+        "credential": "wmd_abc_secretsecret",
+        "device": {
+            "id": 3, "org_id": 1, "user_id": 2, "peer_id": "peer-0123456789",
+            "hostname": "laptop", "virtual_ip": "100.64.0.7", "public_key": public_key,
+        },
+        "network": {"org_id": 1, "org_name": "acme", "network": "100.64.0.0/24"},
+        "enrolled_at": "2025-01-02T03:04:05Z",
+    }  # fmt: skip
+
+
+def test_a_format_1_state_file_is_read_as_a_list_of_one_and_written_as_format_2(
+    tmp_path: Path,
+) -> None:
+    keys = generate_keypair()
+    write_private_file(tmp_path / KEY_FILE, (keys.private_key + "\n").encode())
+    old = json.dumps(format_1_state(keys.public_key), indent=2).encode()
+    write_private_file(tmp_path / STATE_FILE, old)
+
+    enrollment = load_enrollment(tmp_path)
+    assert enrollment == make_enrollment(keys.public_key)
+    assert enrollment.server_urls == ("https://wiremesh.example.com",)
+    assert enrollment.format == 2
+    assert load_private_key(tmp_path, enrollment) == keys.private_key
+    assert (tmp_path / STATE_FILE).read_bytes() == old  # reading never writes
+
+    set_server_urls(tmp_path, ["https://wiremesh.example.com", "https://replica.example.com"])
+    stored = json.loads((tmp_path / STATE_FILE).read_text())
+    assert stored["format"] == 2
+    assert stored["server_urls"] == ["https://wiremesh.example.com", "https://replica.example.com"]
+    assert "server_url" not in stored
+    assert load_enrollment(tmp_path).credential == "wmd_abc_secretsecret"
+
+
+def test_a_format_1_state_file_without_its_url_is_damaged(tmp_path: Path) -> None:
+    data = format_1_state(generate_keypair().public_key)
+    del data["server_url"]
+    (tmp_path / STATE_FILE).write_text(json.dumps(data))
+    with pytest.raises(StateError, match=r"damaged \(server_urls: Field required\)"):
+        load_enrollment(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("server_urls", "problem"),
+    [([], "at least one"), (["http://a.test", "http://a.test/"], "listed twice")],
+)
+def test_a_state_file_with_an_unusable_server_list_is_damaged(
+    tmp_path: Path, server_urls: list[str], problem: str
+) -> None:
+    data = json.loads(make_enrollment(generate_keypair().public_key).model_dump_json())
+    data["server_urls"] = server_urls
+    (tmp_path / STATE_FILE).write_text(json.dumps(data))
+    with pytest.raises(StateError, match=f"damaged.*{problem}"):
+        load_enrollment(tmp_path)
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_setting_the_servers_replaces_only_the_list(tmp_path: Path) -> None:
+    keys = generate_keypair()
+    enrollment = make_enrollment(keys.public_key)
+    save_enrollment(tmp_path, enrollment, keys.private_key)
+    key_before = (tmp_path / KEY_FILE).read_bytes()
+
+    updated = set_server_urls(tmp_path, ["https://b.example.com/", " http://a.example.com:8080"])
+
+    assert updated.server_urls == ("https://b.example.com", "http://a.example.com:8080")
+    assert load_enrollment(tmp_path) == updated
+    assert updated.model_copy(update={"server_urls": enrollment.server_urls}) == enrollment
+    assert (tmp_path / KEY_FILE).read_bytes() == key_before
+    assert mode(tmp_path / STATE_FILE) == 0o600
+    assert mode(tmp_path / LOCK_FILE) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE, STATE_FILE, KEY_FILE]
+
+
+@pytest.mark.parametrize(
+    ("urls", "problem"),
+    [([], "at least one"), (["http://a.test", "http://a.test/"], "listed twice"),
+     (["http://a.test", "a.test"], "must look like")],
+)  # fmt: skip
+def test_an_unusable_server_list_is_refused_and_nothing_is_written(
+    tmp_path: Path, urls: list[str], problem: str
+) -> None:
+    keys = generate_keypair()
+    save_enrollment(tmp_path, make_enrollment(keys.public_key), keys.private_key)
+    before = (tmp_path / STATE_FILE).read_bytes()
+    with pytest.raises(StateError, match=problem):
+        set_server_urls(tmp_path, urls)
+    assert (tmp_path / STATE_FILE).read_bytes() == before
+
+
+def test_setting_the_servers_before_enrolling_says_to_enroll(tmp_path: Path) -> None:
+    with pytest.raises(NotEnrolled, match="wiremesh agent enroll"):
+        set_server_urls(tmp_path / "missing", ["http://a.test"])
+    with pytest.raises(NotEnrolled, match="wiremesh agent enroll"):
+        set_server_urls(tmp_path, ["http://a.test"])
+
+
+def test_a_change_waits_for_the_state_lock(tmp_path: Path) -> None:
+    keys = generate_keypair()
+    save_enrollment(tmp_path, make_enrollment(keys.public_key), keys.private_key)
+    with ThreadPoolExecutor(1) as pool:
+        with state_lock(tmp_path):
+            setting = pool.submit(set_server_urls, tmp_path, ["http://b.test"])
+            with pytest.raises(FutureTimeout):
+                setting.result(timeout=0.3)  # blocked as long as another holds the lock
+            assert load_enrollment(tmp_path).server_urls == ("https://wiremesh.example.com",)
+        assert setting.result(timeout=5).server_urls == ("http://b.test",)

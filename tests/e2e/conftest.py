@@ -151,15 +151,22 @@ class Deployment:
     def state_dir(self, name: str) -> Path:
         return self.directory / "agents" / name
 
-    async def enroll_cli(self, name: str, *, full_cli: bool = False) -> Enrollment:
-        """``agent enroll`` as a subprocess, through the ``wiremesh`` command if ``full_cli``."""
+    async def enroll_cli(
+        self, name: str, *, full_cli: bool = False, servers: list[Endpoint] | None = None
+    ) -> Enrollment:
+        """``agent enroll`` as a subprocess, through the ``wiremesh`` command if ``full_cli``.
+
+        ``servers`` (default: the entry) are given in order, one ``--server`` each.
+        """
         state_dir = self.state_dir(name)
         command = [*WIREMESH, "agent"] if full_cli else AGENT_ONLY
+        server_options = [
+            option for server in servers or [self.entry] for option in ("--server", server.url)
+        ]
         process = await asyncio.create_subprocess_exec(
             *command,
             "enroll",
-            "--server",
-            self.entry.url,
+            *server_options,
             "--state-dir",
             str(state_dir),
             "--hostname",
@@ -174,7 +181,7 @@ class Deployment:
 
     async def enroll_direct(self, name: str) -> Enrollment:
         """The same enrollment in this process (saves a Python start-up)."""
-        return await enroll(self.state_dir(name), self.entry.url, self.setup_key, name)
+        return await enroll(self.state_dir(name), [self.entry.url], self.setup_key, name)
 
     async def enroll_raw(self, name: str, *, via: Endpoint | None = None) -> dict[str, Any]:
         """``POST /api/v1/enroll`` through ``via``: the device and its credential, no key pair."""
@@ -203,6 +210,18 @@ class Deployment:
         )
         self.live_agents.append(agent)
         return agent
+
+    async def start_replica(self, server_id: str) -> ServerProcess:
+        """Another ``wiremesh server`` on this database and its own port (PostgreSQL only:
+        replicas cannot share an SQLite file), known as ``server_id`` in the database."""
+        replica = ServerProcess(
+            self.group,
+            {**self.server.env, "WIREMESH_SERVER_ID": server_id},
+            free_port(),
+            name=server_id,
+        )
+        await replica.start()
+        return replica
 
     def agent(self, name: str, *, full_cli: bool = False) -> AgentProcess:
         return AgentProcess(
@@ -359,7 +378,10 @@ async def start_deployment(
         server_env |= env or {}
         servers = [
             ServerProcess(
-                processes, server_env, free_port(), "server" if replicas == 1 else f"replica{i}"
+                processes,
+                server_env,
+                free_port(),
+                name="server" if replicas == 1 else f"replica{i}",
             )
             for i in range(replicas)
         ]

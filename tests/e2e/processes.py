@@ -176,10 +176,11 @@ class ServerProcess:
 
     ``kill`` (SIGKILL), ``stop`` (SIGTERM), ``pause``/``resume`` (SIGSTOP/SIGCONT) act on the
     current process; ``start`` again is a restart on the same port with the same settings.
+    ``name`` tells the logs of replicas on one database apart.
     """
 
     def __init__(
-        self, group: ProcessGroup, env: Mapping[str, str], port: int, name: str = "server"
+        self, group: ProcessGroup, env: Mapping[str, str], port: int, *, name: str = "server"
     ) -> None:
         self.group = group
         self.name = name

@@ -194,3 +194,38 @@ async def test_killed_server_leaves_no_connected_row_and_agents_come_back(
     for agent in agents:
         assert agent.process.running()
         assert "reconnecting in" in agent.log()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_an_agent_moves_to_the_next_replica_when_its_server_stops_or_dies(
+    deployment: Deployment,
+) -> None:
+    server_a = deployment.server
+    server_b = await deployment.start_replica("replica-b")
+    alpha = await deployment.enroll_cli("alpha", servers=[server_a, server_b])
+    assert alpha.server_urls == (server_a.url, server_b.url)
+    agent = deployment.agent("alpha")
+    agent.start()
+    (on_a,) = await deployment.heartbeating(1)
+    assert on_a.server_id != "replica-b"
+    assert _lines_with(agent.log(), "connected:", f"server {server_a.url}")
+
+    # A stops (SIGTERM: it closes the session, going away): B at once.
+    await server_a.stop()
+    (on_b,) = await deployment.heartbeating(1, exclude={on_a.id})
+    assert on_b.server_id == "replica-b"
+    assert on_b.peer_id == alpha.device.peer_id
+    assert _lines_with(agent.log(), "trying the next server", server_b.url)
+
+    # A is back; B dies (SIGKILL: the connection is lost): after the last comes the first.
+    await server_a.start()
+    server_b.kill()
+    (on_a_again,) = await deployment.heartbeating(1, exclude={on_a.id, on_b.id})
+    assert on_a_again.server_id not in (None, "replica-b")
+    assert _lines_with(agent.log(), "trying the next server", server_a.url)
+    assert "reconnecting in" not in agent.log()  # one server failed at a time: no backoff
+
+    ended = await deployment.ended(on_a.id, 5)
+    assert (ended.status, ended.close_code) == ("disconnected", 1001)
+    assert agent.process.running()
+    _assert_no_secrets(agent, alpha)

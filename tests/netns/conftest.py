@@ -145,7 +145,7 @@ class Mesh:
 
     async def enroll(self, name: str, machine: Machine) -> Agent:
         """Enrolled from this process (the same code as the command, without its start-up)."""
-        enrollment = await enroll(self.state_dir(name), self.url, self.setup_key, name)
+        enrollment = await enroll(self.state_dir(name), [self.url], self.setup_key, name)
         return Agent(self, name, machine, enrollment)
 
     async def enroll_on_machine(self, name: str, machine: Machine) -> Agent:

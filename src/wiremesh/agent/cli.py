@@ -36,6 +36,7 @@ from wiremesh.agent.state import (
     load_enrollment,
     load_private_key,
     resolve_state_dir,
+    set_server_urls,
     state_summary,
 )
 from wiremesh.agent.wireguard.keywatch import KeyFollower
@@ -85,14 +86,20 @@ def _configure_logging(level: str) -> None:
 _ENROLL_HELP: Final = (
     "Register this machine with a setup key. Its WireGuard key pair is made here and only the "
     "public key leaves the machine; the credential and the private key are stored in the state "
-    "directory, readable by the owner only."
+    "directory, readable by the owner only.\n\n"
+    "Give --server once per server replica: they are asked in order until one answers (an "
+    "unreachable or failing one is skipped; a refusal, such as an invalid setup key, is final) "
+    "and all of them are stored for `wiremesh agent up`, which moves to the next when one is "
+    "away. `wiremesh agent servers set` changes the list later."
 )
 
 
 @app.command("enroll", help=_ENROLL_HELP)
 def enroll(
-    server: str = typer.Option(
-        ..., "--server", help="The server's URL, e.g. https://wiremesh.example.com"
+    servers: list[str] = typer.Option(
+        ...,
+        "--server",
+        help="A server's URL, e.g. https://wiremesh.example.com; repeat it for each replica",
     ),
     setup_key: str = typer.Option(
         ...,
@@ -113,7 +120,7 @@ def enroll(
     directory = resolve_state_dir(state_dir)
     name = hostname or socket.gethostname()
     try:
-        enrollment = asyncio.run(enroll_device(directory, server, setup_key, name, force=force))
+        enrollment = asyncio.run(enroll_device(directory, servers, setup_key, name, force=force))
     except EnrollError as exc:
         _fail(str(exc))
     typer.echo(
@@ -146,6 +153,10 @@ _UP_HELP: Final = (
     "`memory` (no interface: for tests). The real ones need root, `wg` and `ip`; what is "
     "missing is listed before anything starts. The interface is removed when the agent stops; "
     "peers that are offline stay configured, revoked or deleted devices are removed.\n\n"
+    "With several server URLs it tries the next at once when a connection fails or a session "
+    "ends (a replica stopping, a lost connection), and backs off only after every URL failed "
+    "in a row. It reads the list again before each connection attempt, so `wiremesh agent "
+    "servers set` needs no restart.\n\n"
     "The agent follows its private key file: after `wiremesh agent rotate-key` it re-keys the "
     "interface within a second, without a restart.\n\n"
     "Exit status: 0 after SIGTERM/SIGINT (the session is closed cleanly); 3 when the server "
@@ -210,7 +221,12 @@ def up(
         _fail(str(exc))
     follower = KeyFollower(wireguard, directory, private_key)
     runner = AgentRunner(
-        enrollment, private_key, follower, listen_port=listen_port, backoff=backoff
+        enrollment,
+        private_key,
+        follower,
+        listen_port=listen_port,
+        backoff=backoff,
+        state_dir=directory,
     )
     follower.on_rotated = functools.partial(_rotated, runner)
     try:
@@ -300,9 +316,70 @@ def status(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    typer.echo(f"server:     {enrollment.server_url}")
+    for number, server_url in enumerate(enrollment.server_urls):
+        typer.echo(f"{'servers:' if number == 0 else '':<12}{server_url}")
     typer.echo(f"network:    {enrollment.network.org_name} ({enrollment.network.network})")
     typer.echo(f"device:     {enrollment.device.hostname} ({enrollment.device.peer_id})")
     typer.echo(f"virtual IP: {enrollment.device.virtual_ip}")
     typer.echo(f"public key: {enrollment.device.public_key}")
     typer.echo(f"state dir:  {directory}")
+
+
+_SERVERS_HELP: Final = (
+    "The server URLs this device uses, in the order the agent tries them (one per replica of "
+    "the deployment). Without a subcommand: list them."
+)
+
+servers_app = typer.Typer(
+    help=_SERVERS_HELP, invoke_without_command=True, pretty_exceptions_enable=False
+)
+app.add_typer(servers_app, name="servers")
+
+
+@servers_app.callback()
+def servers(
+    context: typer.Context,
+    state_dir: Path | None = typer.Option(
+        None,  # no envvar here: given, it names the directory for `set` too
+        "--state-dir",
+        help=f"Where the enrollment lives, for `set` too (else ${STATE_DIR_ENV}, else "
+        "/var/lib/wiremesh)",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON"),
+) -> None:
+    """List the server URLs; see ``_SERVERS_HELP``."""
+    if context.invoked_subcommand is not None:
+        return
+    enrollment, _private_key = _load(resolve_state_dir(state_dir))
+    if as_json:
+        typer.echo(json.dumps(list(enrollment.server_urls)))
+        return
+    for server_url in enrollment.server_urls:
+        typer.echo(server_url)
+
+
+_SERVERS_SET_HELP: Final = (
+    "Replace the server list with these URLs, in this order. They are checked (http or https, "
+    "none twice) before anything is written, and the state file is replaced atomically. A "
+    "running agent uses the new list from its next connection attempt; the current session "
+    "stays where it is."
+)
+
+
+@servers_app.command("set", help=_SERVERS_SET_HELP)
+def set_servers(
+    context: typer.Context,
+    urls: list[str] = typer.Argument(..., metavar="URL", help="The servers, in order"),
+    state_dir: Path | None = StateDirOption,
+) -> None:
+    """Replace the server list; see ``_SERVERS_SET_HELP``."""
+    # `servers --state-dir D set URL` means D as much as `servers set URL --state-dir D`.
+    given_before = context.parent.params.get("state_dir") if context.parent else None
+    directory = resolve_state_dir(given_before or state_dir)
+    try:
+        enrollment = set_server_urls(directory, urls)
+    except StateError as exc:
+        _fail(str(exc))
+    typer.echo("Servers, in the order the agent tries them:")
+    for server_url in enrollment.server_urls:
+        typer.echo(f"  {server_url}")

@@ -1,12 +1,14 @@
 """Enrollment: register this device with a setup key and store what the server returns.
 
 The key pair is generated here; only the public key is sent. Nothing is written unless
-the server accepted the enrollment.
+a server accepted the enrollment. With several server URLs (replicas of one deployment)
+each is asked in turn until one answers; see :func:`first_answer`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -17,6 +19,7 @@ from pydantic import ValidationError
 
 from wiremesh import __version__
 from wiremesh.agent.keys import generate_keypair
+from wiremesh.agent.servers import InvalidServerURL, normalize_server_urls
 from wiremesh.agent.state import (
     STATE_FILE,
     EnrolledDevice,
@@ -33,8 +36,9 @@ __all__ = [
     "ENROLL_PATH",
     "WEBSOCKET_PATH",
     "EnrollError",
+    "NoServerAnswered",
     "enroll",
-    "normalize_server_url",
+    "first_answer",
     "websocket_url",
 ]
 
@@ -47,18 +51,6 @@ REQUEST_TIMEOUT: Final = 15.0
 
 class EnrollError(Exception):
     """Enrollment failed; the message is meant for the person at the console."""
-
-
-def normalize_server_url(url: str) -> str:
-    """``http(s)://host[:port][/prefix]`` without a trailing slash; raises EnrollError."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise EnrollError(
-            f"the server URL must look like https://wiremesh.example.com, not {url!r}"
-        )
-    if parts.query or parts.fragment:
-        raise EnrollError("the server URL must not have a query or fragment")
-    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
 def websocket_url(server_url: str) -> str:
@@ -80,21 +72,74 @@ def _server_error(response: httpx.Response) -> str:
     return f"unexpected HTTP {response.status_code} response; is this a wiremesh server?"
 
 
+class NoServerAnswered(Exception):
+    """No server answered: each was unreachable or failed (5xx); one line per server."""
+
+    def __init__(self, failures: Sequence[str]) -> None:
+        super().__init__(*failures)
+        self.failures = tuple(failures)
+
+    def __str__(self) -> str:
+        if len(self.failures) == 1:
+            return self.failures[0]
+        return "no server answered: " + "; ".join(self.failures)
+
+
+async def first_answer(
+    server_urls: Sequence[str],
+    send: Callable[[httpx.AsyncClient, str], Awaitable[httpx.Response]],
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> tuple[str, httpx.Response]:
+    """``send(client, server_url)`` to each server in order; who answered first, and how.
+
+    An unreachable server (connection refused, TLS error, timeout) or one that failed
+    (5xx: a replica going down, a load balancer without a backend) is skipped. Any other
+    response is the deployment's answer, a refusal included: every replica shares one
+    database, so asking the next one would only repeat it. Raises
+    :class:`NoServerAnswered` when every server was skipped.
+    """
+    failures: list[str] = []
+    async with httpx.AsyncClient(
+        transport=transport,
+        timeout=REQUEST_TIMEOUT,
+        headers={"User-Agent": f"wiremesh-agent/{__version__}"},
+    ) as client:
+        for number, server_url in enumerate(server_urls):
+            try:
+                response = await send(client, server_url)
+            except httpx.TransportError as exc:
+                reason = str(exc) or type(exc).__name__
+                failures.append(f"cannot reach the server at {server_url}: {reason}")
+            else:
+                if response.status_code < 500:
+                    return server_url, response
+                failures.append(
+                    f"the server at {server_url} failed with HTTP {response.status_code}"
+                )
+            if number + 1 < len(server_urls):
+                logger.warning("%s; trying %s", failures[-1], server_urls[number + 1])
+    raise NoServerAnswered(failures)
+
+
 async def enroll(
     state_dir: Path,
-    server_url: str,
+    server_urls: Sequence[str],
     setup_key: str,
     hostname: str,
     *,
     force: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Enrollment:
-    """Enroll this device and store the result in ``state_dir``.
+    """Enroll this device with the first of ``server_urls`` that answers; store all of them.
 
     Refuses when ``state_dir`` already holds an enrollment, unless ``force``: the old
     device then stays registered on the server until an administrator removes it.
     """
-    server_url = normalize_server_url(server_url)
+    try:
+        urls = normalize_server_urls(server_urls)
+    except InvalidServerURL as exc:
+        raise EnrollError(str(exc)) from None
     if not force:
         try:
             existing = load_enrollment(state_dir)
@@ -105,7 +150,7 @@ async def enroll(
         else:
             raise EnrollError(
                 f"this device is already enrolled as {existing.device.hostname} "
-                f"({existing.device.virtual_ip}) with {existing.server_url} "
+                f"({existing.device.virtual_ip}) with {', '.join(existing.server_urls)} "
                 f"(state in {state_dir / STATE_FILE}); use --force to enroll again"
             )
     try:
@@ -113,26 +158,21 @@ async def enroll(
     except StateError as exc:
         raise EnrollError(str(exc)) from None
     keys = generate_keypair()
-    url = server_url + ENROLL_PATH
+    request = {"setup_key": setup_key, "hostname": hostname, "public_key": keys.public_key}
     try:
-        async with httpx.AsyncClient(
+        answered_by, response = await first_answer(
+            urls,
+            lambda client, server_url: client.post(server_url + ENROLL_PATH, json=request),
             transport=transport,
-            timeout=REQUEST_TIMEOUT,
-            headers={"User-Agent": f"wiremesh-agent/{__version__}"},
-        ) as client:
-            response = await client.post(
-                url,
-                json={"setup_key": setup_key, "hostname": hostname, "public_key": keys.public_key},
-            )
-    except httpx.TransportError as exc:
-        reason = str(exc) or type(exc).__name__
-        raise EnrollError(f"cannot reach the server at {server_url}: {reason}") from None
+        )
+    except NoServerAnswered as exc:
+        raise EnrollError(str(exc)) from None
     if response.status_code != 201:
         raise EnrollError(f"the server refused the enrollment: {_server_error(response)}")
     try:
         body = response.json()
         enrollment = Enrollment(
-            server_url=server_url,
+            server_urls=urls,
             credential=body["credential"],
             device=EnrolledDevice.model_validate(body["device"]),
             network=EnrolledNetwork.model_validate(body["network"]),
@@ -153,8 +193,9 @@ async def enroll(
             "so enrolling again creates a second one"
         ) from None
     logger.info(
-        "enrolled as %s: virtual IP %s in %s (%s)",
+        "enrolled as %s at %s: virtual IP %s in %s (%s)",
         enrollment.device.hostname,
+        answered_by,
         enrollment.device.virtual_ip,
         enrollment.network.network,
         enrollment.network.org_name,

@@ -2,9 +2,14 @@
 
 Protocol rules live in :class:`wiremesh.protocol.AgentSession`; this is the asyncio layer
 around it. Each session waits for the next frame, its own deadline (a silent server is
-dropped after ``heartbeat.timeout``) or a stop request, whichever comes first. Between
-sessions it waits a jittered, exponentially growing delay. WireGuard peers stay
-configured while the server is away, so the mesh keeps working without its coordinator.
+dropped after ``heartbeat.timeout``) or a stop request, whichever comes first.
+
+When a connection attempt fails or a session ends for a reason that is not final, the
+agent tries its next server URL at once, and waits a jittered, exponentially growing
+delay only after every URL has failed in a row (:class:`ServerRotation`). A final refusal
+(revoked, unknown credential, unsupported version) ends the run on whichever server said
+it: every replica shares one database and would say the same. WireGuard peers stay
+configured while the servers are away, so the mesh keeps working without its coordinator.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -26,7 +32,14 @@ from wiremesh import __version__
 from wiremesh.agent.backend import BackendUnavailable, DeviceConfig, WireGuardBackend
 from wiremesh.agent.enroll import websocket_url
 from wiremesh.agent.reconcile import plan
-from wiremesh.agent.state import Enrollment
+from wiremesh.agent.servers import ServerRotation
+from wiremesh.agent.state import (
+    STATE_FILE,
+    Enrollment,
+    StateError,
+    file_signature,
+    load_enrollment,
+)
 from wiremesh.protocol import (
     DEFAULT_WELCOME_TIMEOUT,
     MAX_SERVER_MESSAGE_BYTES,
@@ -186,6 +199,13 @@ class AgentRunner:
     ``await run()`` returns ``None`` after :meth:`stop` (socket closed with 1000, backend
     torn down) or a :class:`Refused` when the server closed for good. Backend failures
     raise :class:`BackendError`.
+
+    With ``state_dir``, the state file is checked before every connection attempt (one
+    ``stat``; read again only when it was replaced), so ``wiremesh agent servers set``
+    reaches a running agent at its next reconnect. Checking then, rather than watching the
+    file as the private key is watched, needs no task and no polling: the list matters only
+    when choosing where to connect, and a change never cuts a working session. Without
+    ``state_dir`` the enrollment's list is kept.
     """
 
     def __init__(
@@ -200,6 +220,7 @@ class AgentRunner:
         open_timeout: float = DEFAULT_OPEN_TIMEOUT,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         rng: random.Random | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.enrollment = enrollment
         self.backend = backend
@@ -207,7 +228,8 @@ class AgentRunner:
         self.welcome_timeout = welcome_timeout
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
-        self.url = websocket_url(enrollment.server_url)
+        self.servers = ServerRotation(enrollment.server_urls)
+        self.state_dir = state_dir
         self.sessions = 0
         """Sessions that got a welcome (for tests and logs)."""
         self._rng = rng or random.Random()
@@ -216,6 +238,7 @@ class AgentRunner:
         self._stop = asyncio.Event()
         self._stop_waiter: asyncio.Task[bool] | None = None
         self._known_peers: frozenset[str] = frozenset()
+        self._state_seen: tuple[int, int, int] | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -242,6 +265,7 @@ class AgentRunner:
     async def _loop(self) -> Refused | None:
         attempt = 0
         while not self.stopping:
+            self._follow_server_list()
             ended = await self._session()
             if ended is None:  # stopped
                 break
@@ -251,19 +275,40 @@ class AgentRunner:
                 ended.established_for > self.backoff.reset_after
             ):
                 attempt = 0
+            if not self.servers.failed():
+                logger.info("trying the next server, %s", self.servers.current)
+                continue
             delay = self.backoff.delay(attempt, self._rng)
             attempt += 1
-            logger.info("reconnecting in %.1f s", delay)
+            logger.info("reconnecting in %.1f s to %s", delay, self.servers.current)
             if await self._wait_or_stop(None, delay) is _Wake.STOPPED:
                 break
         logger.info("stopped")
         return None
 
+    def _follow_server_list(self) -> None:
+        """Take the server list from the state file, if it was replaced (see the class doc)."""
+        if self.state_dir is None:
+            return
+        signature = file_signature(self.state_dir / STATE_FILE)
+        if signature == self._state_seen:
+            return
+        self._state_seen = signature  # a file that cannot be used is reported once
+        try:
+            urls = load_enrollment(self.state_dir).server_urls
+        except StateError as exc:
+            logger.warning("cannot read the server list again, keeping it: %s", exc)
+            return
+        if self.servers.replace(urls):
+            logger.info(
+                "the server list changed to %s; next: %s", ", ".join(urls), self.servers.current
+            )
+
     # ------------------------------------------------------------------ one session
 
     async def _open(self) -> ClientConnection:
         return await connect(
-            self.url,
+            websocket_url(self.servers.current),
             compression=None,
             max_size=MAX_SERVER_MESSAGE_BYTES,
             ping_interval=None,  # the protocol's own heartbeat covers liveness
@@ -283,7 +328,7 @@ class AgentRunner:
             websocket = opening.result()
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             reason = str(exc) or type(exc).__name__
-            logger.warning("cannot connect to %s: %s", self.url, reason)
+            logger.warning("cannot connect to %s: %s", self.servers.current, reason)
             return _Ended(ABNORMAL_CLOSURE, reason, None)
         try:
             return await self._converse(websocket)
@@ -341,6 +386,7 @@ class AgentRunner:
                     elif isinstance(event, WelcomeReceived):
                         welcomed_at = loop.time()
                         self.sessions += 1
+                        self.servers.connected()
                         announced_port = await self._on_welcome(
                             websocket, session, event, announced_port
                         )
@@ -387,12 +433,13 @@ class AgentRunner:
         peers = session.peers
         self._known_peers = frozenset(peers)
         logger.info(
-            "connected: virtual IP %s in %s, connection %s, %d peers (%d online)",
+            "connected: virtual IP %s in %s, connection %s, %d peers (%d online), server %s",
             welcome.device.virtual_ip,
             welcome.device.network,
             welcome.connection_id,
             len(peers),
             sum(1 for peer in peers.values() if peer.online),
+            self.servers.current,
         )
         await self._reconcile(session)
         port = self.backend.listen_port

@@ -4,27 +4,38 @@ Both files are written atomically (a temporary file in the same directory, fsync
 and created with mode 0600 from the start, so no other user can read them even for an
 instant. The private key is written first and the state file records the public key, so
 a crash between the two renames is detected on load instead of running with a mismatch.
+
+Commands that change part of the state (``servers set``, ``rotate-key``) read, change and
+write it under :func:`state_lock`, so neither undoes the other's change.
+
+Format 1 held one ``server_url``; format 2 holds the ordered list ``server_urls``. A
+format-1 file is read as a one-URL list and is written as format 2 by the next change;
+reading never writes, so a read can never race a writer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import secrets
 import stat
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from wiremesh.agent.keys import InvalidKey, public_key_of
+from wiremesh.agent.servers import InvalidServerURL, normalize_server_urls
 
 __all__ = [
     "DEFAULT_STATE_DIR",
     "KEY_FILE",
+    "LOCK_FILE",
     "STATE_DIR_ENV",
     "STATE_FILE",
     "EnrolledDevice",
@@ -33,10 +44,13 @@ __all__ = [
     "NotEnrolled",
     "StateError",
     "check_writable",
+    "file_signature",
     "load_enrollment",
     "load_private_key",
     "resolve_state_dir",
     "save_enrollment",
+    "set_server_urls",
+    "state_lock",
     "write_private_file",
 ]
 
@@ -46,7 +60,10 @@ DEFAULT_STATE_DIR: Final = Path("/var/lib/wiremesh")
 STATE_DIR_ENV: Final = "WIREMESH_AGENT_STATE_DIR"
 STATE_FILE: Final = "agent.json"
 KEY_FILE: Final = "private.key"
-STATE_FORMAT: Final = 1
+LOCK_FILE: Final = ".lock"
+STATE_FORMAT: Final = 2
+SINGLE_SERVER_FORMAT: Final = 1
+"""The first format, with one ``server_url``: still read, never written."""
 
 
 class StateError(Exception):
@@ -85,11 +102,17 @@ class Enrollment(_Model):
     """Everything ``wiremesh agent up`` needs, except the private key (its own file)."""
 
     format: int = STATE_FORMAT
-    server_url: str
+    server_urls: tuple[str, ...]
+    """Every replica this device may use, in the order the agent tries them."""
     credential: str = Field(repr=False)
     device: EnrolledDevice
     network: EnrolledNetwork
     enrolled_at: datetime
+
+    @field_validator("server_urls")
+    @classmethod
+    def _normalized_server_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        return normalize_server_urls(urls)
 
 
 def resolve_state_dir(flag: Path | None) -> Path:
@@ -168,11 +191,66 @@ def save_enrollment(state_dir: Path, enrollment: Enrollment, private_key: str) -
     _ensure_directory(state_dir)
     try:
         write_private_file(state_dir / KEY_FILE, (private_key + "\n").encode("ascii"))
+    except OSError as exc:
+        raise StateError(f"cannot write the agent state in {state_dir}: {exc.strerror}") from exc
+    _write_state(state_dir, enrollment)
+
+
+def _write_state(state_dir: Path, enrollment: Enrollment) -> None:
+    try:
         write_private_file(
             state_dir / STATE_FILE, (enrollment.model_dump_json(indent=2) + "\n").encode("utf-8")
         )
     except OSError as exc:
         raise StateError(f"cannot write the agent state in {state_dir}: {exc.strerror}") from exc
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: Path) -> Iterator[None]:
+    """Hold the state directory's lock while reading, changing and writing the state.
+
+    An advisory ``flock`` on a 0600 file beside the state: released by the kernel when
+    the process dies, so a crash never leaves it held. Hold it for file work only, never
+    across a network request.
+    """
+    try:
+        fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except FileNotFoundError:
+        raise NotEnrolled(
+            f"this device is not enrolled (no {state_dir}): run `wiremesh agent enroll` first"
+        ) from None
+    except OSError as exc:
+        raise StateError(f"cannot lock the agent state in {state_dir}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def set_server_urls(state_dir: Path, urls: Iterable[str]) -> Enrollment:
+    """Replace the server list (validated first, written atomically); the new enrollment.
+
+    A running agent uses the new list from its next connection attempt.
+    """
+    try:
+        server_urls = normalize_server_urls(urls)
+    except InvalidServerURL as exc:
+        raise StateError(str(exc)) from None
+    with state_lock(state_dir):
+        enrollment = load_enrollment(state_dir)
+        updated = enrollment.model_copy(update={"server_urls": server_urls})
+        _write_state(state_dir, updated)
+    return updated
+
+
+def file_signature(path: Path) -> tuple[int, int, int] | None:
+    """Inode, mtime and size: every atomic replacement changes it (a new inode); None if absent."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
 
 
 def _read_private(path: Path) -> str:
@@ -195,22 +273,43 @@ def load_enrollment(state_dir: Path) -> Enrollment:
         )
     text = _read_private(path)
     try:
-        enrollment = Enrollment.model_validate_json(text)
+        data: Any = json.loads(text)
+    except ValueError as exc:
+        raise _damaged(path, f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _damaged(path, "not a JSON object")
+    state_format = data.get("format", STATE_FORMAT)
+    if state_format == SINGLE_SERVER_FORMAT:
+        data = _from_single_server_format(data)
+    elif state_format != STATE_FORMAT:
+        raise StateError(
+            f"the state file {path} has format {state_format}, this agent reads "
+            f"formats {SINGLE_SERVER_FORMAT} and {STATE_FORMAT}"
+        )
+    try:
+        return Enrollment.model_validate(data)
     except ValidationError as exc:
         summary = "; ".join(
             f"{'.'.join(map(str, error['loc'])) or '<root>'}: {error['msg']}"
             for error in exc.errors(include_url=False, include_input=False)[:3]
         )
-        raise StateError(
-            f"the state file {path} is damaged ({summary}); "
-            "enroll again with `wiremesh agent enroll --force`"
-        ) from None
-    if enrollment.format != STATE_FORMAT:
-        raise StateError(
-            f"the state file {path} has format {enrollment.format}, this agent reads "
-            f"format {STATE_FORMAT}"
-        )
-    return enrollment
+        raise _damaged(path, summary) from None
+
+
+def _damaged(path: Path, summary: str) -> StateError:
+    return StateError(
+        f"the state file {path} is damaged ({summary}); "
+        "enroll again with `wiremesh agent enroll --force`"
+    )
+
+
+def _from_single_server_format(data: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 state (one ``server_url``) as format 2 (a list of one)."""
+    upgraded = {key: value for key, value in data.items() if key != "server_url"}
+    upgraded["format"] = STATE_FORMAT
+    if "server_url" in data:
+        upgraded["server_urls"] = [data["server_url"]]
+    return upgraded
 
 
 def load_private_key(state_dir: Path, enrollment: Enrollment) -> str:

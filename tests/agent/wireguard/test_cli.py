@@ -113,7 +113,7 @@ def test_rotate_key_before_enrolling_says_to_enroll(tmp_path: Path) -> None:
 
 def test_rotate_key_with_the_server_away_changes_nothing(tmp_path: Path) -> None:
     keys = generate_keypair()
-    save_enrollment(tmp_path, make_enrollment(keys.public_key, server_url="http://127.0.0.1:9"),
+    save_enrollment(tmp_path, make_enrollment(keys.public_key, server_urls=["http://127.0.0.1:9"]),
                     keys.private_key)  # fmt: skip
     before = (tmp_path / KEY_FILE).read_bytes()
     result = invoke("rotate-key", "--state-dir", str(tmp_path))

@@ -12,6 +12,7 @@ import pytest
 
 from tests.agent.conftest import LiveServer, OrgFixture, make_enrollment, wait_until
 from tests.agent.test_runner_live_server import setup_key
+from tests.e2e.processes import free_port
 from tests.factories import auth
 from wiremesh.agent.backend import MemoryBackend
 from wiremesh.agent.enroll import enroll
@@ -24,6 +25,7 @@ from wiremesh.agent.state import (
     load_enrollment,
     load_private_key,
     save_enrollment,
+    set_server_urls,
 )
 from wiremesh.agent.wireguard.keywatch import KeyFollower
 from wiremesh.agent.wireguard.rotate import RotateError, rotate_key
@@ -57,8 +59,8 @@ async def test_a_rotated_key_reaches_the_server_the_files_the_agent_and_its_peer
 ) -> None:
     key = await setup_key(live_server, org)
     alpha_dir, beta_dir = tmp_path / "alpha", tmp_path / "beta"
-    alpha = await enroll(alpha_dir, live_server.url, key, "alpha")
-    beta = await enroll(beta_dir, live_server.url, key, "beta")
+    alpha = await enroll(alpha_dir, [live_server.url], key, "alpha")
+    beta = await enroll(beta_dir, [live_server.url], key, "beta")
     old_private = load_private_key(alpha_dir, alpha)
 
     # alpha runs with the key follower; beta watches alpha as a peer.
@@ -112,7 +114,7 @@ async def test_a_rotated_key_reaches_the_server_the_files_the_agent_and_its_peer
 async def test_a_revoked_device_cannot_rotate_and_nothing_changes(
     live_server: LiveServer, org: OrgFixture, state_dir: Path
 ) -> None:
-    enrollment = await enroll(state_dir, live_server.url, await setup_key(live_server, org), "x")
+    enrollment = await enroll(state_dir, [live_server.url], await setup_key(live_server, org), "x")
     device_id = (await devices(live_server, org))[enrollment.device.peer_id]["id"]
     async with httpx.AsyncClient(base_url=live_server.url) as client:
         response = await client.post(
@@ -129,12 +131,67 @@ async def test_a_revoked_device_cannot_rotate_and_nothing_changes(
 
 async def test_an_unreachable_server_changes_nothing(tmp_path: Path) -> None:
     keys = generate_keypair()
-    enrollment = make_enrollment(keys.public_key, server_url="http://127.0.0.1:9")
+    enrollment = make_enrollment(keys.public_key, server_urls=["http://127.0.0.1:9"])
     save_enrollment(tmp_path, enrollment, keys.private_key)
     before = snapshot(tmp_path)
     with pytest.raises(RotateError, match=r"cannot reach the server at http://127\.0\.0\.1:9"):
         await rotate_key(tmp_path)
     assert snapshot(tmp_path) == before
+
+
+async def test_the_new_key_goes_to_the_first_server_that_answers(
+    live_server: LiveServer, org: OrgFixture, state_dir: Path
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    enrollment = await enroll(
+        state_dir, [down, live_server.url], await setup_key(live_server, org), "x"
+    )
+    rotated = await rotate_key(state_dir)
+    assert rotated.server_urls == (down, live_server.url)
+    server_key = (await devices(live_server, org))[enrollment.device.peer_id]["public_key"]
+    assert server_key == rotated.device.public_key != enrollment.device.public_key
+
+
+async def test_no_server_answering_changes_nothing_and_names_each(tmp_path: Path) -> None:
+    keys = generate_keypair()
+    downs = [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"]
+    save_enrollment(tmp_path, make_enrollment(keys.public_key, server_urls=downs), keys.private_key)
+    before = snapshot(tmp_path)
+    with pytest.raises(RotateError) as raised:
+        await rotate_key(tmp_path)
+    message = str(raised.value)
+    assert message.startswith("no server answered: ")
+    assert message.endswith("; nothing changed")
+    assert all(f"cannot reach the server at {down}" in message for down in downs)
+    assert snapshot(tmp_path) == before
+
+
+class ServersSetMeanwhile(httpx.AsyncBaseTransport):
+    """The real server, with a `servers set` run while the key upload is in flight."""
+
+    def __init__(self, state_dir: Path, servers: list[str]) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.state_dir = state_dir
+        self.servers = servers
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        set_server_urls(self.state_dir, self.servers)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_server_list_set_during_the_rotation_is_kept(
+    live_server: LiveServer, org: OrgFixture, state_dir: Path
+) -> None:
+    await enroll(state_dir, [live_server.url], await setup_key(live_server, org), "x")
+    servers = [live_server.url, "https://replica.example.com"]
+    transport = ServersSetMeanwhile(state_dir, servers)
+    rotated = await rotate_key(state_dir, transport=transport)
+    assert load_enrollment(state_dir) == rotated
+    assert rotated.server_urls == tuple(servers)
+    assert public_key_of(load_private_key(state_dir, rotated)) == rotated.device.public_key
 
 
 async def test_rotating_before_enrolling_says_to_enroll(tmp_path: Path) -> None:
@@ -145,7 +202,7 @@ async def test_rotating_before_enrolling_says_to_enroll(tmp_path: Path) -> None:
 async def test_the_rotate_key_command(
     live_server: LiveServer, org: OrgFixture, state_dir: Path
 ) -> None:
-    enrollment = await enroll(state_dir, live_server.url, await setup_key(live_server, org), "x")
+    enrollment = await enroll(state_dir, [live_server.url], await setup_key(live_server, org), "x")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "wiremesh.agent", "rotate-key", "--state-dir", str(state_dir),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

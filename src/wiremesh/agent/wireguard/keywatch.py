@@ -34,6 +34,7 @@ from wiremesh.agent.state import (
     KEY_FILE,
     Enrollment,
     StateError,
+    file_signature,
     load_enrollment,
     load_private_key,
 )
@@ -45,16 +46,6 @@ logger = logging.getLogger("wiremesh.agent")
 POLL_INTERVAL: Final = 1.0
 MISMATCH_WARNING_AFTER: Final = 10.0
 """A key file that stays unusable this long (not a rotation in progress) is reported."""
-
-_Signature = tuple[int, int, int] | None
-
-
-def _signature(path: Path) -> _Signature:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return (info.st_ino, info.st_mtime_ns, info.st_size)
 
 
 class KeyFollower:
@@ -77,7 +68,7 @@ class KeyFollower:
         self._private_key = private_key
         self._device: DeviceConfig | None = None
         self._lock = asyncio.Lock()
-        self._seen = _signature(self._key_path)
+        self._seen = file_signature(self._key_path)
         self._unusable_since: float | None = None
         self._warned = False
 
@@ -118,7 +109,7 @@ class KeyFollower:
 
     async def check(self) -> bool:
         """One poll: True when a new key was found and put on the interface."""
-        signature = _signature(self._key_path)
+        signature = file_signature(self._key_path)
         if signature == self._seen:
             return False
         try:

@@ -3,10 +3,13 @@
 Order, so that no step can leave a device the server does not know:
 
 1. make a new key pair here (the private key never leaves the machine);
-2. ``PUT /api/v1/agent/public-key`` with the device credential; the server stores the
-   key and sends every peer a ``peers_delta`` with it. If this fails, nothing changed;
+2. ``PUT /api/v1/agent/public-key`` with the device credential, to the first of the
+   device's servers that answers (an unreachable or failing replica is skipped, a
+   refusal is final); the server stores the key and sends every peer a ``peers_delta``
+   with it. If this fails, nothing changed;
 3. store the new private key, then the state file with the new public key (each
-   atomically, mode 0600).
+   atomically, mode 0600), under the state lock and onto the state as it is then, so a
+   ``servers set`` made meanwhile is kept.
 
 A running agent notices the new key file within a second and re-keys its interface
 (:class:`wiremesh.agent.wireguard.keywatch.KeyFollower`). If the command is interrupted
@@ -22,10 +25,15 @@ from typing import Final
 
 import httpx
 
-from wiremesh import __version__
-from wiremesh.agent.enroll import REQUEST_TIMEOUT, _server_error
+from wiremesh.agent.enroll import NoServerAnswered, _server_error, first_answer
 from wiremesh.agent.keys import generate_keypair
-from wiremesh.agent.state import Enrollment, StateError, load_enrollment, save_enrollment
+from wiremesh.agent.state import (
+    Enrollment,
+    StateError,
+    load_enrollment,
+    save_enrollment,
+    state_lock,
+)
 
 __all__ = ["PUBLIC_KEY_PATH", "RotateError", "rotate_key"]
 
@@ -47,23 +55,18 @@ async def rotate_key(
     except StateError as exc:
         raise RotateError(str(exc)) from None
     keys = generate_keypair()
-    url = enrollment.server_url + PUBLIC_KEY_PATH
     try:
-        async with httpx.AsyncClient(
-            transport=transport,
-            timeout=REQUEST_TIMEOUT,
-            headers={"User-Agent": f"wiremesh-agent/{__version__}"},
-        ) as client:
-            response = await client.put(
-                url,
+        answered_by, response = await first_answer(
+            enrollment.server_urls,
+            lambda client, server_url: client.put(
+                server_url + PUBLIC_KEY_PATH,
                 json={"public_key": keys.public_key},
                 headers={"Authorization": f"Bearer {enrollment.credential}"},
-            )
-    except httpx.TransportError as exc:
-        reason = str(exc) or type(exc).__name__
-        raise RotateError(
-            f"cannot reach the server at {enrollment.server_url}: {reason}; nothing changed"
-        ) from None
+            ),
+            transport=transport,
+        )
+    except NoServerAnswered as exc:
+        raise RotateError(f"{exc}; nothing changed") from None
     if response.status_code != 200:
         raise RotateError(
             f"the server refused the new key: {_server_error(response)}; nothing changed"
@@ -76,14 +79,21 @@ async def rotate_key(
         raise RotateError(
             "the server answered without the new public key; run `wiremesh agent rotate-key` again"
         )
-    device = enrollment.device.model_copy(update={"public_key": keys.public_key})
-    updated = enrollment.model_copy(update={"device": device})
     try:
-        save_enrollment(state_dir, updated, keys.private_key)
+        with state_lock(state_dir):
+            current = load_enrollment(state_dir)
+            if current.credential != enrollment.credential:
+                raise RotateError(
+                    "this machine was enrolled again while the key was rotated: the new key "
+                    "went to the device of the old enrollment; the new enrollment is unchanged"
+                )
+            device = current.device.model_copy(update={"public_key": keys.public_key})
+            updated = current.model_copy(update={"device": device})
+            save_enrollment(state_dir, updated, keys.private_key)
     except StateError as exc:
         raise RotateError(
             f"{exc}; the server already has the new public key, so this device cannot connect "
             "to its peers until you run `wiremesh agent rotate-key` again"
         ) from None
-    logger.info("rotated the key pair: public key %s", keys.public_key)
+    logger.info("rotated the key pair at %s: public key %s", answered_by, keys.public_key)
     return updated
