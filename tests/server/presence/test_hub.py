@@ -194,6 +194,17 @@ def updates(sessionmaker: async_sessionmaker[AsyncSession]) -> Iterator[list[tup
     event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
+async def _end_row_elsewhere(sessionmaker: async_sessionmaker[AsyncSession], row_id: int) -> None:
+    """What a replica that took this one for dead does to its row (without an event)."""
+    async with sessionmaker() as session:
+        await session.execute(
+            update(ConnectionStatus)
+            .where(ConnectionStatus.id == row_id)
+            .values(status="disconnected", disconnected_at=utcnow(), end_reason="server_lost")
+        )
+        await session.commit()
+
+
 async def _connection_rows(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> dict[int, ConnectionStatus]:
@@ -242,13 +253,7 @@ async def test_a_flush_never_touches_an_ended_row(
     await hub.flush()
     final = (await _connection_rows(sessionmaker))[ended.row_id]
     # Another process ends the row (e.g. a replica that thought this one dead).
-    async with sessionmaker() as session:
-        await session.execute(
-            update(ConnectionStatus)
-            .where(ConnectionStatus.id == ended.row_id)
-            .values(status="disconnected", disconnected_at=utcnow(), end_reason="server_lost")
-        )
-        await session.commit()
+    await _end_row_elsewhere(sessionmaker, ended.row_id)
     before = (await _connection_rows(sessionmaker))[ended.row_id]
     await asyncio.sleep(0.01)
     hub.record_ping(ended)
@@ -464,13 +469,7 @@ async def test_a_lapsed_lease_closes_sessions_whose_rows_ended_without_an_event(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     kept, lost = [await _open(hub, device) for device in devices[:2]]
-    async with sessionmaker() as session:
-        await session.execute(
-            update(ConnectionStatus)
-            .where(ConnectionStatus.id == lost.row_id)
-            .values(status="disconnected", disconnected_at=utcnow(), end_reason="server_lost")
-        )
-        await session.commit()
+    await _end_row_elsewhere(sessionmaker, lost.row_id)
     assert await hub.close_sessions_without_rows() == 1
     assert await _wait_closed(lost) == [CloseCode.SERVICE_RESTART]
     assert not kept.ended
