@@ -238,7 +238,10 @@ class Deployment:
     async def heartbeating(
         self, count: int, exclude: set[int] | None = None
     ) -> list[ConnectionStatus]:
-        """Wait until ``count`` connected rows (ids not in ``exclude``) have a flushed pong."""
+        """Wait until ``count`` connected rows (ids not in ``exclude``) have a flushed pong.
+
+        A row is written with ``last_pong_at = connected_at`` (authenticating counts as an
+        answer), before the agent has even read its welcome; only a later one is a pong."""
 
         async def probe() -> list[ConnectionStatus] | None:
             rows = [
@@ -246,7 +249,11 @@ class Deployment:
                 for row in await self.rows()
                 if row.status == ConnectionState.CONNECTED and row.id not in (exclude or set())
             ]
-            ready = [row for row in rows if row.last_pong_at is not None]
+            ready = [
+                row
+                for row in rows
+                if row.last_pong_at is not None and row.last_pong_at > row.connected_at
+            ]
             return ready if len(ready) == count else None
 
         return await eventually(
