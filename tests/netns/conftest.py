@@ -8,6 +8,10 @@ are removed first. Skipped (with the reason) without root or the tools.
 
 ``nat_lab`` is the same lab where routers need nftables too; ``udp`` opens
 :class:`~tests.netns.udp.UdpSocket` s on its machines and closes them after the test.
+
+``start_deployment`` and ``processes`` are the end-to-end tests' fixtures (tests/e2e):
+``start_deployment(2, host=lab.host_address)`` runs server replicas on one PostgreSQL
+database where the lab's machines reach them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -25,11 +28,22 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.processes import AGENT_ENV, SERVER_ENV, ProcessGroup, clean_environ, eventually
+from tests.e2e.conftest import processes, start_deployment
+from tests.e2e.processes import (
+    AGENT_ENV,
+    SERVER_ENV,
+    ProcessGroup,
+    ServerProcess,
+    clean_environ,
+    free_port,
+)
 from tests.netns.lab import Lab, Machine, missing_requirements, ping_argv, remove_stale
 from tests.netns.udp import UdpSocket
 from wiremesh.agent.enroll import enroll
 from wiremesh.agent.state import Enrollment, load_enrollment
+
+__all__ = ["processes", "start_deployment"]
+"""Fixtures of the end-to-end tests that these tests use too (server replicas)."""
 
 NETWORK = "100.64.0.0/24"
 PYTHON = sys.executable
@@ -89,8 +103,11 @@ class Mesh:
         self.lab = lab
         self.processes = processes
         self.directory = directory
-        self.port = _free_port(lab.host_address)
-        self.url = f"http://{lab.host_address}:{self.port}"
+        env = {**clean_environ(), **SERVER_ENV, "WIREMESH_DATA_DIR": str(directory / "server")}
+        self.server = ServerProcess(
+            processes, env, free_port(lab.host_address), host=lab.host_address
+        )
+        self.url = self.server.url
         self.token = ""
         self.org_id = 0
         self.setup_key = ""
@@ -99,29 +116,11 @@ class Mesh:
         return self.directory / "agents" / name
 
     async def start_server(self) -> None:
-        env = {
-            **clean_environ(),
-            **SERVER_ENV,
-            "WIREMESH_DATA_DIR": str(self.directory / "server"),
-            "WIREMESH_HOST": self.lab.host_address,
-            "WIREMESH_PORT": str(self.port),
-        }
-        server = self.processes.add("server", [PYTHON, "-m", "wiremesh", "server"], env)
-        server.start()
-        self.lab.record(server.pid)
-
-        async def healthy() -> bool:
-            if not server.running():
-                raise AssertionError(f"the server exited early:\n{server.log()}")
-            try:
-                async with httpx.AsyncClient(timeout=1.0) as client:
-                    return (await client.get(f"{self.url}/healthz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await eventually(healthy, 30, "the server answers /healthz", interval=0.1)
-        match = _TOKEN_LINE.search(server.log())
-        assert match is not None, server.log()
+        """The server on the lab's bridge; its first start prints the administrator's token."""
+        await self.server.start()
+        self.lab.record(self.server.process.pid)
+        match = _TOKEN_LINE.search(self.server.process.log())
+        assert match is not None, self.server.process.log()
         self.token = match[1]
 
     async def api(self, method: str, path: str, body: Any = None) -> Any:
@@ -197,13 +196,6 @@ async def first_reply(
     return None
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def _lab(*tools: str) -> Iterator[Lab]:
     reason = missing_requirements(*tools)
@@ -247,16 +239,6 @@ def udp() -> Iterator[Callable[..., UdpSocket]]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[ProcessGroup]:
-    group = ProcessGroup(tmp_path)
-    try:
-        yield group
-    finally:
-        group.cleanup()
-        print(group.dump_logs())  # shown by pytest when the test failed
 
 
 @pytest.fixture
