@@ -247,7 +247,9 @@ async def _session_loop(
                 ping = protocol.next_ping(now)
                 hub.record_ping(live)
                 next_ping_at = now + _next_ping_delay(settings.heartbeat_interval)
-                await hub.send(live, encode(ping))
+                # A socket the agent just closed fails this send; the next read gets its
+                # close frame, so the history records the agent's code, not ours.
+                await hub.send(live, encode(ping), end_if_gone=False)
             continue
         except _Closed as closed:
             await hub.end_session(

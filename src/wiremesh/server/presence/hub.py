@@ -395,14 +395,19 @@ class PresenceHub:
 
     # ------------------------------------------------------------------ sockets
 
-    async def send(self, live: LiveSession, frame: str) -> bool:
-        """Write one frame; a socket that is stuck or gone ends its session."""
+    async def send(self, live: LiveSession, frame: str, *, end_if_gone: bool = True) -> bool:
+        """Write one frame; a socket that is stuck ends its session, and so does one that is
+        gone unless the caller reads the socket itself (``end_if_gone=False``): it will see
+        the agent's own close, and the history should record that, not a failed send."""
         if live.ended:
             return False
         try:
             async with asyncio.timeout(SEND_TIMEOUT):
                 await live.transport.send(frame)
         except Exception as exc:
+            if not end_if_gone and not isinstance(exc, TimeoutError):
+                logger.debug("send to %s failed (%r); reading its close", live.connection_id, exc)
+                return False
             logger.info("dropping connection %s: send failed (%r)", live.connection_id, exc)
             await self.end_session(
                 live,
