@@ -50,7 +50,11 @@ class SetupKeyCreate(StrictModel):
     usage_limit: int | None = Field(default=None, ge=1, le=1_000_000)
     expires_in_seconds: int | None = Field(default=None, ge=60, le=MAX_SETUP_KEY_LIFETIME)
     user_id: int | None = Field(
-        default=None, description="Member who will own the enrolled devices; default: you"
+        default=None,
+        description=(
+            "Member who will own the enrolled devices; default: you, or, for a server "
+            "administrator who is not a member, the organization's first owner"
+        ),
     )
 
 
