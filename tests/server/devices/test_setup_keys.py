@@ -164,6 +164,16 @@ async def test_validation_errors_are_422_with_codes(
     stranger = await client.post(url, json={"name": "x", "user_id": 999_999}, headers=headers)
     assert stranger.status_code == 422
     assert stranger.json()["error"]["code"] == "not_a_member"
+    for impossible in (0, -1, 2**31, 10**20):  # never sent to SQL, where 10**20 overflowed
+        response = await client.post(
+            url, json={"name": "x", "user_id": impossible}, headers=headers
+        )
+        assert response.status_code == 422, impossible
+        error = response.json()["error"]
+        assert (error["code"], [d["field"] for d in error["details"]]) == (
+            "validation_error",
+            ["user_id"],
+        )
     assert await _keys(client, org) == []
 
     key = await create_setup_key(client, org)
