@@ -202,6 +202,7 @@ def test_device_history_json(settings: Settings) -> None:
     async def sessions(session: AsyncSession) -> None:
         row = await session.get(VirtualIPMapping, device["id"])
         assert row is not None
+        row.created_at = now - timedelta(days=30)  # its history goes back before today
         for start, minutes, status in [
             (now - timedelta(hours=2), 30, "disconnected"),
             (now - timedelta(hours=1, minutes=29, seconds=30), 20, "timeout"),
@@ -239,5 +240,34 @@ def test_device_history_json(settings: Settings) -> None:
     assert whole["summary"]["sessions"] == 3
     text = ok("device", "history", "laptop")
     assert "2 sessions, 1 timeouts, 1 flaps" in text
+    assert "availability 0.5% over 7d" in text  # 50 minutes of a week
     assert "0:20:00" in text
     assert "0:30:00" in text
+
+
+def test_device_history_of_a_new_device_counts_from_its_enrollment(settings: Settings) -> None:
+    make_org("acme", "100.64.0.0/24")
+    device = enroll(settings, key_for("acme"), "laptop")
+
+    async def connect(session: AsyncSession) -> datetime:
+        row = await session.get(VirtualIPMapping, device["id"])
+        assert row is not None
+        session.add(
+            ConnectionStatus(
+                user_id=row.user_id,
+                org_id=row.org_id,
+                virtual_ip=row.virtual_ip,
+                peer_id=row.peer_id,
+                connection_id=uuid.uuid4(),
+                status="connected",
+                connected_at=row.created_at,
+            )
+        )
+        await session.commit()
+        return row.created_at
+
+    enrolled = query(settings, connect)
+    history = json.loads(ok("device", "history", "laptop", "--json"))
+    assert history["summary"]["availability"] == 1.0
+    text = ok("device", "history", "laptop")
+    assert f"availability 100.0% since its enrollment at {enrolled.isoformat()[:19]}" in text

@@ -118,9 +118,31 @@ def test_connections_at_risk_and_stale_ips(settings: Settings) -> None:
     by_id = json.loads(ok("connections", "list", "--org", str(orgs["acme"]), "--json"))
     assert [c["hostname"] for c in by_id] == ["fresh", "quiet", "unused", "unused"]
     assert [c["status"] for c in by_id[2:]] == ["timeout", "timeout"]
+    assert [c["disconnected_at"] is None for c in by_id] == [True, True, False, False]
+    ended = datetime.fromisoformat(by_id[3]["disconnected_at"])
+    assert abs((utcnow() - timedelta(days=2) - ended).total_seconds()) < 60
     table = ok("connections", "list", "--status", "timeout")
-    assert table.splitlines()[0].split()[:3] == ["ORG_ID", "USER", "HOSTNAME"]
+    lines = table.splitlines()
+    assert lines[0].split() == [
+        "ORG_ID", "USER", "HOSTNAME", "VIRTUAL_IP", "PUBLIC", "STATUS",
+        "CONNECTED_AT", "DISCONNECTED_AT", "LAST_SEEN_AT", "END_REASON",
+    ]  # fmt: skip
     assert table.count("heartbeat_timeout") == 2
+    # Every cell lines up under its header, and an ended row shows when it ended.
+    for line in lines[1:]:
+        cells = dict(zip(lines[0].split(), line.split(), strict=True))
+        assert cells["STATUS"] == "timeout"
+        assert cells["END_REASON"] == "heartbeat_timeout"
+        disconnected = datetime.fromisoformat(cells["DISCONNECTED_AT"])
+        assert disconnected > datetime.fromisoformat(cells["CONNECTED_AT"])
+        assert cells["DISCONNECTED_AT"].endswith("Z")
+    live = ok("connections", "list", "--status", "connected").splitlines()
+    column = live[0].index("DISCONNECTED_AT")
+    assert all(line[column:].startswith("- ") for line in live[1:])
+    # Live sessions only: the end of a session has no column there.
+    risky = ok("connections", "at-risk", "--seconds", "30").splitlines()
+    assert "DISCONNECTED_AT" not in risky[0]
+    assert "END_REASON" not in risky[0]
 
     # Margins of tens of seconds: a slow machine must not make "fresh" look silent.
     at_risk = json.loads(ok("connections", "at-risk", "--seconds", "30", "--json"))

@@ -236,7 +236,7 @@ def test_burst_then_refill() -> None:
 
 def test_steady_rate_at_the_limit_is_allowed() -> None:
     session = established_session(0.0, rate_burst=2, rate_per_second=10.0)
-    for i in range(1, 400):  # 40 s, inside the 50 s heartbeat timeout
+    for i in range(1, 400):  # 40 s, inside the 60 s heartbeat timeout
         session.receive(pong(0), i * 0.1)
     assert session.state is SessionState.ESTABLISHED
 

@@ -3,7 +3,7 @@ questions and the retention job, against the configured database."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import typer
@@ -28,20 +28,30 @@ MAX_UNUSED_HOURS = 24 * 3650
 MAX_RETENTION = timedelta(days=36_500)
 
 
-def connection_row(item: ConnectionOut) -> dict[str, Any]:
-    return {
+def _when(moment: datetime | None) -> str | None:
+    """A timestamp for a table: UTC to the second, ``Z`` instead of ``+00:00``."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def connection_row(item: ConnectionOut, *, ended: bool = True) -> dict[str, Any]:
+    """One table row; ``ended=False`` leaves out the end of the session (live ones only)."""
+    row: dict[str, Any] = {
         "org_id": item.org_id,
         "user": item.user_email,
         "hostname": item.hostname,
         "virtual_ip": item.virtual_ip,
         "public": f"{item.public_ip}:{item.public_port}" if item.public_ip else None,
         "status": item.status,
-        "connected_at": item.connected_at.isoformat(timespec="seconds"),
-        "last_seen_at": item.last_seen_at.isoformat(timespec="seconds")
-        if item.last_seen_at
-        else None,
-        "ended": item.end_reason,
+        "connected_at": _when(item.connected_at),
     }
+    if ended:
+        row["disconnected_at"] = _when(item.disconnected_at)
+    row["last_seen_at"] = _when(item.last_seen_at)
+    if ended:
+        row["end_reason"] = item.end_reason
+    return row
 
 
 @app.command("list")
@@ -89,7 +99,10 @@ def at_risk(
             items = await monitoring.at_risk(
                 session, org_id=org_id, silent_for=silence, limit=limit
             )
-            return [i.model_dump(mode="json") if as_json else connection_row(i) for i in items]
+            return [
+                i.model_dump(mode="json") if as_json else connection_row(i, ended=False)
+                for i in items
+            ]
 
     emit(run(work), as_json)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import typer
@@ -135,24 +135,32 @@ def history(
     if window > MAX_FLAP_WINDOW:
         fail(f"--flap-window {flap_window} is too long: at most 1 day")
 
-    async def work() -> dict[str, Any]:
+    async def work() -> tuple[dict[str, Any], datetime | None]:
         async with unit_of_work() as session:
             found = await _resolve(session, device, org)
             until = utcnow()
+            since = until - span
             result = await monitoring.device_history(
-                session, found, since=until - span, until=until, flap_window=window
+                session, found, since=since, until=until, flap_window=window
             )
-            return result.model_dump(mode="json")
+            # Availability counts from the enrollment when that falls inside the period.
+            enrolled = found.created_at if found.created_at > since else None
+            return result.model_dump(mode="json"), enrolled
 
-    result = run(work)
+    result, enrolled = run(work)
     if as_json:
         emit(result, True)
         return
     summary = result["summary"]
+    measured = (
+        f"over {period}"
+        if enrolled is None
+        else f"since its enrollment at {enrolled.isoformat(timespec='seconds')}"
+    )
     typer.echo(
         f"{result['hostname']} ({result['peer_id']}): {summary['sessions']} sessions, "
         f"{summary['timeouts']} timeouts, {summary['flaps']} flaps, "
-        f"availability {summary['availability']:.1%} over {period}"
+        f"availability {summary['availability']:.1%} {measured}"
     )
     emit(
         [

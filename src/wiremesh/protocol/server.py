@@ -27,8 +27,9 @@ __all__ = [
 ]
 
 DEFAULT_HEARTBEAT_INTERVAL: Final = 15.0
-DEFAULT_HEARTBEAT_TIMEOUT: Final = 50.0
-"""More than 3 intervals: two lost pings in a row are survived when the RTT is under 5 s."""
+DEFAULT_HEARTBEAT_TIMEOUT: Final = 60.0
+"""Four intervals: two lost pings in a row are survived when the RTT is under 10 s, even
+with pings up to 10 % late (three intervals of 16.5 s)."""
 DEFAULT_AUTH_TIMEOUT: Final = 10.0
 DEFAULT_RATE_BURST: Final = 20
 DEFAULT_RATE_PER_SECOND: Final = 10.0

@@ -16,6 +16,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from wiremesh.protocol import (
+    DEFAULT_AUTH_TIMEOUT,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HEARTBEAT_TIMEOUT,
+    DEFAULT_RATE_BURST,
+    DEFAULT_RATE_PER_SECOND,
+)
+
 CONFIG_FILE_ENV = "WIREMESH_CONFIG_FILE"
 
 
@@ -35,10 +43,11 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     public_url: str | None = Field(default=None, description="URL agents and mails link to")
 
-    heartbeat_interval: float = Field(default=15.0, gt=0, le=3600)
-    heartbeat_timeout: float = Field(default=60.0, gt=0, le=86400)
+    # The protocol's defaults, so the server and docs/protocol.md cannot drift apart.
+    heartbeat_interval: float = Field(default=DEFAULT_HEARTBEAT_INTERVAL, gt=0, le=3600)
+    heartbeat_timeout: float = Field(default=DEFAULT_HEARTBEAT_TIMEOUT, gt=0, le=86400)
     heartbeat_flush_interval: float = Field(default=1.0, gt=0, le=60)
-    auth_timeout: float = Field(default=10.0, gt=0, le=300)
+    auth_timeout: float = Field(default=DEFAULT_AUTH_TIMEOUT, gt=0, le=300)
     peer_update_coalesce: float = Field(
         default=0.05, ge=0, le=5, description="Peer changes within this window share one delta"
     )
@@ -67,8 +76,8 @@ class Settings(BaseSettings):
         le=3600,
         description="A replica silent this long is dead; its connected rows are ended",
     )
-    agent_rate_burst: int = Field(default=20, ge=1)
-    agent_rate_per_second: float = Field(default=10.0, gt=0)
+    agent_rate_burst: int = Field(default=DEFAULT_RATE_BURST, ge=1)
+    agent_rate_per_second: float = Field(default=DEFAULT_RATE_PER_SECOND, gt=0)
 
     connection_retention_days: float = Field(default=30.0, gt=0)
     cleanup_interval: float = Field(default=3600.0, gt=0)

@@ -164,6 +164,16 @@ async def test_validation_errors_are_422_with_codes(
     stranger = await client.post(url, json={"name": "x", "user_id": 999_999}, headers=headers)
     assert stranger.status_code == 422
     assert stranger.json()["error"]["code"] == "not_a_member"
+    for impossible in (0, -1, 2**31, 10**20):  # never sent to SQL, where 10**20 overflowed
+        response = await client.post(
+            url, json={"name": "x", "user_id": impossible}, headers=headers
+        )
+        assert response.status_code == 422, impossible
+        error = response.json()["error"]
+        assert (error["code"], [d["field"] for d in error["details"]]) == (
+            "validation_error",
+            ["user_id"],
+        )
     assert await _keys(client, org) == []
 
     key = await create_setup_key(client, org)
@@ -177,3 +187,64 @@ async def test_validation_errors_are_422_with_codes(
         assert response.status_code == 422, enroll_body
         assert response.json()["error"]["code"] == "validation_error"
     assert (await _keys(client, org))[0]["used_count"] == 0
+
+
+async def test_a_server_administrator_outside_the_org_makes_keys_for_its_first_owner(
+    client: httpx.AsyncClient, org: OrgFixture, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    async with sessionmaker() as session:
+        organization = await session.get(Organization, org.org_id)
+        assert organization is not None
+        later_owner = await make_user(session)
+        await make_member(session, organization, later_owner, OrgRole.OWNER)
+        member = await make_user(session)
+        await make_member(session, organization, member, OrgRole.MEMBER)
+        later_owner_token = await make_token(session, later_owner)
+        admin = auth(await make_token(session, await make_user(session, server_admin=True)))
+        await session.commit()
+    url = f"/api/v1/orgs/{org.org_id}/setup-keys"
+    members = (await client.get(f"/api/v1/orgs/{org.org_id}/members", headers=admin)).json()
+    first_owner = members[0]["user_id"]
+    assert members[0]["role"] == "owner"
+    assert first_owner != later_owner.id
+
+    created = await client.post(url, json={"name": "ops", "reusable": True}, headers=admin)
+    assert created.status_code == 201, created.text
+    assert created.json()["user_id"] == first_owner
+    enrolled = await client.post(
+        "/api/v1/enroll", json={"setup_key": created.json()["key"], "hostname": "laptop"}
+    )
+    assert enrolled.json()["device"]["user_id"] == first_owner
+    named = await client.post(url, json={"name": "x", "user_id": member.id}, headers=admin)
+    assert named.status_code == 201, named.text
+    assert named.json()["user_id"] == member.id
+    # A member making a key still owns its devices, as before.
+    mine = await client.post(url, json={"name": "mine"}, headers=auth(later_owner_token))
+    assert mine.json()["user_id"] == later_owner.id
+
+
+async def test_a_key_for_an_org_without_owner_needs_a_user_id(
+    client: httpx.AsyncClient, org: OrgFixture, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    async with sessionmaker() as session:
+        admin = auth(await make_token(session, await make_user(session, server_admin=True)))
+        member = await make_user(session)
+        await session.commit()
+    created = await client.post("/api/v1/orgs", json={"name": "ownerless"}, headers=admin)
+    assert created.status_code == 201, created.text
+    assert created.json()["role"] is None
+    org_id = created.json()["id"]
+    url = f"/api/v1/orgs/{org_id}/setup-keys"
+    refused = await client.post(url, json={"name": "x"}, headers=admin)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "no_owner"
+    assert "pass user_id" in error["message"]
+    assert (await client.get(url, headers=admin)).json() == []
+    added = await client.post(
+        f"/api/v1/orgs/{org_id}/members", json={"user_id": member.id}, headers=admin
+    )
+    assert added.status_code == 201, added.text
+    named = await client.post(url, json={"name": "x", "user_id": member.id}, headers=admin)
+    assert named.status_code == 201, named.text
+    assert named.json()["user_id"] == member.id

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.factories import auth, make_member, make_org, make_token, make_user
 from wiremesh.server.orgs.models import Membership, Organization, OrgRole
+from wiremesh.server.users.models import User
 
 API = "/api/v1"
 
@@ -27,6 +28,7 @@ class Org:
     member_id: int
     outsider_id: int
     outsider_email: str
+    admin_id: int
 
 
 async def make_org_with_people(session: AsyncSession) -> Org:
@@ -50,6 +52,7 @@ async def make_org_with_people(session: AsyncSession) -> Org:
         member_id=people[OrgRole.MEMBER].id,
         outsider_id=outsider.id,
         outsider_email=outsider.email,
+        admin_id=admin.id,
     )
     await session.commit()
     return result
@@ -64,8 +67,13 @@ async def test_server_admin_creates_orgs_with_allocated_networks(
     body = response.json()
     assert body["name"] == "beta"
     assert body["network_cidr"] == "100.64.16.0/20"
-    assert body["role"] == "owner"
+    assert body["role"] is None, "the server administrator is not a member of it"
     assert set(body) == {"id", "name", "network_cidr", "created_at", "role"}
+    mine = await client.post(
+        f"{API}/orgs", json={"name": "delta", "owner_user_id": org.admin_id}, headers=org.admin
+    )
+    assert mine.status_code == 201, mine.text
+    assert mine.json()["role"] == "owner"
 
     chosen = await client.post(
         f"{API}/orgs",
@@ -100,6 +108,34 @@ async def test_listing_depends_on_who_asks(
     assert (await client.get(f"{API}/orgs", headers=org.outsider)).json() == []
     paged = await client.get(f"{API}/orgs?limit=1&offset=1", headers=org.admin)
     assert [o["id"] for o in paged.json()] == [other.id]
+
+
+async def test_a_server_administrator_sees_their_own_role_or_none(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    org = await make_org_with_people(session)
+    other = await make_org(session, name="other", network_cidr="100.64.16.0/20")
+    admin = await session.get(User, org.admin_id)
+    assert admin is not None
+    await make_member(session, other, admin, OrgRole.MEMBER)
+    await session.commit()
+    listed = await client.get(f"{API}/orgs", headers=org.admin)
+    assert [(o["id"], o["role"]) for o in listed.json()] == [(org.id, None), (other.id, "member")]
+    outside = await client.get(f"{API}/orgs/{org.id}", headers=org.admin)
+    assert outside.status_code == 200
+    assert outside.json()["role"] is None
+    inside = await client.get(f"{API}/orgs/{other.id}", headers=org.admin)
+    assert inside.json()["role"] == "member"
+    # Still allowed to manage both, as an owner would.
+    renamed = await client.patch(f"{API}/orgs/{org.id}", json={"name": "acme2"}, headers=org.admin)
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["role"] is None
+    renamed = await client.patch(
+        f"{API}/orgs/{other.id}", json={"name": "other2"}, headers=org.admin
+    )
+    assert renamed.json()["role"] == "member"
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]["OrgOut"]
+    assert "not a member" in schema["properties"]["role"]["description"]
 
 
 async def test_get_org_for_members_only(client: httpx.AsyncClient, session: AsyncSession) -> None:

@@ -42,7 +42,15 @@ class World:
 _next_credential = iter(range(10**6))
 
 
-def _device(org_id: int, user_id: int, hostname: str, ip: str, peer_id: str) -> VirtualIPMapping:
+def _device(
+    org_id: int,
+    user_id: int,
+    hostname: str,
+    ip: str,
+    peer_id: str,
+    enrolled_at: datetime | None = None,
+) -> VirtualIPMapping:
+    """A device enrolled a month ago unless told otherwise, so its history can start then."""
     number = next(_next_credential)
     return VirtualIPMapping(
         org_id=org_id,
@@ -52,6 +60,7 @@ def _device(org_id: int, user_id: int, hostname: str, ip: str, peer_id: str) -> 
         hostname=hostname,
         credential_lookup=f"look{number:012d}",
         credential_hash="0" * 64,
+        created_at=enrolled_at or utcnow() - timedelta(days=30),
     )
 
 
@@ -303,6 +312,54 @@ async def test_device_history_sessions_durations_and_summary(
     )
     assert wider.json()["summary"]["flaps"] == 2
     assert wider.json()["flap_window_seconds"] == 300
+
+
+async def test_availability_counts_from_the_enrollment_not_before(
+    client: httpx.AsyncClient, world: World, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    now = utcnow().replace(microsecond=0)
+    t0 = now - timedelta(hours=2)
+    async with sessionmaker() as session:
+        fresh = _device(
+            world.org_a, world.laptop.user_id, "fresh", "100.64.0.9", "peer-fresh", now - MINUTE
+        )
+        mid = _device(
+            world.org_a, world.laptop.user_id, "mid", "100.64.0.10", "peer-mid", t0 + 30 * MINUTE
+        )
+        session.add_all([fresh, mid])
+        await session.commit()
+    await _insert(
+        sessionmaker,
+        [
+            # Online since it enrolled a minute ago: fully available, not 1/10080 of a week.
+            _row(fresh, connected_at=now - MINUTE + timedelta(seconds=1)),
+            # Enrolled half-way through the hour asked for, then online for 15 of its 30 min.
+            _row(
+                mid,
+                status="disconnected",
+                connected_at=t0 + 30 * MINUTE,
+                disconnected_at=t0 + 45 * MINUTE,
+            ),
+        ],
+    )
+    headers = auth(world.member_token)
+    url = f"/api/v1/orgs/{world.org_a}"
+    week = await client.get(f"{url}/devices/{fresh.id}/history", headers=headers)
+    assert week.status_code == 200, week.text
+    assert week.json()["summary"]["availability"] == pytest.approx(1.0, abs=0.05)
+    assert week.json()["summary"]["connected_seconds"] <= 60
+    period = {"since": t0.isoformat(), "until": (t0 + 60 * MINUTE).isoformat()}
+    hour = await client.get(f"{url}/devices/{mid.id}/history", params=period, headers=headers)
+    assert hour.status_code == 200, hour.text
+    assert hour.json()["since"].startswith(t0.isoformat()[:19]), "the period asked for stays"
+    assert hour.json()["summary"]["connected_seconds"] == 15 * 60
+    assert hour.json()["summary"]["availability"] == pytest.approx(0.5, abs=1e-6)
+    # A period that ended before the enrollment had nothing to be available for.
+    before = {"since": (t0 - 60 * MINUTE).isoformat(), "until": t0.isoformat()}
+    early = await client.get(f"{url}/devices/{mid.id}/history", params=before, headers=headers)
+    assert early.json()["summary"]["availability"] == 0
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    assert "enrollment" in schema["HistorySummary"]["properties"]["availability"]["description"]
 
 
 async def test_device_history_default_period_and_refusals(

@@ -76,10 +76,15 @@ async def create_setup_key(
     principal: CurrentPrincipal,
     session: DbSession,
 ) -> SetupKeyCreated:
+    owner = body.user_id
+    if owner is None:
+        owner = await service.default_key_owner(
+            session, org_id, caller_user_id=principal.user_id, owner_option="user_id"
+        )
     key, plaintext = await service.create_setup_key(
         session,
         org_id,
-        owner_user_id=body.user_id or principal.user_id,
+        owner_user_id=owner,
         name=body.name,
         reusable=body.reusable,
         usage_limit=body.usage_limit,

@@ -10,6 +10,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from wiremesh.server.users.schemas import DbId
+
 _HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$")
 MAX_SETUP_KEY_LIFETIME = 10 * 365 * 86400
 
@@ -49,8 +51,12 @@ class SetupKeyCreate(StrictModel):
     reusable: bool = False
     usage_limit: int | None = Field(default=None, ge=1, le=1_000_000)
     expires_in_seconds: int | None = Field(default=None, ge=60, le=MAX_SETUP_KEY_LIFETIME)
-    user_id: int | None = Field(
-        default=None, description="Member who will own the enrolled devices; default: you"
+    user_id: DbId | None = Field(
+        default=None,
+        description=(
+            "Member who will own the enrolled devices; default: you, or, for a server "
+            "administrator who is not a member, the organization's first owner"
+        ),
     )
 
 

@@ -86,8 +86,20 @@ async def revoke_setup_key(session: AsyncSession, org_id: int, key_id: int) -> S
     return key
 
 
-async def default_key_owner(session: AsyncSession, org_id: int) -> int:
-    """Who owns devices enrolled by a key the operator makes: the org's first owner."""
+async def default_key_owner(
+    session: AsyncSession,
+    org_id: int,
+    *,
+    caller_user_id: int | None = None,
+    owner_option: str = "--user",
+) -> int:
+    """Who owns the devices a new key enrolls when its maker named nobody: the caller if
+    they are a member of the org, else (a server administrator from outside, the operator's
+    CLI) the org's first owner; 422 ``no_owner`` naming ``owner_option`` when it has none."""
+    if caller_user_id is not None and await scalar_exists(
+        session, Membership.org_id == org_id, Membership.user_id == caller_user_id
+    ):
+        return caller_user_id
     owner = (
         await session.execute(
             select(Membership.user_id)
@@ -97,7 +109,11 @@ async def default_key_owner(session: AsyncSession, org_id: int) -> int:
         )
     ).scalar_one_or_none()
     if owner is None:
-        raise Invalid("no_owner", "the organization has no owner; pass --user")
+        raise Invalid(
+            "no_owner",
+            "the organization has no owner to own the devices this key enrolls; "
+            f"pass {owner_option} to name a member who will",
+        )
     return owner
 
 

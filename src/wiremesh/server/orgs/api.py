@@ -32,7 +32,7 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many items
 Offset = Annotated[int, Query(ge=0, le=2_147_483_647, description="Skip this many items")]
 
 
-def _org_out(org: Organization, role: OrgRole) -> OrgOut:
+def _org_out(org: Organization, role: OrgRole | None) -> OrgOut:
     return OrgOut(
         id=org.id,
         name=org.name,
@@ -70,7 +70,9 @@ async def create_org(
         owner_user_id=body.owner_user_id,
     )
     await session.commit()
-    return _org_out(org, OrgRole.OWNER)
+    # Only the owner named in the body is a member: a server administrator who did not
+    # name themselves has no role in the new org.
+    return _org_out(org, OrgRole.OWNER if body.owner_user_id == principal.user_id else None)
 
 
 @router.get(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.orgs.models import Membership, Organization, OrgRole
@@ -29,6 +29,23 @@ async def get_by_name(session: AsyncSession, name: str) -> Organization | None:
 async def list_page(session: AsyncSession, *, limit: int, offset: int) -> Sequence[Organization]:
     statement = select(Organization).order_by(Organization.id).limit(limit).offset(offset)
     return (await session.execute(statement)).scalars().all()
+
+
+async def list_page_with_role(
+    session: AsyncSession, user_id: int, *, limit: int, offset: int
+) -> Sequence[tuple[Organization, str | None]]:
+    """Every org, each with ``user_id``'s role there, or None where the user is no member."""
+    statement = (
+        select(Organization, Membership.role)
+        .outerjoin(
+            Membership,
+            and_(Membership.org_id == Organization.id, Membership.user_id == user_id),
+        )
+        .order_by(Organization.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [(first, second) for first, second in await session.execute(statement)]
 
 
 async def list_page_for_user(

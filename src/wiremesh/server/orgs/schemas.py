@@ -63,7 +63,12 @@ class OrgOut(BaseModel):
     name: str
     network_cidr: str
     created_at: datetime
-    role: OrgRole = Field(description="Your effective role (server administrators act as owner)")
+    role: OrgRole | None = Field(
+        description=(
+            "Your role as a member of the organization; null when you are a server "
+            "administrator who is not a member (you may still manage it as an owner would)"
+        )
+    )
 
 
 class MemberAdd(BaseModel):

@@ -52,6 +52,18 @@ async def require_org_role(
     return member_role
 
 
+async def own_role(
+    session: AsyncSession, principal: Principal, org_id: int, effective: OrgRole
+) -> OrgRole | None:
+    """The caller's role as a member of ``org_id``, given their ``effective`` role from
+    ``require_org_role``: the same for a member, and for a server administrator their
+    membership's role, or None when they are not a member (what an org's ``role`` shows)."""
+    if not principal.is_server_admin:
+        return effective
+    role = await repository.get_role(session, org_id, principal.user_id)
+    return None if role is None else OrgRole(role)
+
+
 # --- networks -------------------------------------------------------------------------------
 
 
@@ -176,11 +188,14 @@ async def create_org(
 
 async def list_orgs(
     session: AsyncSession, principal: Principal, *, limit: int = 100, offset: int = 0
-) -> list[tuple[Organization, OrgRole]]:
-    """Server administrators see every org (as owner); anyone else the orgs they belong to."""
+) -> list[tuple[Organization, OrgRole | None]]:
+    """Server administrators see every org, anyone else the orgs they belong to; each with
+    the caller's role as a member (None where a server administrator is not one)."""
     if principal.is_server_admin:
-        orgs = await repository.list_page(session, limit=limit, offset=offset)
-        return [(org, OrgRole.OWNER) for org in orgs]
+        every = await repository.list_page_with_role(
+            session, principal.user_id, limit=limit, offset=offset
+        )
+        return [(org, None if role is None else OrgRole(role)) for org, role in every]
     rows = await repository.list_page_for_user(
         session, principal.user_id, limit=limit, offset=offset
     )
@@ -189,12 +204,13 @@ async def list_orgs(
 
 async def get_org(
     session: AsyncSession, principal: Principal, org_id: int
-) -> tuple[Organization, OrgRole]:
+) -> tuple[Organization, OrgRole | None]:
+    """The org and the caller's role as a member (see ``own_role``)."""
     role = await require_org_role(session, principal, org_id, admin=False)
     org = await repository.get(session, org_id)
     if org is None:
         raise NotFound("organization")
-    return org, role
+    return org, await own_role(session, principal, org_id, role)
 
 
 async def resolve_org(session: AsyncSession, ref: str) -> Organization:
@@ -213,7 +229,7 @@ async def resolve_org(session: AsyncSession, ref: str) -> Organization:
 
 async def rename_org(
     session: AsyncSession, principal: Principal, org_id: int, name: str
-) -> tuple[Organization, OrgRole]:
+) -> tuple[Organization, OrgRole | None]:
     """Owners, admins and server administrators may rename; names stay unique."""
     role = await require_org_role(session, principal, org_id, admin=True)
     org = await repository.get(session, org_id, for_update=True)
@@ -228,7 +244,7 @@ async def rename_org(
             await session.flush()
         except IntegrityError:
             raise _name_taken(name) from None
-    return org, role
+    return org, await own_role(session, principal, org_id, role)
 
 
 async def delete_org(session: AsyncSession, principal: Principal, org_id: int) -> None:

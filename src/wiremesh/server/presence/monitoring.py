@@ -117,7 +117,8 @@ def summarize(
 ) -> HistorySummary:
     """Counts over a period; a session's time is clipped to the period, and time covered by
     two sessions at once (a superseded session ends just after its successor started)
-    counts once."""
+    counts once. A period that is empty or reversed (``since`` >= ``until``) has no
+    connected time and an availability of 0."""
     connected = 0.0
     covered_until = since
     flaps = 0
@@ -151,7 +152,10 @@ async def device_history(
     flap_window: timedelta = DEFAULT_FLAP_WINDOW,
     limit: int = 1000,
 ) -> DeviceHistory:
-    """Every session of one device that overlaps [since, until], newest first."""
+    """Every session of one device that overlaps [since, until], newest first.
+
+    Connected time and availability count from the device's enrollment when that is later
+    than ``since``: a device enrolled a minute ago was not offline for the days before."""
     query = (
         _connections_query()
         .where(
@@ -174,7 +178,7 @@ async def device_history(
         since=since,
         until=until,
         flap_window_seconds=flap_window.total_seconds(),
-        summary=summarize(sessions, since, until, flap_window),
+        summary=summarize(sessions, max(since, device.created_at), until, flap_window),
         sessions=sessions,
     )
 

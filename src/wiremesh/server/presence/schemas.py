@@ -38,8 +38,18 @@ class HistorySummary(BaseModel):
     timeouts: int
     disconnects: int
     flaps: int = Field(description="Reconnections within the flap window after a session ended")
-    connected_seconds: float
-    availability: float = Field(description="Share of the period the device was connected")
+    connected_seconds: float = Field(
+        description=(
+            "Time connected within the period; the period starts at the device's enrollment "
+            "when that is later than since"
+        )
+    )
+    availability: float = Field(
+        description=(
+            "Share of the period the device was connected, 0 to 1; the period starts at the "
+            "device's enrollment (its created_at) when that is later than since"
+        )
+    )
 
 
 class DeviceHistory(BaseModel):
