@@ -6,7 +6,8 @@ It composes the parts, each in its own module:
 - ``directory`` and ``roster``: every org's devices and who is online on any replica,
   moved only by events, so welcomes and deltas are the same whichever replica serves them;
 - ``fanout``: coalesced peer deltas written to this replica's sessions;
-- ``leases``: which replicas are alive, on the database clock.
+- ``leases``: which replicas are alive, on the database clock;
+- ``devicesync``: the safety net that closes sessions of devices removed unseen.
 
 Changes reach it as events (``apply_events``), whichever replica, endpoint or command made
 them: a revoked device is closed here within the event reader's wake-up, not by a poke.
@@ -30,7 +31,7 @@ from wiremesh.server.events.schemas import (
     OrgDeleted,
     SessionEnded,
 )
-from wiremesh.server.presence import repository
+from wiremesh.server.presence.devicesync import close_sessions_of_removed_devices
 from wiremesh.server.presence.directory import OrgDirectory, identity_from_event
 from wiremesh.server.presence.fanout import PeerFanout
 from wiremesh.server.presence.history import SessionHistory, TransitionHook
@@ -42,7 +43,6 @@ from wiremesh.server.presence.sessions import LiveSession, SessionRegistry
 
 logger = logging.getLogger("wiremesh.presence")
 
-DEVICE_SYNC_CHUNK = 500
 _EMPTY_PEERS_TAIL = '"peers":[]}'
 SEND_TIMEOUT = 5.0
 """A socket that cannot take a frame for this long is closed as stuck."""
@@ -354,36 +354,8 @@ class PresenceHub:
     # ------------------------------------------------------------------ device sync
 
     async def sync_devices(self) -> int:
-        """The safety net behind events: close sessions whose device is revoked or deleted
-        in the database (should an event have been pruned unread). Returns sessions closed."""
-        live_ids = list(self.registry.by_device)
-        if not live_ids:
-            return 0
-        valid: set[int] = set()
-        # One read transaction however many agents are live: chunks only keep each
-        # statement's parameter list within what every backend accepts.
-        async with self.sessionmaker() as session:
-            for start in range(0, len(live_ids), DEVICE_SYNC_CHUNK):
-                chunk = live_ids[start : start + DEVICE_SYNC_CHUNK]
-                valid |= await repository.active_device_ids(session, chunk)
-        closed = 0
-        for device_id in live_ids:
-            live = self.registry.by_device.get(device_id)
-            if device_id in valid or live is None:
-                continue
-            await self.end_session(
-                live,
-                ConnectionState.DISCONNECTED,
-                "revoked",
-                CloseCode.DEVICE_REVOKED,
-                close_transport=True,
-            )
-            roster = self.directory.rosters.get(live.device.org_id)
-            change = roster.remove_device(live.device.peer_id) if roster else None
-            if change is not None:
-                self.fanout.queue(live.device.org_id, change)
-            closed += 1
-        return closed
+        """The safety net behind events (see ``devicesync``); returns sessions closed."""
+        return await close_sessions_of_removed_devices(self)
 
     async def _device_sync_loop(self) -> None:
         while True:
