@@ -30,7 +30,6 @@ import random
 import resource
 import signal
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from benchmarks import naive
 from benchmarks.loadgen import LoadGen, raise_nofile_limit, source_addresses, ws_url
+from benchmarks.report import Row, fmt_bytes, fmt_ms, fmt_s, judge, log
 from benchmarks.seed import Seeded, admin_url, asyncpg_dsn, create_database, drop_database, seed
 from benchmarks.server import (
     ServerProcess,
@@ -63,10 +63,6 @@ MASS_CLOSE_CONCURRENCY = 10
 """Clean closes in flight per load generator process when a scenario ends."""
 """Clean closes in flight per load generator process in the close-latency scenario."""
 """File descriptors the server needs besides agent sockets (pool, listener, logs)."""
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- plan
@@ -147,45 +143,6 @@ class Plan:
 
 
 # --------------------------------------------------------------------------- results
-
-
-@dataclass
-class Row:
-    key: str
-    metric: str
-    target: str
-    measured: str
-    verdict: str
-    notes: str = ""
-    value: float | None = None
-    limit: float | None = None
-    passed: bool | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def judge(value: float | None, limit: float, *, at_most: bool) -> tuple[str, bool | None]:
-    """'ratio - pass/FAIL' against a target; ratio is measured/target."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "not measured", None
-    ratio = value / limit if limit else math.inf
-    ok = value <= limit if at_most else value >= limit
-    return f"{ratio:.2f}x target, {'pass' if ok else 'FAIL'}", ok
-
-
-def fmt_ms(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1000:.1f} ms"
-
-
-def fmt_s(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds:.2f} s"
-
-
-def fmt_bytes(value: float) -> str:
-    if value >= 1 << 30:
-        return f"{value / (1 << 30):.2f} GiB"
-    if value >= 1 << 20:
-        return f"{value / (1 << 20):.1f} MiB"
-    return f"{value / 1024:.1f} KiB"
 
 
 def machine_facts(pg_version: str) -> dict[str, Any]:
