@@ -39,7 +39,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from benchmarks import naive
+from benchmarks import naive, replica_fanout
 from benchmarks.loadgen import LoadGen, raise_nofile_limit, source_addresses, ws_url
 from benchmarks.report import Row, fmt_bytes, fmt_ms, fmt_s, judge, log
 from benchmarks.seed import Seeded, admin_url, asyncpg_dsn, create_database, drop_database, seed
@@ -52,7 +52,7 @@ from benchmarks.server import (
     top_frames,
 )
 
-SCENARIOS = ("throughput", "hold", "fanout", "timeouts", "storm")
+SCENARIOS = ("throughput", "hold", "fanout", "fanout_replicas", "timeouts", "storm")
 FD_RESERVE = 300
 PG_STATS_SETTLE = 12.0
 """Seconds to wait after a ramp before counting transactions: PostgreSQL (15+) backends
@@ -87,6 +87,11 @@ class Plan:
     fanout_sizes: list[int] = field(default_factory=lambda: [1_000, 10_000])
     fanout_joins: int = 5
     fanout_budget: float = 600.0
+    replica_fanout_size: int = 1_000
+    """Online agents of the org that ``fanout_replicas`` spreads over several replicas."""
+    replica_fanout_replicas: int = 3
+    replica_fanout_joins: int = 100
+    """Timed joins per setting (one replica, then spread): enough for a p99 over joins."""
     storm_agents: int = 10_000
     storm_signals: list[str] = field(default_factory=lambda: ["SIGKILL", "SIGTERM"])
     throughput_seconds: float = 15.0
@@ -120,6 +125,8 @@ class Plan:
             fanout_sizes=[100],
             fanout_joins=3,
             fanout_budget=60.0,
+            replica_fanout_size=60,
+            replica_fanout_joins=6,
             storm_agents=agents,
             storm_signals=["SIGKILL"],
             throughput_seconds=3.0,
@@ -134,6 +141,8 @@ class Plan:
             plan.batch = max(1, round(plan.agents / plan.hb_interval * plan.flush_interval))
         plan.batch = min(plan.batch, plan.agents)
         plan.xact_agents = min(plan.xact_agents, plan.agents)
+        plan.replica_fanout_replicas = max(2, plan.replica_fanout_replicas)
+        plan.replica_fanout_joins = max(1, plan.replica_fanout_joins)
         plan.storm_agents = min(plan.storm_agents, plan.agents)
         plan.silent_agents = min(plan.silent_agents, plan.agents // 2)
         plan.close_agents = min(plan.close_agents, plan.agents - plan.silent_agents)
@@ -217,14 +226,21 @@ class Bench:
         self.seeded: Seeded | None = None
         self.hold_indices: list[int] = []
         self.fanout_orgs: list[list[int]] = []
+        self.replica_fanout_org: list[int] = []
+        """The org that ``fanout_replicas`` spreads: its online agents, then two sets of
+        fresh joiners (one per setting)."""
+        self.replica_fanout_pool_size = 20
+        """Per replica for ``fanout_replicas``, on one replica too, so both settings match."""
         self.loadgen: LoadGen | None = None
         self.server: ServerProcess | None = None
-        self.server_config: tuple[float, float, float | None] | None = None
+        self.server_config: tuple[float, float, float | None, int | None] | None = None
         self.fd_limit = raise_nofile_limit()
         self.replica_count = plan.replicas or max(
             1, math.ceil(plan.agents / (self.fd_limit - FD_RESERVE))
         )
-        self.ports = [_free_port() for _ in range(self.replica_count)]
+        self.ports = [
+            _free_port() for _ in range(max(self.replica_count, plan.replica_fanout_replicas))
+        ]
         self.port = self.ports[0]
         self.pool_size = 20
         """Per replica; lowered in setup so every replica's pool and overflow fit the
@@ -242,13 +258,17 @@ class Bench:
     async def setup(self) -> None:
         plan = self.plan
         self.pool_size = await pool_size_for(self.replica_count)
+        self.replica_fanout_pool_size = await pool_size_for(plan.replica_fanout_replicas)
         log(f"creating database {self.db_name} and running the migrations")
         self.db_url = await create_database(self.admin, self.db_name)
         hold_sizes = [plan.org_size] * (plan.agents // plan.org_size)
         if plan.agents % plan.org_size:
             hold_sizes.append(plan.agents % plan.org_size)
         started = time.perf_counter()
-        self.seeded = await seed(self.db_url, hold_sizes + list(plan.fanout_sizes))
+        replica_fanout_devices = plan.replica_fanout_size + 2 * plan.replica_fanout_joins
+        self.seeded = await seed(
+            self.db_url, [*hold_sizes, *plan.fanout_sizes, replica_fanout_devices]
+        )
         log(
             f"seeded {len(self.seeded.devices)} devices in {len(self.seeded.orgs)} orgs "
             f"in {time.perf_counter() - started:.1f} s"
@@ -259,11 +279,13 @@ class Bench:
             d.index: position for position, org in enumerate(hold_orgs) for d in org.devices
         }
         random.Random(7).shuffle(self.hold_indices)
+        fanout_end = len(hold_sizes) + len(plan.fanout_sizes)
         self.fanout_orgs = [
-            [d.index for d in org.devices] for org in self.seeded.orgs[len(hold_sizes) :]
+            [d.index for d in org.devices] for org in self.seeded.orgs[len(hold_sizes) : fanout_end]
         ]
+        self.replica_fanout_org = [d.index for d in self.seeded.orgs[fanout_end].devices]
         credentials = [d.credential for d in self.seeded.devices]
-        busiest = max([plan.agents, *plan.fanout_sizes])
+        busiest = max([plan.agents, *plan.fanout_sizes, replica_fanout_devices])
         processes = plan.processes or max(2, math.ceil(busiest / (self.fd_limit - 2_000)))
         self.loadgen = LoadGen(
             [ws_url("127.0.0.1", port) for port in self.ports],
@@ -299,8 +321,22 @@ class Bench:
         assert self.loadgen is not None
         return self.loadgen
 
+    @property
+    def agents_per_server(self) -> int:
+        """Agent sockets one server process can hold under the open-files limit."""
+        return self.fd_limit - FD_RESERVE
+
+    async def close_agents(self, indices: list[int]) -> None:
+        """Close agents cleanly at the end of a scenario (or to move them elsewhere)."""
+        await self.lg.close(indices, concurrency=MASS_CLOSE_CONCURRENCY)
+
     def server_env(
-        self, interval: float, timeout: float, lease_ttl: float | None, replica: int = 0
+        self,
+        interval: float,
+        timeout: float,
+        lease_ttl: float | None,
+        replica: int = 0,
+        pool_size: int | None = None,
     ) -> dict[str, str]:
         env = {
             # Stable per replica, as a deployment names its replicas: a restarted replica
@@ -311,7 +347,7 @@ class Bench:
             "WIREMESH_HEARTBEAT_TIMEOUT": str(timeout),
             "WIREMESH_HEARTBEAT_FLUSH_INTERVAL": str(self.plan.flush_interval),
             "WIREMESH_LOG_LEVEL": "warning",
-            "WIREMESH_DATABASE_POOL_SIZE": str(self.pool_size),
+            "WIREMESH_DATABASE_POOL_SIZE": str(pool_size or self.pool_size),
             "WIREMESH_DATA_DIR": str(self.workdir / "server-data"),
         }
         if lease_ttl is not None:
@@ -319,10 +355,16 @@ class Bench:
         return env
 
     async def start_server(
-        self, interval: float, timeout_s: float, lease_ttl: float | None = None
+        self,
+        interval: float,
+        timeout_s: float,
+        lease_ttl: float | None = None,
+        *,
+        pool_size: int | None = None,
     ) -> ServerProcess:
-        """A server with this heartbeat; the running one is reused when it already has it."""
-        config = (interval, timeout_s, lease_ttl)
+        """A server with this heartbeat (and pool, default ``self.pool_size``); the running
+        one is reused when it already has them."""
+        config = (interval, timeout_s, lease_ttl, pool_size)
         if self.server is not None and self.server.running() and self.server_config == config:
             return self.server
         if self.server is not None and self.server.running():
@@ -331,7 +373,7 @@ class Bench:
         server = ServerProcess(
             "127.0.0.1",
             self.port,
-            self.server_env(interval, timeout_s, lease_ttl),
+            self.server_env(interval, timeout_s, lease_ttl, pool_size=pool_size),
             self.workdir / f"server-{self._server_count}.log",
             prelude=self.plan.server_prelude,
         )
@@ -340,15 +382,23 @@ class Bench:
         log(f"server pid {server.pid} ready ({interval:g} s / {timeout_s:g} s heartbeat)")
         return server
 
-    async def start_extra_replicas(self, interval: float, timeout_s: float) -> list[ServerProcess]:
-        """Replicas 1.. of the hold, each on its own port, on replica 0's database."""
+    async def start_extra_replicas(
+        self,
+        interval: float,
+        timeout_s: float,
+        *,
+        replicas: int | None = None,
+        pool_size: int | None = None,
+    ) -> list[ServerProcess]:
+        """Replicas 1.. (of the hold's count by default), each on its own port, on replica
+        0's database; stopped by :meth:`stop_extra_servers`."""
         servers = []
-        for replica in range(1, self.replica_count):
+        for replica in range(1, replicas or self.replica_count):
             self._server_count += 1
             server = ServerProcess(
                 "127.0.0.1",
                 self.ports[replica],
-                self.server_env(interval, timeout_s, None, replica),
+                self.server_env(interval, timeout_s, None, replica, pool_size),
                 self.workdir / f"server-{self._server_count}-replica-{replica}.log",
                 prelude=self.plan.server_prelude,
             )
@@ -368,8 +418,9 @@ class Bench:
 
     async def restart_server(self, lease_ttl: float | None) -> ServerProcess:
         assert self.server_config is not None
+        interval, timeout_s, _, pool_size = self.server_config
         self.server = None
-        return await self.start_server(self.server_config[0], self.server_config[1], lease_ttl)
+        return await self.start_server(interval, timeout_s, lease_ttl, pool_size=pool_size)
 
     async def db(self) -> asyncpg.Connection:
         return await asyncpg.connect(asyncpg_dsn(self.admin, self.db_name))
@@ -1055,6 +1106,8 @@ class Bench:
             await self.hold()
         if "fanout" in wanted:
             await self.fanout()
+        if "fanout_replicas" in wanted:
+            await replica_fanout.run(self)
         if "timeouts" in wanted:
             await self.timeouts_and_closes()
         if "storm" in wanted:
@@ -1187,6 +1240,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--storm-signals", help="comma list, e.g. SIGKILL,SIGTERM")
     parser.add_argument("--fanout", help="comma list of org sizes, e.g. 1000,10000")
     parser.add_argument("--fanout-budget", type=float, help="seconds to connect a fan-out org")
+    parser.add_argument(
+        "--replica-fanout", type=int, help="online agents of the org spread over replicas (1000)"
+    )
+    parser.add_argument(
+        "--replica-fanout-replicas", type=int, help="replicas to spread it over (3)"
+    )
+    parser.add_argument(
+        "--replica-fanout-joins", type=int, help="timed joins per setting (100, 6 with --quick)"
+    )
     parser.add_argument("--throughput-seconds", type=float)
     parser.add_argument("--processes", type=int, help="load generator processes")
     parser.add_argument(
@@ -1216,6 +1278,9 @@ def plan_from(args: argparse.Namespace) -> Plan:
         "xact_window": args.xact_window,
         "storm_agents": args.storm_agents,
         "fanout_budget": args.fanout_budget,
+        "replica_fanout_size": args.replica_fanout,
+        "replica_fanout_replicas": args.replica_fanout_replicas,
+        "replica_fanout_joins": args.replica_fanout_joins,
         "throughput_seconds": args.throughput_seconds,
         "processes": args.processes,
         "replicas": args.replicas,
