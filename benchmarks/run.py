@@ -774,6 +774,7 @@ class Bench:
             "rollbacks": rollback1 - rollback0,
             "transitions": transitions,
             "steady": steady,
+            "pongs": stats_after["totals"].get("pongs", 0) - stats_before["totals"].get("pongs", 0),
         }
         limit = 2.0 + transitions / intervals
         verdict, passed = judge(commits, limit, at_most=True)

@@ -1,8 +1,9 @@
 """CI smoke test of the benchmark suite: the runner works end to end and its figures are sane.
 
 Runs ``python -m benchmarks.run --quick`` with a hundred-odd agents, held by two server
-replicas, against the test PostgreSQL. Only generous sanity bounds on timings: this must
-not flake on a busy CI box.
+replicas, and a small org spread over three replicas for the cross-replica fan-out, against
+the test PostgreSQL. Only generous sanity bounds on timings: this must not flake on a busy
+CI box.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ POSTGRES_URL = os.environ.get(
     "WIREMESH_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
 AGENTS = 120
+SPREAD_ORG = 30
+"""Online agents of the org the cross-replica fan-out spreads over three replicas."""
+SPREAD_JOINS = 3
+"""Timed joins per setting: one on each replica."""
 
 EXPECTED_METRICS = {
     "heartbeat_naive_pongs_per_s",
@@ -35,6 +40,8 @@ EXPECTED_METRICS = {
     "memory_per_connection",
     "connect_rate",
     "fanout_p99_100",
+    f"fanout_all_p99_{SPREAD_ORG}_1_replica",
+    f"fanout_all_p99_{SPREAD_ORG}_3_replicas",
     "timeout_p99",
     "close_p99",
     "storm_sigkill",
@@ -61,6 +68,10 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
         "3",
         "--replicas",
         "2",
+        "--replica-fanout",
+        str(SPREAD_ORG),
+        "--replica-fanout-joins",
+        str(SPREAD_JOINS),
         "--json",
         str(out),
         "--workdir",
@@ -131,3 +142,43 @@ def test_latency_figures_are_sane(quick_run: tuple[str, dict[str, Any]]) -> None
     assert 0 < value(result, "fanout_p99_100") < 10
     assert 0 < value(result, "storm_sigkill") < 120
     assert value(result, "db_xact_per_flush") >= 0
+
+
+def test_heartbeat_path_makes_no_per_pong_transactions(
+    quick_run: tuple[str, dict[str, Any]],
+) -> None:
+    _, result = quick_run
+    window = result["details"]["xact"]
+    transactions = window["commits"] + window["rollbacks"]
+    # Agents ponged throughout the window, yet the database saw a handful of transactions
+    # (a flush per interval, the event reader's polls): nothing per pong.
+    assert window["pongs"] >= 20, window
+    assert transactions < window["pongs"] / 4, window
+    assert result["metrics"]["db_xact_per_flush"]["passed"] is True
+
+
+def test_fans_joins_out_across_three_replicas(quick_run: tuple[str, dict[str, Any]]) -> None:
+    stdout, result = quick_run
+    spread_key = f"fanout_all_p99_{SPREAD_ORG}_3_replicas"
+    alone = value(result, f"fanout_all_p99_{SPREAD_ORG}_1_replica")
+    spread = value(result, spread_key)
+    assert 0 < alone < 10
+    assert 0 < spread < 10
+    row = result["metrics"][spread_key]
+    assert row["target"] == "<= 150 ms"
+    assert row["limit"] == pytest.approx(0.15)
+    assert "x target" in row["verdict"]
+    assert "x one replica" in row["verdict"]
+    assert "<= 150 ms" in stdout
+
+    details = result["details"]["fanout_replicas"]
+    # One org, its agents spread evenly: every replica holds a third of it.
+    assert details["sessions_per_server"] == {
+        f"bench-replica-{replica}": SPREAD_ORG // 3 for replica in range(3)
+    }
+    spread_joins = details["spread"]["joins"]
+    assert {join["joiner_replica"] for join in spread_joins} == {0, 1, 2}
+    for join in spread_joins + details["one_replica"]["joins"]:
+        assert join["received"] == join["recipients"] == SPREAD_ORG, join
+    # Each join crossed replicas: agents on the other replicas had it too.
+    assert all(join["other_replicas_last"] is not None for join in spread_joins)
