@@ -18,12 +18,16 @@ the same N agents online and no coalescing window delays it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.report import Row, fmt_ms, judge, log
-from benchmarks.server import ServerProcess, percentile
+from benchmarks.server import ServerProcess, cpu_seconds, percentile, profile, top_frames
 
 if TYPE_CHECKING:
     from benchmarks.run import Bench
@@ -40,24 +44,42 @@ POLL_INTERVAL = 0.05
 
 @dataclass
 class JoinTiming:
-    """One join: seconds from the joiner's connect to each recipient's receive timestamp."""
+    """One join: seconds from the joiner's connect to each recipient's receive timestamp,
+    grouped by the replica that holds the recipient."""
 
     joiner_replica: int
     recipients: int
     welcome: float | None
-    same_replica: list[float]
-    other_replicas: list[float]
+    delays: dict[int, list[float]]
 
     @property
     def received(self) -> int:
-        return len(self.same_replica) + len(self.other_replicas)
+        return sum(len(delays) for delays in self.delays.values())
+
+    @property
+    def every_delay(self) -> list[float]:
+        return [delay for delays in self.delays.values() for delay in delays]
+
+    @property
+    def same_replica(self) -> list[float]:
+        return self.delays.get(self.joiner_replica, [])
+
+    @property
+    def other_replicas(self) -> list[float]:
+        return [t for r, delays in self.delays.items() if r != self.joiner_replica for t in delays]
 
     @property
     def complete(self) -> float | None:
         """When the last recipient had it; None if some never did within the timeout."""
         if self.received < self.recipients:
             return None
-        return max(self.same_replica + self.other_replicas)
+        return max(self.every_delay)
+
+    @property
+    def broadcast_spans(self) -> list[float]:
+        """Per replica, its first recipient to its last: writing the delta to its sockets
+        (and the load generator reading them)."""
+        return [max(delays) - min(delays) for delays in self.delays.values() if delays]
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -65,9 +87,12 @@ class JoinTiming:
             "recipients": self.recipients,
             "received": self.received,
             "complete": self.complete,
-            "same_replica_last": max(self.same_replica, default=None),
-            "other_replicas_last": max(self.other_replicas, default=None),
             "welcome": self.welcome,
+            "by_replica": {
+                replica: {"count": len(delays), "first": min(delays), "last": max(delays)}
+                for replica, delays in sorted(self.delays.items())
+                if delays
+            },
         }
 
 
@@ -79,6 +104,9 @@ class Setting:
     joins: list[JoinTiming]
     setup_seconds: float
     server_cpu_percent: float
+    loadgen_cpu_percent: float
+    profiles: dict[str, Any] = field(default_factory=dict)
+    """py-spy's top frames per server during the joins (with ``--profile``)."""
 
     @property
     def completions(self) -> list[float]:
@@ -92,9 +120,16 @@ class Setting:
         return _percentile(self.completions, q)
 
     def delivery(self, q: float) -> float | None:
-        return _percentile(
-            [t for join in self.joins for t in join.same_replica + join.other_replicas], q
-        )
+        return _percentile([t for join in self.joins for t in join.every_delay], q)
+
+    def welcome(self, q: float) -> float | None:
+        return _percentile([j.welcome for j in self.joins if j.welcome is not None], q)
+
+    def first_on_joiners_replica(self, q: float) -> float | None:
+        return _percentile([min(j.same_replica) for j in self.joins if j.same_replica], q)
+
+    def first_on_other_replicas(self, q: float) -> float | None:
+        return _percentile([min(j.other_replicas) for j in self.joins if j.other_replicas], q)
 
     def last_on_joiners_replica(self, q: float) -> float | None:
         return _percentile([max(j.same_replica) for j in self.joins if j.same_replica], q)
@@ -102,19 +137,33 @@ class Setting:
     def last_on_other_replicas(self, q: float) -> float | None:
         return _percentile([max(j.other_replicas) for j in self.joins if j.other_replicas], q)
 
-    def welcome(self, q: float) -> float | None:
-        return _percentile([j.welcome for j in self.joins if j.welcome is not None], q)
+    def broadcast_span(self, q: float) -> float | None:
+        return _percentile([span for j in self.joins for span in j.broadcast_spans], q)
 
     def summary(self) -> dict[str, Any]:
+        """Every figure, and each stage of a join's way: connect to welcome, to the first
+        agent on the joiner's replica (local wake-up) and on the others (NOTIFY), and the
+        span over each replica's sockets."""
         return {
             "replicas": self.replicas,
             "completion_p50": self.completion(50),
             "completion_p99": self.completion(99),
             "delivery_p50": self.delivery(50),
             "delivery_p99": self.delivery(99),
+            "welcome_p50": self.welcome(50),
+            "first_on_joiners_replica_p50": self.first_on_joiners_replica(50),
+            "first_on_joiners_replica_p99": self.first_on_joiners_replica(99),
+            "first_on_other_replicas_p50": self.first_on_other_replicas(50),
+            "first_on_other_replicas_p99": self.first_on_other_replicas(99),
+            "last_on_joiners_replica_p99": self.last_on_joiners_replica(99),
+            "last_on_other_replicas_p99": self.last_on_other_replicas(99),
+            "broadcast_span_p50": self.broadcast_span(50),
+            "broadcast_span_p99": self.broadcast_span(99),
             "missing_deliveries": self.missing,
             "setup_seconds": self.setup_seconds,
             "server_cpu_percent": self.server_cpu_percent,
+            "loadgen_cpu_percent": self.loadgen_cpu_percent,
+            "profiles": self.profiles,
             "joins": [join.summary() for join in self.joins],
         }
 
@@ -143,6 +192,8 @@ async def time_joins(
     await lg.watch(peer_ids)
     recipients = set(replica_of)
     timings: list[JoinTiming] = []
+    profilers = await _start_profilers(bench, servers, f"{replicas}-replica")
+    loadgen_cpu = _cpu_of(lg.pids)
     started = time.time()
     for number, (index, peer_id) in enumerate(zip(joiners, peer_ids, strict=True)):
         replica = number % replicas
@@ -156,27 +207,60 @@ async def time_joins(
             await asyncio.sleep(POLL_INTERVAL)
         session = (await lg.sessions([index]))[index]
         connect_started = session["connect_started_at"]
-        same: list[float] = []
-        other: list[float] = []
+        delays: dict[int, list[float]] = {}
         for agent, received_at in arrivals.items():
             if agent in recipients:
-                delay = received_at - connect_started
-                (same if replica_of[agent] == replica else other).append(delay)
+                delays.setdefault(replica_of[agent], []).append(received_at - connect_started)
         welcomed = session["welcome_at"]
         timings.append(
             JoinTiming(
                 joiner_replica=replica,
                 recipients=len(recipients),
                 welcome=welcomed - connect_started if welcomed >= connect_started else None,
-                same_replica=same,
-                other_replicas=other,
+                delays=delays,
             )
         )
         await asyncio.sleep(QUIET_GAP)
         await lg.close([index])
         await asyncio.sleep(QUIET_GAP)
-    cpu = sum(server.window(started, time.time()).cpu_percent for server in servers)
-    return Setting(replicas, timings, 0.0, cpu)
+    ended = time.time()
+    cpu = sum(server.window(started, ended).cpu_percent for server in servers)
+    loadgen = (_cpu_of(lg.pids) - loadgen_cpu) / (ended - started) * 100
+    setting = Setting(replicas, timings, 0.0, cpu, loadgen)
+    setting.profiles = _stop_profilers(profilers)
+    return setting
+
+
+def _cpu_of(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+async def _start_profilers(
+    bench: Bench, servers: list[ServerProcess], label: str
+) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
+    """With ``--profile``: py-spy on every server while the joins run (active samples only)."""
+    if not bench.plan.profile:
+        return {}
+    profilers = {}
+    for number, server in enumerate(servers):
+        path = bench.workdir / f"py-spy-fanout-{label}-server-{number}.txt"
+        profiler = await profile(server.pid, path, rate=200)
+        if profiler is not None:
+            profilers[f"replica {number}"] = (profiler, path)
+    return profilers
+
+
+def _stop_profilers(
+    profilers: dict[str, tuple[subprocess.Popen[bytes], Path]],
+) -> dict[str, Any]:
+    frames: dict[str, Any] = {}
+    for name, (profiler, path) in profilers.items():
+        profiler.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            profiler.wait(timeout=30)
+        if path.exists():
+            frames[name] = {"path": str(path), **top_frames(path, count=25)}
+    return frames
 
 
 async def sessions_per_server(bench: Bench, org_id: int) -> dict[str, int]:
@@ -244,6 +328,7 @@ async def run(bench: Bench) -> None:
         for replica in range(1, replicas):
             await bench.lg.route([i for i in movers if replica_of[i] == replica], replica)
         ok, _, _ = await bench.ramp(movers, f"replica fan-out: {len(movers)} agents moving")
+        moving_seconds = time.time() - moving_started
         placement = await sessions_per_server(bench, org_id)
         log(f"replica fan-out: sessions per replica {placement}")
         if not ok:
@@ -254,7 +339,7 @@ async def run(bench: Bench) -> None:
         await asyncio.sleep(1.0)
         log(f"replica fan-out: {joins} timed joins on replicas 0..{replicas - 1} in turn")
         spread = await time_joins(bench, spread_joiners, replica_of, replicas, servers)
-        spread.setup_seconds = setup + time.time() - moving_started
+        spread.setup_seconds = setup + moving_seconds
         bench.details["fanout_replicas"] = {
             "org_size": size,
             "replicas": replicas,
@@ -291,8 +376,10 @@ def _method(setting: Setting, size: int) -> str:
         f"p99 over {joins} joins{slowest}; each: a fresh device's connect to the last of "
         f"{size:,} online agents' receive timestamps (load generator, one clock); "
         f"per delivery p99 {fmt_ms(setting.delivery(99))}; joiner welcomed after "
-        f"{fmt_ms(setting.welcome(50))} (median); server CPU during joins "
-        f"{setting.server_cpu_percent:.0f}%; setup excluded ({setting.setup_seconds:.0f} s)"
+        f"{fmt_ms(setting.welcome(50))}, first agent on its replica had it after "
+        f"{fmt_ms(setting.first_on_joiners_replica(50))} (medians); CPU during joins: servers "
+        f"{setting.server_cpu_percent:.0f}%, load generator {setting.loadgen_cpu_percent:.0f}%; "
+        f"setup excluded ({setting.setup_seconds:.0f} s)"
     )
 
 
