@@ -105,6 +105,9 @@ class Setting:
     setup_seconds: float
     server_cpu_percent: float
     loadgen_cpu_percent: float
+    machine_load: dict[str, str] = field(default_factory=dict)
+    """Load average and CPU pressure before and after the joins: the machine is shared, and
+    the two settings run one after the other."""
     profiles: dict[str, Any] = field(default_factory=dict)
     """py-spy's top frames per server during the joins (with ``--profile``)."""
 
@@ -163,6 +166,7 @@ class Setting:
             "setup_seconds": self.setup_seconds,
             "server_cpu_percent": self.server_cpu_percent,
             "loadgen_cpu_percent": self.loadgen_cpu_percent,
+            "machine_load": self.machine_load,
             "profiles": self.profiles,
             "joins": [join.summary() for join in self.joins],
         }
@@ -194,6 +198,7 @@ async def time_joins(
     timings: list[JoinTiming] = []
     profilers = await _start_profilers(bench, servers, f"{replicas}-replica")
     loadgen_cpu = _cpu_of(lg.pids)
+    load_before = machine_load()
     started = time.time()
     for number, (index, peer_id) in enumerate(zip(joiners, peer_ids, strict=True)):
         replica = number % replicas
@@ -228,7 +233,23 @@ async def time_joins(
     loadgen = (_cpu_of(lg.pids) - loadgen_cpu) / (ended - started) * 100
     setting = Setting(replicas, timings, 0.0, cpu, loadgen)
     setting.profiles = _stop_profilers(profilers)
+    setting.machine_load = {
+        **{f"{name}_before": value for name, value in load_before.items()},
+        **{f"{name}_after": value for name, value in machine_load().items()},
+    }
     return setting
+
+
+def machine_load() -> dict[str, str]:
+    """1/5/15-minute load average, and the share of time runnable tasks waited for a CPU
+    over the last 10/60/300 s (Linux pressure stall information), where available."""
+    load: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        load["load_average"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    with contextlib.suppress(OSError, IndexError):
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()[1:4]
+        load["cpu_pressure"] = " ".join(part.split("=")[1] + "%" for part in some)
+    return load
 
 
 def _cpu_of(pids: list[int]) -> float:
@@ -379,8 +400,15 @@ def _method(setting: Setting, size: int) -> str:
         f"{fmt_ms(setting.welcome(50))}, first agent on its replica had it after "
         f"{fmt_ms(setting.first_on_joiners_replica(50))} (medians); CPU during joins: servers "
         f"{setting.server_cpu_percent:.0f}%, load generator {setting.loadgen_cpu_percent:.0f}%; "
+        f"machine load average {_first(setting.machine_load, 'load_average_before')} -> "
+        f"{_first(setting.machine_load, 'load_average_after')}; "
         f"setup excluded ({setting.setup_seconds:.0f} s)"
     )
+
+
+def _first(load: dict[str, str], name: str) -> str:
+    """The first figure of a load reading (the 1-minute average)."""
+    return load.get(name, "?").split(" ")[0]
 
 
 def _add_alone_row(bench: Bench, key: str, metric: str, alone: Setting, size: int) -> None:

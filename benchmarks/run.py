@@ -12,9 +12,11 @@ replicas on the same database, each org on one of them (``--replicas`` to choose
 Scenarios, in order: heartbeat write throughput (seed's commit-per-pong vs the batched
 flush, no server); hold (ramp to N agents at the normal heartbeat, with the database's
 transaction rate measured at ``--xact-agents`` on the way, then hold >= 2 timeouts);
-peer-join fan-out; reconnect storms (SIGKILL, then SIGTERM); and, on a server with a short
-heartbeat, silent-agent timeouts and clean closes. One markdown table is printed and,
-with ``--json``, written as JSON with every figure and the machine facts.
+peer-join fan-out; the same to every agent of one org spread over three replicas, beside
+one replica (:mod:`benchmarks.replica_fanout`); reconnect storms (SIGKILL, then SIGTERM);
+and, on a server with a short heartbeat, silent-agent timeouts and clean closes. One
+markdown table is printed and, with ``--json``, written as JSON with every figure and the
+machine facts.
 """
 
 from __future__ import annotations
@@ -1258,7 +1260,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-pending", type=int, help="handshakes in flight during ramps (32)")
     parser.add_argument("--ramp-timeout", type=float, help="seconds to connect a ramp")
     parser.add_argument("--parser", choices=("light", "session"))
-    parser.add_argument("--profile", action="store_true", help="py-spy the server (ramp+hold)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the servers (hold: ramp and hold; fanout_replicas: the joins)",
+    )
     parser.add_argument(
         "--server-prelude", help="Python run in the server before it starts (A/B a tweak)"
     )
