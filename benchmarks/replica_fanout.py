@@ -277,8 +277,11 @@ def _stop_profilers(
     frames: dict[str, Any] = {}
     for name, (profiler, path) in profilers.items():
         profiler.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        try:
             profiler.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            profiler.kill()
+            profiler.wait()
         if path.exists():
             frames[name] = {"path": str(path), **top_frames(path, count=25)}
     return frames
