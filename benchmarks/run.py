@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from benchmarks import naive, replica_fanout
 from benchmarks.loadgen import LoadGen, raise_nofile_limit, source_addresses, ws_url

@@ -14,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 from sqlalchemy.engine import URL, make_url
 
 from wiremesh.server.auth.secrets import issue_secret
