@@ -41,6 +41,7 @@ from wiremesh.server.events.schemas import (
     SessionEnded,
 )
 from wiremesh.server.paths import repository as paths_repository
+from wiremesh.server.paths import service as paths_service
 from wiremesh.server.presence import repository
 from wiremesh.server.presence.directory import OrgDirectory, identity_from_event
 from wiremesh.server.presence.fanout import PeerFanout
@@ -54,6 +55,7 @@ from wiremesh.server.presence.sessions import LiveSession, SessionRegistry
 logger = logging.getLogger("wiremesh.presence")
 
 DEVICE_SYNC_CHUNK = 500
+RELAY_SWEEP_INTERVAL = 0.5
 SEND_TIMEOUT = 5.0
 """A socket that cannot take a frame for this long is closed as stuck."""
 
@@ -108,6 +110,7 @@ class PresenceHub:
             asyncio.create_task(self._flush_loop(), name="wiremesh-heartbeat-flusher"),
             asyncio.create_task(self._device_sync_loop(), name="wiremesh-device-sync"),
             asyncio.create_task(self._lease_loop(), name="wiremesh-replica-lease"),
+            asyncio.create_task(self._relay_sweep_loop(), name="wiremesh-relay-sweep"),
         ]
         self.started = True
 
@@ -144,6 +147,19 @@ class PresenceHub:
         )
         if self.started:
             await self.leases.drop()
+
+    async def _relay_sweep_loop(self) -> None:
+        """Every replica looks for silent relays; the conditional update lets one win."""
+        while True:
+            await asyncio.sleep(RELAY_SWEEP_INTERVAL)
+            try:
+                async with self.sessionmaker() as session:
+                    taken = await paths_service.take_silent_relays_offline(session)
+                    await session.commit()
+                if taken:
+                    logger.warning("relays went silent: %s", ", ".join(taken))
+            except Exception:
+                logger.exception("checking for silent relays failed; trying again")
 
     async def _lease_loop(self) -> None:
         """Every third of a lease: renew, end what dead replicas left; if this replica's own
