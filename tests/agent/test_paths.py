@@ -1,0 +1,73 @@
+"""Path selection, fed peers, relays, handshake times and the clock."""
+
+from __future__ import annotations
+
+from tests.protocol.helpers import wg_key
+from wiremesh.agent.paths import KNOCK_SECONDS, PathSelector, ordered_candidates
+from wiremesh.protocol import Candidate, Peer, Relay
+
+A_KEY, B_KEY, ME = wg_key(1), wg_key(2), wg_key(3)
+RELAY = Relay(name="r1", public_key=wg_key(9), endpoint="198.18.0.30:3478")
+RELAY2 = Relay(name="r2", public_key=wg_key(10), endpoint="198.18.0.31:3478")
+
+
+def peer(key: str, ip: str, *candidates: tuple[str, str]) -> Peer:
+    return Peer(
+        peer_id=f"p-{ip}",
+        virtual_ip=ip,
+        public_key=key,
+        online=True,
+        candidates=[Candidate.model_validate({"addr": a, "kind": k}) for a, k in candidates],
+    )
+
+
+B = peer(B_KEY, "100.64.0.2", ("198.18.0.202:51820", "public"), ("198.18.2.11:51820", "lan"))
+
+
+def test_lan_first_only_behind_the_same_nat() -> None:
+    assert ordered_candidates(B, "198.18.0.202")[0] == ("198.18.2.11:51820", "lan")
+    assert ordered_candidates(B, "198.18.0.201")[0] == ("198.18.0.202:51820", "public")
+
+
+def test_without_a_relay_the_peer_carries_its_route_and_walks_its_candidates() -> None:
+    selector = PathSelector(own_public_key=ME, own_public_ip="198.18.0.201")
+    table, readd = selector.target({"b": B}, [], {}, 1000.0)
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
+    assert table[B_KEY].endpoint == "198.18.0.202:51820"
+    assert readd == {B_KEY}
+    table, readd = selector.target({"b": B}, [], {}, 1001.0)
+    assert readd == set()
+    table, readd = selector.target({"b": B}, [], {}, 1000.0 + KNOCK_SECONDS)
+    assert table[B_KEY].endpoint == "198.18.2.11:51820"
+    assert readd == {B_KEY}
+
+
+def test_relayed_until_the_knocking_peer_handshakes_then_direct() -> None:
+    selector = PathSelector(own_public_key=ME, own_public_ip="198.18.0.201")
+    table, _ = selector.target({"b": B}, [RELAY, RELAY2], {}, 1000.0)
+    assert table[B_KEY].allowed_ips == frozenset()
+    assert table[RELAY.public_key].allowed_ips == {"100.64.0.2/32"}
+    assert table[RELAY2.public_key].allowed_ips == frozenset()  # discovery only
+    assert [p.path for p in selector.paths({"b": B}, {}, 1000.0)] == ["relay"]
+    table, readd = selector.target({"b": B}, [RELAY, RELAY2], {B_KEY: 1000.5}, 1000.6)
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
+    assert table[RELAY.public_key].allowed_ips == frozenset()
+    assert readd == set()
+    assert [p.path for p in selector.paths({"b": B}, {B_KEY: 1000.5}, 1000.6)] == ["direct"]
+
+
+def test_relay_gone_moves_relayed_routes_to_the_next() -> None:
+    selector = PathSelector(own_public_key=ME)
+    selector.target({"b": B}, [RELAY, RELAY2], {}, 1000.0)
+    table, _ = selector.target({"b": B}, [RELAY2], {}, 1000.5)
+    assert RELAY.public_key not in table
+    assert table[RELAY2.public_key].allowed_ips == {"100.64.0.2/32"}
+
+
+def test_a_direct_peer_silent_too_long_falls_back_to_the_relay() -> None:
+    selector = PathSelector(own_public_key=ME)
+    selector.target({"b": B}, [RELAY], {B_KEY: 1000.0}, 1000.0)
+    table, readd = selector.target({"b": B}, [RELAY], {B_KEY: 1000.0}, 1500.0)
+    assert table[B_KEY].allowed_ips == frozenset()
+    assert table[RELAY.public_key].allowed_ips == {"100.64.0.2/32"}
+    assert readd == {B_KEY}
