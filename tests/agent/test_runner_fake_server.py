@@ -120,9 +120,10 @@ async def test_auth_carries_the_credential_the_listen_port_and_the_agent_version
     assert frames == [
         {
             "type": "auth",
-            "version": 1,
+            "version": 2,
             "credential": "wmd_fake_credential",
             "listen_port": 51999,
+            "candidates": [],
             "agent_version": __version__,
         }
     ]
@@ -237,7 +238,7 @@ async def test_an_unsupported_welcome_version_ends_the_run(fake_server: StartSer
     async def script(ws: ServerConnection, n: int) -> None:
         await ws.recv()
         frame = json.loads(welcome())
-        frame["version"] = 2
+        frame["version"] = 3
         await ws.send(json.dumps(frame))
         await ws.wait_closed()
 
