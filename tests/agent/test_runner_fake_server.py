@@ -95,6 +95,20 @@ def runner_for_servers(
     )
 
 
+def saved_runner(url: str, state_dir: Path) -> AgentRunner:
+    """A runner whose enrollment is saved in ``state_dir``, so it re-reads the list there."""
+    enrollment, keys = fake_enrollment(url)
+    save_enrollment(state_dir, enrollment, keys.private_key)
+    return AgentRunner(
+        enrollment,
+        keys.private_key,
+        MemoryBackend(),
+        listen_port=51999,
+        backoff=Backoff(base=0.01, cap=0.05),
+        state_dir=state_dir,
+    )
+
+
 async def run_until(runner: AgentRunner, condition: Callable[[], bool]) -> Refused | None:
     """Run the agent until ``condition`` holds, then stop it; what run() returned."""
     task = asyncio.create_task(runner.run())
@@ -531,16 +545,7 @@ async def test_a_changed_server_list_is_used_from_the_next_reconnect(
 
     server_a = await fake_server(until_told)
     server_b = await fake_server(welcome_and_stay)
-    enrollment, keys = fake_enrollment(server_a.url)
-    save_enrollment(state_dir, enrollment, keys.private_key)
-    runner = AgentRunner(
-        enrollment,
-        keys.private_key,
-        MemoryBackend(),
-        listen_port=51999,
-        backoff=Backoff(base=0.01, cap=0.05),
-        state_dir=state_dir,
-    )
+    runner = saved_runner(server_a.url, state_dir)
     task = asyncio.create_task(runner.run())
     try:
         await wait_until(lambda: runner.sessions == 1)
@@ -567,16 +572,7 @@ async def test_an_unreadable_state_file_keeps_the_list_it_had(
             await ws.close(1012)
 
     fake = await fake_server(restart_once)
-    enrollment, keys = fake_enrollment(fake.url)
-    save_enrollment(state_dir, enrollment, keys.private_key)
-    runner = AgentRunner(
-        enrollment,
-        keys.private_key,
-        MemoryBackend(),
-        listen_port=51999,
-        backoff=Backoff(base=0.01, cap=0.05),
-        state_dir=state_dir,
-    )
+    runner = saved_runner(fake.url, state_dir)
     (state_dir / "agent.json").write_text("{damaged")
     assert await run_until(runner, lambda: runner.sessions == 2) is None
     assert runner.servers.urls == (fake.url,)

@@ -179,9 +179,11 @@ class Deployment:
         assert process.returncode == 0, output.decode()
         return load_enrollment(state_dir)
 
-    async def enroll_direct(self, name: str) -> Enrollment:
-        """The same enrollment in this process (saves a Python start-up)."""
-        return await enroll(self.state_dir(name), [self.entry.url], self.setup_key, name)
+    async def enroll_direct(self, name: str, *, via: Endpoint | None = None) -> Enrollment:
+        """The same enrollment in this process (saves a Python start-up), with ``via``'s URL
+        (default: the entry's) as the agent's only server."""
+        url = (via or self.entry).url
+        return await enroll(self.state_dir(name), [url], self.setup_key, name)
 
     async def enroll_raw(self, name: str, *, via: Endpoint | None = None) -> dict[str, Any]:
         """``POST /api/v1/enroll`` through ``via``: the device and its credential, no key pair."""
@@ -217,8 +219,9 @@ class Deployment:
         replica = ServerProcess(
             self.group,
             {**self.server.env, "WIREMESH_SERVER_ID": server_id},
-            free_port(),
+            free_port(self.server.host),
             name=server_id,
+            host=self.server.host,
         )
         await replica.start()
         return replica
@@ -238,7 +241,10 @@ class Deployment:
     async def heartbeating(
         self, count: int, exclude: set[int] | None = None
     ) -> list[ConnectionStatus]:
-        """Wait until ``count`` connected rows (ids not in ``exclude``) have a flushed pong."""
+        """Wait until ``count`` connected rows (ids not in ``exclude``) have a flushed pong.
+
+        A row is written with ``last_pong_at = connected_at`` (authenticating counts as an
+        answer), before the agent has even read its welcome; only a later one is a pong."""
 
         async def probe() -> list[ConnectionStatus] | None:
             rows = [
@@ -246,7 +252,11 @@ class Deployment:
                 for row in await self.rows()
                 if row.status == ConnectionState.CONNECTED and row.id not in (exclude or set())
             ]
-            ready = [row for row in rows if row.last_pong_at is not None]
+            ready = [
+                row
+                for row in rows
+                if row.last_pong_at is not None and row.last_pong_at > row.connected_at
+            ]
             return ready if len(ready) == count else None
 
         return await eventually(
@@ -317,7 +327,12 @@ class Deployment:
 
 class StartDeployment(Protocol):
     async def __call__(
-        self, replicas: int = 1, *, proxy: bool = False, env: Mapping[str, str] | None = None
+        self,
+        replicas: int = 1,
+        *,
+        proxy: bool = False,
+        env: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> Deployment: ...
 
 
@@ -360,11 +375,16 @@ async def start_deployment(
     tmp_path: Path,
 ) -> AsyncIterator[StartDeployment]:
     """Starts the deployment once per test: ``replicas`` servers (more than one only on
-    PostgreSQL), HAProxy in front if ``proxy``, ``env`` over the short test settings."""
+    PostgreSQL) listening on ``host``, HAProxy in front if ``proxy``, ``env`` over the short
+    test settings."""
     started: list[Deployment] = []
 
     async def start(
-        replicas: int = 1, *, proxy: bool = False, env: Mapping[str, str] | None = None
+        replicas: int = 1,
+        *,
+        proxy: bool = False,
+        env: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> Deployment:
         assert not started, "one deployment per test"
         if replicas > 1 and database_url is None:
@@ -380,8 +400,9 @@ async def start_deployment(
             ServerProcess(
                 processes,
                 server_env,
-                free_port(),
+                free_port(host),
                 name="server" if replicas == 1 else f"replica{i}",
+                host=host,
             )
             for i in range(replicas)
         ]

@@ -69,9 +69,9 @@ def clean_environ() -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -176,18 +176,26 @@ class ServerProcess:
 
     ``kill`` (SIGKILL), ``stop`` (SIGTERM), ``pause``/``resume`` (SIGSTOP/SIGCONT) act on the
     current process; ``start`` again is a restart on the same port with the same settings.
-    ``name`` tells the logs of replicas on one database apart.
+    ``name`` tells the logs of replicas on one database apart; ``host`` is where it listens
+    (another address than loopback when machines in network namespaces must reach it).
     """
 
     def __init__(
-        self, group: ProcessGroup, env: Mapping[str, str], port: int, *, name: str = "server"
+        self,
+        group: ProcessGroup,
+        env: Mapping[str, str],
+        port: int,
+        *,
+        name: str = "server",
+        host: str = "127.0.0.1",
     ) -> None:
         self.group = group
         self.name = name
-        self.env = {**env, "WIREMESH_HOST": "127.0.0.1", "WIREMESH_PORT": str(port)}
+        self.env = {**env, "WIREMESH_HOST": host, "WIREMESH_PORT": str(port)}
+        self.host = host
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.ws_url = f"ws://127.0.0.1:{port}/api/v1/agent/ws"
+        self.url = f"http://{host}:{port}"
+        self.ws_url = f"ws://{host}:{port}/api/v1/agent/ws"
         self.current: Process | None = None
         self.starts = 0
 
@@ -309,7 +317,7 @@ class HAProxy:
 
     def config(self) -> str:
         servers = "\n".join(
-            f"    server {replica.name} 127.0.0.1:{replica.port}" for replica in self.replicas
+            f"    server {replica.name} {replica.host}:{replica.port}" for replica in self.replicas
         )
         return HAPROXY_CONFIG.format(
             port=self.port,

@@ -8,6 +8,12 @@ are removed first. Skipped (with the reason) without root or the tools.
 
 ``nat_lab`` is the same lab where routers need nftables too; ``udp`` opens
 :class:`~tests.netns.udp.UdpSocket` s on its machines and closes them after the test.
+
+``start_deployment`` and ``processes`` are the end-to-end tests' fixtures (tests/e2e):
+``start_deployment(2, host=lab.host_address)`` runs server replicas on one PostgreSQL
+database where the lab's machines reach them. The helpers below (``configured``,
+``mesh_pings``, ``dropped``, ``exits_revoked``) check a mesh from outside, whichever server
+runs it.
 """
 
 from __future__ import annotations
@@ -15,21 +21,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.processes import AGENT_ENV, SERVER_ENV, ProcessGroup, clean_environ, eventually
+from tests.e2e.conftest import processes, start_deployment
+from tests.e2e.processes import (
+    AGENT_ENV,
+    SERVER_ENV,
+    ProcessGroup,
+    ServerProcess,
+    clean_environ,
+    eventually,
+    free_port,
+)
 from tests.netns.lab import Lab, Machine, missing_requirements, ping_argv, remove_stale
 from tests.netns.udp import UdpSocket
+from wiremesh.agent.cli import EXIT_REFUSED
 from wiremesh.agent.enroll import enroll
-from wiremesh.agent.state import Enrollment, load_enrollment
+from wiremesh.agent.state import load_enrollment
+
+__all__ = ["processes", "start_deployment"]
+"""Fixtures of the end-to-end tests that these tests use too (server replicas)."""
 
 NETWORK = "100.64.0.0/24"
 PYTHON = sys.executable
@@ -37,15 +55,17 @@ _TOKEN_LINE = re.compile(r"Its API token, shown only this once: (\S+)")
 
 
 class Agent:
-    """One enrolled device on one machine, and its ``agent up`` process."""
+    """One enrolled device on one machine, and its ``agent up`` process (in ``group``)."""
 
-    def __init__(self, mesh: Mesh, name: str, machine: Machine, enrollment: Enrollment) -> None:
+    def __init__(
+        self, lab: Lab, group: ProcessGroup, name: str, machine: Machine, state_dir: Path
+    ) -> None:
         self.name = name
-        self.lab = mesh.lab
+        self.lab = lab
         self.machine = machine
-        self.enrollment = enrollment
-        self.state_dir = mesh.state_dir(name)
-        self.process = mesh.processes.add(
+        self.enrollment = load_enrollment(state_dir)
+        self.state_dir = state_dir
+        self.process = group.add(
             f"agent-{name}",
             machine.argv(
                 PYTHON, "-m", "wiremesh.agent", "up", "--state-dir", str(self.state_dir),
@@ -89,8 +109,11 @@ class Mesh:
         self.lab = lab
         self.processes = processes
         self.directory = directory
-        self.port = _free_port(lab.host_address)
-        self.url = f"http://{lab.host_address}:{self.port}"
+        env = {**clean_environ(), **SERVER_ENV, "WIREMESH_DATA_DIR": str(directory / "server")}
+        self.server = ServerProcess(
+            processes, env, free_port(lab.host_address), host=lab.host_address
+        )
+        self.url = self.server.url
         self.token = ""
         self.org_id = 0
         self.setup_key = ""
@@ -99,29 +122,11 @@ class Mesh:
         return self.directory / "agents" / name
 
     async def start_server(self) -> None:
-        env = {
-            **clean_environ(),
-            **SERVER_ENV,
-            "WIREMESH_DATA_DIR": str(self.directory / "server"),
-            "WIREMESH_HOST": self.lab.host_address,
-            "WIREMESH_PORT": str(self.port),
-        }
-        server = self.processes.add("server", [PYTHON, "-m", "wiremesh", "server"], env)
-        server.start()
-        self.lab.record(server.pid)
-
-        async def healthy() -> bool:
-            if not server.running():
-                raise AssertionError(f"the server exited early:\n{server.log()}")
-            try:
-                async with httpx.AsyncClient(timeout=1.0) as client:
-                    return (await client.get(f"{self.url}/healthz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await eventually(healthy, 30, "the server answers /healthz", interval=0.1)
-        match = _TOKEN_LINE.search(server.log())
-        assert match is not None, server.log()
+        """The server on the lab's bridge; its first start prints the administrator's token."""
+        await self.server.start()
+        self.lab.record(self.server.process.pid)
+        match = _TOKEN_LINE.search(self.server.process.log())
+        assert match is not None, self.server.process.log()
         self.token = match[1]
 
     async def api(self, method: str, path: str, body: Any = None) -> Any:
@@ -145,8 +150,8 @@ class Mesh:
 
     async def enroll(self, name: str, machine: Machine) -> Agent:
         """Enrolled from this process (the same code as the command, without its start-up)."""
-        enrollment = await enroll(self.state_dir(name), [self.url], self.setup_key, name)
-        return Agent(self, name, machine, enrollment)
+        await enroll(self.state_dir(name), [self.url], self.setup_key, name)
+        return Agent(self.lab, self.processes, name, machine, self.state_dir(name))
 
     async def enroll_on_machine(self, name: str, machine: Machine) -> Agent:
         """``agent enroll`` run on the machine itself, as a person would."""
@@ -162,7 +167,7 @@ class Mesh:
         )  # fmt: skip
         output, _ = await process.communicate()
         assert process.returncode == 0, output.decode()
-        return Agent(self, name, machine, load_enrollment(state_dir))
+        return Agent(self.lab, self.processes, name, machine, state_dir)
 
     async def devices(self) -> dict[str, dict[str, Any]]:
         """The org's devices by hostname, as the API lists them."""
@@ -197,11 +202,56 @@ async def first_reply(
     return None
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+async def configured(agent: Agent, others: Sequence[Agent], seconds: float = 20) -> None:
+    """Wait until ``agent``'s wm0 has every one of ``others`` as a peer, at its underlay
+    endpoint."""
+    wanted = {other.public_key: f"{other.machine.address}:51820" for other in others}
+
+    async def probe() -> bool:
+        endpoints = await asyncio.to_thread(agent.wg_endpoints)
+        return all(endpoints.get(key) == endpoint for key, endpoint in wanted.items())
+
+    await eventually(probe, seconds, f"{agent.name} configures {[o.name for o in others]}")
+
+
+async def mesh_pings(pairs: Sequence[tuple[Agent, Agent]], seconds: float) -> dict[str, float]:
+    """Every ``source`` pings ``target`` until a reply (handshakes may need a retry); the
+    seconds each pair took, by ``source->target``."""
+    started = time.time()
+    replies = await asyncio.gather(
+        *(first_reply(source.machine, target.virtual_ip, seconds) for source, target in pairs)
+    )
+    failed = [
+        f"{s.name}->{t.name}" for (s, t), when in zip(pairs, replies, strict=True) if not when
+    ]
+    assert not failed, f"no reply within {seconds} s: {failed}"
+    return {
+        f"{s.name}->{t.name}": round(when - started, 2)
+        for (s, t), when in zip(pairs, replies, strict=True)
+        if when is not None
+    }
+
+
+async def exits_revoked(agent: Agent, seconds: float) -> None:
+    """The agent of a revoked device stops for good within ``seconds``, saying why, and takes
+    its interface with it."""
+    assert await agent.process.exit_code(seconds) == EXIT_REFUSED
+    assert "device revoked (4004)" in agent.log()
+    assert agent.wg_peers() is None
+
+
+async def dropped(gone: Agent, peers: Sequence[Agent], seconds: float) -> float:
+    """Wait until ``gone``'s key has left the WireGuard peers of every one of ``peers`` (each
+    still with its interface); the seconds that took, from the call."""
+    started = time.monotonic()
+
+    async def probe() -> bool:
+        tables = [await asyncio.to_thread(agent.wg_peers) for agent in peers]
+        return all(table is not None and gone.public_key not in table for table in tables)
+
+    names = [agent.name for agent in peers]
+    await eventually(probe, seconds, f"{gone.name}'s key leaves the WireGuard peers of {names}")
+    return time.monotonic() - started
 
 
 @contextlib.contextmanager
@@ -247,16 +297,6 @@ def udp() -> Iterator[Callable[..., UdpSocket]]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[ProcessGroup]:
-    group = ProcessGroup(tmp_path)
-    try:
-        yield group
-    finally:
-        group.cleanup()
-        print(group.dump_logs())  # shown by pytest when the test failed
 
 
 @pytest.fixture

@@ -20,7 +20,17 @@ from datetime import datetime
 import pytest
 
 from tests.e2e.processes import eventually
-from tests.netns.conftest import PYTHON, Agent, Mesh, first_reply, ping
+from tests.netns.conftest import (
+    PYTHON,
+    Agent,
+    Mesh,
+    configured,
+    dropped,
+    exits_revoked,
+    first_reply,
+    mesh_pings,
+    ping,
+)
 from wiremesh.agent.state import load_enrollment
 
 pytestmark = pytest.mark.netns
@@ -39,34 +49,6 @@ async def _online(mesh: Mesh, agents: list[Agent], online: bool) -> None:
     await eventually(probe, 20, f"{sorted(names)} online={online} in the API", interval=0.1)
 
 
-async def _configured(agent: Agent, others: list[Agent]) -> None:
-    """``agent``'s wm0 has every other as a peer, at its underlay endpoint."""
-    wanted = {other.public_key: f"{other.machine.address}:51820" for other in others}
-
-    async def probe() -> bool:
-        endpoints = await asyncio.to_thread(agent.wg_endpoints)
-        return all(endpoints.get(key) == endpoint for key, endpoint in wanted.items())
-
-    await eventually(probe, 20, f"{agent.name} configures {[o.name for o in others]}")
-
-
-async def _mesh_pings(pairs: list[tuple[Agent, Agent]], seconds: float) -> dict[str, float]:
-    """Every ``source`` pings ``target`` until a reply (handshakes may need a retry)."""
-    started = time.time()
-    replies = await asyncio.gather(
-        *(first_reply(source.machine, target.virtual_ip, seconds) for source, target in pairs)
-    )
-    failed = [
-        f"{s.name}->{t.name}" for (s, t), when in zip(pairs, replies, strict=True) if not when
-    ]
-    assert not failed, f"no reply within {seconds} s: {failed}"
-    return {
-        f"{s.name}->{t.name}": round(when - started, 2)
-        for (s, t), when in zip(pairs, replies, strict=True)
-        if when is not None
-    }
-
-
 def _peers_changed(agent: Agent) -> list[str]:
     return [line for line in agent.log().splitlines() if "peers changed:" in line]
 
@@ -82,8 +64,8 @@ async def test_a_real_mesh_of_agents_in_network_namespaces(mesh: Mesh) -> None:
         agent.start()
     await _online(mesh, first, online=True)
     for agent in first:
-        await _configured(agent, [other for other in first if other is not agent])
-    mesh_times = await _mesh_pings(list(itertools.permutations(first, 2)), seconds=15)
+        await configured(agent, [other for other in first if other is not agent])
+    mesh_times = await mesh_pings(list(itertools.permutations(first, 2)), seconds=15)
     print(f"first replies in the mesh of three (s after the pings began): {mesh_times}")
 
     # -- A fourth joins: reachable from all three within JOIN_BUDGET of its connection.
@@ -105,7 +87,7 @@ async def test_a_real_mesh_of_agents_in_network_namespaces(mesh: Mesh) -> None:
     }
     print(f"join-to-reachable (s from m4's connected_at to the first reply): {delays}")
     assert max(delays.values()) <= JOIN_BUDGET, delays
-    await _mesh_pings([(a4, agent) for agent in first], seconds=10)
+    await mesh_pings([(a4, agent) for agent in first], seconds=10)
 
     # -- Key rotation on a running agent: peers switch to the new key, traffic flows again.
     old_key = a1.public_key
@@ -130,7 +112,7 @@ async def test_a_real_mesh_of_agents_in_network_namespaces(mesh: Mesh) -> None:
         )
 
     await eventually(rekeyed, 10, "m1 and its peers use m1's new key")
-    await _mesh_pings([(a1, a4), (a4, a1), (a2, a1)], seconds=15)
+    await mesh_pings([(a1, a4), (a4, a1), (a2, a1)], seconds=15)
     assert a1.process.running()  # no restart needed
 
     # -- An agent stopped with SIGTERM: offline for the others, still configured there.
@@ -153,18 +135,9 @@ async def test_a_real_mesh_of_agents_in_network_namespaces(mesh: Mesh) -> None:
 
     # -- A device revoked through the API: gone from every other's WireGuard peers.
     devices = await mesh.devices()
-    revoked_at = time.monotonic()
     await mesh.api("POST", f"/orgs/{mesh.org_id}/devices/{devices['m2']['id']}/revoke")
-
-    async def removed() -> bool:
-        tables = [await asyncio.to_thread(agent.wg_peers) for agent in (a1, a4)]
-        return all(peers is not None and a2.public_key not in peers for peers in tables)
-
-    await eventually(removed, 5, "m2's key leaves the others' WireGuard peers")
-    removal_seconds = time.monotonic() - revoked_at
-    assert await a2.process.exit_code(10) == 3  # refused for good
-    assert "device revoked (4004)" in a2.log()
-    assert a2.wg_peers() is None
+    removal_seconds = await dropped(a2, [a1, a4], 5)
+    await exits_revoked(a2, 10)
     assert not await ping(a1.machine, a2.virtual_ip, wait=0.5)
     print(f"revoked device gone from the peers after {removal_seconds:.2f} s")
 

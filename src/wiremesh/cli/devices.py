@@ -21,8 +21,9 @@ from wiremesh.server.users.schemas import parse_input
 app = typer.Typer(
     no_args_is_help=True,
     help=(
-        "Enrolled devices. A running server applies a revoke or delete made here within "
-        "its device sync interval (WIREMESH_DEVICE_SYNC_INTERVAL)."
+        "Enrolled devices. Running servers apply a rename, revoke or delete made here "
+        "within a second: on PostgreSQL at once, on SQLite at their next read of changes "
+        "(WIREMESH_EVENT_POLL_INTERVAL)."
     ),
 )
 

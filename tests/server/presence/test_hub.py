@@ -38,7 +38,9 @@ from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.events.feed import EventFeed
 from wiremesh.server.presence.directory import identity_of
 from wiremesh.server.presence.gateway import _session_loop
+from wiremesh.server.presence.history import SessionHistory
 from wiremesh.server.presence.hub import PresenceHub
+from wiremesh.server.presence.leases import ReplicaLeases
 from wiremesh.server.presence.models import ConnectionState, ConnectionStatus
 from wiremesh.server.presence.sessions import LiveSession
 
@@ -192,6 +194,17 @@ def updates(sessionmaker: async_sessionmaker[AsyncSession]) -> Iterator[list[tup
     event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
+async def _end_row_elsewhere(sessionmaker: async_sessionmaker[AsyncSession], row_id: int) -> None:
+    """What a replica that took this one for dead does to its row (without an event)."""
+    async with sessionmaker() as session:
+        await session.execute(
+            update(ConnectionStatus)
+            .where(ConnectionStatus.id == row_id)
+            .values(status="disconnected", disconnected_at=utcnow(), end_reason="server_lost")
+        )
+        await session.commit()
+
+
 async def _connection_rows(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> dict[int, ConnectionStatus]:
@@ -240,13 +253,7 @@ async def test_a_flush_never_touches_an_ended_row(
     await hub.flush()
     final = (await _connection_rows(sessionmaker))[ended.row_id]
     # Another process ends the row (e.g. a replica that thought this one dead).
-    async with sessionmaker() as session:
-        await session.execute(
-            update(ConnectionStatus)
-            .where(ConnectionStatus.id == ended.row_id)
-            .values(status="disconnected", disconnected_at=utcnow(), end_reason="server_lost")
-        )
-        await session.commit()
+    await _end_row_elsewhere(sessionmaker, ended.row_id)
     before = (await _connection_rows(sessionmaker))[ended.row_id]
     await asyncio.sleep(0.01)
     hub.record_ping(ended)
@@ -422,3 +429,74 @@ async def test_a_session_ended_elsewhere_leaves_its_loop_quietly_at_the_next_pin
     await asyncio.wait_for(loop_task, 1.0)  # returns; a ping would raise ProtocolError
     assert isinstance(live.transport, FakeTransport)
     assert live.transport.sent == [], "no ping went out"
+
+
+# --- rows ended by another replica ------------------------------------------------------------
+
+
+async def _wait_closed(live: LiveSession) -> list[int]:
+    transport = live.transport
+    assert isinstance(transport, FakeTransport)
+    for _ in range(100):
+        if transport.closed:
+            return transport.closed
+        await asyncio.sleep(0.02)
+    raise AssertionError("the session was not closed")
+
+
+async def test_sessions_whose_rows_a_lease_reaper_ended_are_closed_to_reconnect(
+    hub: PresenceHub,
+    devices: list[VirtualIPMapping],
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Another replica took this one for dead (its lease lapsed) and ended its rows: the
+    sessions close with 1012 so their agents come back with new rows; the rows say why."""
+    sessions = [await _open(hub, device) for device in devices[:2]]
+    reaper = ReplicaLeases(sessionmaker, "other-replica", hub.settings.replica_lease_ttl)
+    assert await reaper.reap_orphans() == 2
+    for live in sessions:
+        assert await _wait_closed(live) == [CloseCode.SERVICE_RESTART]
+    assert len(hub.registry) == 0
+    rows = await _connection_rows(sessionmaker)
+    assert {(row.status, row.end_reason) for row in rows.values()} == {
+        ("disconnected", "server_lost")
+    }
+
+
+async def test_a_lapsed_lease_closes_sessions_whose_rows_ended_without_an_event(
+    hub: PresenceHub,
+    devices: list[VirtualIPMapping],
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    kept, lost = [await _open(hub, device) for device in devices[:2]]
+    await _end_row_elsewhere(sessionmaker, lost.row_id)
+    assert await hub.close_sessions_without_rows() == 1
+    assert await _wait_closed(lost) == [CloseCode.SERVICE_RESTART]
+    assert not kept.ended
+    assert await hub.close_sessions_without_rows() == 0
+
+
+async def test_a_newer_session_on_another_replica_supersedes_this_one(
+    hub: PresenceHub,
+    devices: list[VirtualIPMapping],
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    here = await _open(hub, devices[0])
+    elsewhere = SessionHistory(sessionmaker, "other-replica")
+    newer = LiveSession(
+        device=here.device,
+        protocol=ServerSession(asyncio.get_running_loop().time()),
+        transport=FakeTransport(),
+        public_ip="203.0.113.10",
+        public_port=51821,
+        agent_version="test",
+    )
+    await elsewhere.open(newer)
+    assert await _wait_closed(here) == [CloseCode.SUPERSEDED]
+    rows = await _connection_rows(sessionmaker)
+    assert (rows[here.row_id].status, rows[here.row_id].end_reason) == (
+        "disconnected",
+        "superseded",
+    )
+    assert rows[newer.row_id].status == "connected"
+    assert not hub.is_online(here.device.device_id)

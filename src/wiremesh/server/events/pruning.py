@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 
@@ -10,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wiremesh.server.config import Settings
 from wiremesh.server.db.base import utcnow
+from wiremesh.server.db.batches import delete_in_batches
 from wiremesh.server.events import repository
 from wiremesh.server.workers.periodic import PeriodicWorker
 
@@ -29,15 +29,11 @@ class EventPruner(PeriodicWorker):
     async def run_once(self) -> int:
         cutoff = utcnow() - timedelta(hours=self.settings.event_retention_hours)
         batch = self.settings.cleanup_batch_size
-        total = 0
-        while True:
-            async with self.sessionmaker() as session:
-                deleted = await repository.prune_events_before(session, cutoff, batch)
-                await session.commit()
-            total += deleted
-            if deleted < batch:
-                break
-            await asyncio.sleep(0)
+
+        async def one_batch(session: AsyncSession) -> int:
+            return await repository.prune_events_before(session, cutoff, batch)
+
+        total = await delete_in_batches(self.sessionmaker, one_batch, batch)
         if total:
             logger.info("pruned %d events older than %s", total, cutoff)
         return total

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wiremesh.server.db.batches import delete_batch
 from wiremesh.server.events.models import MeshEvent
 from wiremesh.server.events.schemas import AnyEvent, parse_event
 
@@ -41,21 +42,10 @@ async def prune_events_before(session: AsyncSession, cutoff: datetime, batch_siz
     """Delete one batch of events older than ``cutoff``; the newest is always kept, so a fresh
     reader's position never depends on the sequence alone."""
     newest = await last_event_id(session)
-    ids = (
-        (
-            await session.execute(
-                select(MeshEvent.id)
-                .where(MeshEvent.created_at < cutoff, MeshEvent.id < newest)
-                .order_by(MeshEvent.id)
-                .limit(batch_size)
-            )
-        )
-        .scalars()
-        .all()
+    return await delete_batch(
+        session,
+        MeshEvent.id,
+        MeshEvent.created_at < cutoff,
+        MeshEvent.id < newest,
+        batch_size=batch_size,
     )
-    if not ids:
-        return 0
-    await session.execute(
-        delete(MeshEvent).where(MeshEvent.id.in_(ids)).execution_options(synchronize_session=False)
-    )
-    return len(ids)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timedelta
 
@@ -10,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wiremesh.server.config import Settings
 from wiremesh.server.db.base import utcnow
+from wiremesh.server.db.batches import delete_in_batches
 from wiremesh.server.presence import repository
 from wiremesh.server.workers.periodic import PeriodicWorker
 
@@ -22,15 +22,11 @@ async def delete_old_connections(
     """Delete ended rows that ended before now - ``older_than``; one transaction per batch,
     so a large backlog never holds a long lock. Live rows are never touched."""
     cutoff = utcnow() - older_than
-    total = 0
-    while True:
-        async with sessionmaker() as session:
-            deleted = await repository.delete_ended_before(session, cutoff, batch_size)
-            await session.commit()
-        total += deleted
-        if deleted < batch_size:
-            return total, cutoff
-        await asyncio.sleep(0)
+
+    async def one_batch(session: AsyncSession) -> int:
+        return await repository.delete_ended_before(session, cutoff, batch_size)
+
+    return await delete_in_batches(sessionmaker, one_batch, batch_size), cutoff
 
 
 class CleanupWorker(PeriodicWorker):

@@ -156,17 +156,13 @@ class SessionHistory:
             async with self.sessionmaker() as session:
                 if await repository.end_connection(session, end):
                     await self._run_transition_hook(session, live, end.status, end.end_reason)
-                    device = live.device
-                    await recorder.record(
-                        session,
-                        SessionEnded(
-                            org_id=device.org_id,
-                            peer_id=device.peer_id,
-                            connection_id=live.connection_id,
-                            server_id=self.server_id,
-                            reason=end.end_reason,
-                        ),
+                    row = repository.EndedRow(
+                        live.device.org_id,
+                        live.device.peer_id,
+                        live.connection_id,
+                        self.server_id,
                     )
+                    await recorder.record(session, *ended_events([row], end.end_reason))
                 await session.commit()
         except Exception:
             logger.exception(

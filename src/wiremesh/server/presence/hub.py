@@ -145,6 +145,8 @@ class PresenceHub:
             *(self._close_transport(live, CloseCode.GOING_AWAY) for live in sessions),
             return_exceptions=True,
         )
+        for live in sessions:
+            live.closed.set()
         if self.started:
             await self.leases.drop()
 

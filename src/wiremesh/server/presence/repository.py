@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, bindparam, delete, func, insert, literal, 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.db.base import utcnow
+from wiremesh.server.db.batches import delete_batch
 from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.events.repository import last_event_id
 from wiremesh.server.orgs.models import Organization
@@ -257,29 +258,13 @@ async def end_replica_connections(
 
 async def delete_ended_before(session: AsyncSession, cutoff: datetime, batch_size: int) -> int:
     """Delete one batch of ended rows older than ``cutoff``; never a live row."""
-    ids = (
-        (
-            await session.execute(
-                select(ConnectionStatus.id)
-                .where(
-                    ConnectionStatus.status != _CONNECTED,
-                    ConnectionStatus.disconnected_at < cutoff,
-                )
-                .order_by(ConnectionStatus.id)
-                .limit(batch_size)
-            )
-        )
-        .scalars()
-        .all()
+    return await delete_batch(
+        session,
+        ConnectionStatus.id,
+        ConnectionStatus.status != _CONNECTED,
+        ConnectionStatus.disconnected_at < cutoff,
+        batch_size=batch_size,
     )
-    if not ids:
-        return 0
-    await session.execute(
-        delete(ConnectionStatus)
-        .where(ConnectionStatus.id.in_(ids), ConnectionStatus.status != _CONNECTED)
-        .execution_options(synchronize_session=False)
-    )
-    return len(ids)
 
 
 async def set_public_port(session: AsyncSession, row_id: int, port: int) -> bool:
