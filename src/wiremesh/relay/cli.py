@@ -20,6 +20,12 @@ app = typer.Typer(help="Run a relay: a WireGuard hub for devices that cannot mee
 KEY_FILE = "relay.key"
 
 
+@app.callback()
+def relay() -> None:
+    """A group even with one command, so ``python -m wiremesh.relay up`` works like
+    ``wiremesh relay up`` (Typer runs a lone command as the program itself otherwise)."""
+
+
 def _private_key(state_dir: Path) -> str:
     """The relay keeps its key across restarts, so devices keep their peer entries."""
     path = state_dir / KEY_FILE
