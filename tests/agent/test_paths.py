@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from tests.protocol.helpers import wg_key
-from wiremesh.agent.paths import KNOCK_SECONDS, PathSelector, ordered_candidates
+from wiremesh.agent.paths import (
+    KNOCK_SECONDS,
+    RELAY_RETRY_SECONDS,
+    PathSelector,
+    ordered_candidates,
+)
 from wiremesh.protocol import Candidate, Peer, Relay
 
 A_KEY, B_KEY, ME = wg_key(1), wg_key(2), wg_key(3)
@@ -66,8 +71,37 @@ def test_relay_gone_moves_relayed_routes_to_the_next() -> None:
 
 def test_a_direct_peer_silent_too_long_falls_back_to_the_relay() -> None:
     selector = PathSelector(own_public_key=ME)
-    selector.target({"b": B}, [RELAY], {B_KEY: 1000.0}, 1000.0)
-    table, readd = selector.target({"b": B}, [RELAY], {B_KEY: 1000.0}, 1500.0)
+    relay_ok = {RELAY.public_key: 1490.0}
+    selector.target({"b": B}, [RELAY], {B_KEY: 1000.0, **relay_ok}, 1000.0)
+    table, readd = selector.target({"b": B}, [RELAY], {B_KEY: 1000.0, **relay_ok}, 1500.0)
     assert table[B_KEY].allowed_ips == frozenset()
     assert table[RELAY.public_key].allowed_ips == {"100.64.0.2/32"}
     assert readd == {B_KEY}
+
+
+def test_new_candidates_that_keep_the_endpoint_in_use_do_not_re_add_it() -> None:
+    """A re-add would throw away the handshake that knocking has under way."""
+    selector = PathSelector(own_public_key=ME)
+    hint = peer(B_KEY, "100.64.0.2", ("198.18.0.202:51820", "ws"))
+    _, readd = selector.target({"b": hint}, [], {}, 1000.0)
+    assert readd == {B_KEY}
+    _, readd = selector.target({"b": B}, [], {}, 1000.5)  # relay saw the same mapping
+    assert readd == set()
+    moved = peer(B_KEY, "100.64.0.2", ("198.18.0.202:4013", "public"), ("198.18.0.202:51820", "ws"))
+    table, readd = selector.target({"b": moved}, [], {}, 1001.0)  # a new first: knock it
+    assert (table[B_KEY].endpoint, readd) == ("198.18.0.202:4013", {B_KEY})
+
+
+def test_a_relay_without_a_handshake_is_re_added_until_it_has_one() -> None:
+    """The relay drops initiations from keys it has not been told about yet; re-adding
+    makes WireGuard send again at once instead of after its 5 s retry."""
+    selector = PathSelector(own_public_key=ME)
+    _, readd = selector.target({"b": B}, [RELAY], {}, 1000.0)
+    assert RELAY.public_key not in readd
+    _, readd = selector.target({"b": B}, [RELAY], {}, 1000.0 + RELAY_RETRY_SECONDS)
+    assert RELAY.public_key in readd
+    _, readd = selector.target({"b": B}, [RELAY], {}, 1000.5 + RELAY_RETRY_SECONDS)
+    assert RELAY.public_key not in readd
+    shaken = {RELAY.public_key: 1002.2}
+    _, readd = selector.target({"b": B}, [RELAY], shaken, 1010.0)
+    assert RELAY.public_key not in readd

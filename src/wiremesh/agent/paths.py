@@ -15,7 +15,11 @@ returns the peer table WireGuard should have. Rules (docs/nat-traversal.md):
   server's order carries the relayed /32s, so both ends of a relayed pair use the same one.
 - A direct peer whose last handshake is older than ``STALE_SECONDS`` goes back to the relay.
 - Moving a knocking entry to another candidate removes and re-adds it: WireGuard then
-  sends at once instead of at its next 5 s retry.
+  sends at once instead of at its next 5 s retry. New candidates that leave the endpoint
+  in use first change nothing: a re-add would throw away a handshake under way.
+- A relay entry without a handshake yet is re-added every ``RELAY_RETRY_SECONDS``: the
+  relay learns devices from the server about once a second and drops, silently, the
+  initiations of a key it does not know yet; WireGuard's own retry would come 5 s later.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ STALE_SECONDS: Final = 180.0
 """WireGuard re-handshakes a live session every 2 minutes; 3 without one means it is gone."""
 RETRY_SECONDS: Final = 30.0
 """After every candidate failed, wait this long before knocking again (relay carries it)."""
+RELAY_RETRY_SECONDS: Final = 1.0
+"""A relay entry with no handshake yet is re-added this often (see the module doc)."""
 
 Path = Literal["direct", "local", "relay", "none"]
 
@@ -83,6 +89,8 @@ class PathSelector:
     own_public_key: str | None = None
     own_public_ip: str | None = None
     _state: dict[str, _PeerPath] = field(default_factory=dict)
+    _relay_tried: dict[str, float] = field(default_factory=dict)
+    """Relay key -> when its entry was last (re-)added while it had no handshake."""
 
     def target(
         self,
@@ -108,9 +116,14 @@ class PathSelector:
             candidates = ordered_candidates(peer, self.own_public_ip)
             state = self._state.get(key)
             if state is None or state.candidates != candidates:
-                was_direct = state.direct if state is not None else False
+                previous = state
                 state = self._state[key] = _PeerPath(candidates, knock_started=now)
-                state.direct = was_direct
+                if previous is not None:
+                    state.direct = previous.direct
+                    in_use = previous.candidates[previous.index][0] if previous.candidates else None
+                    if candidates and candidates[0][0] == in_use:
+                        state.knock_started = previous.knock_started
+                        state.readd = False
             last = handshakes.get(key, 0.0)
             if state.direct and (last <= 0 or now - last > STALE_SECONDS):
                 state.direct = False
@@ -145,6 +158,15 @@ class PathSelector:
                 continue
             routes = frozenset(relayed) if relay is not None and item is relay else frozenset()
             table[item.public_key] = PeerState(routes, item.endpoint)
+            tried = self._relay_tried.setdefault(item.public_key, now)
+            if handshakes.get(item.public_key, 0.0) > 0:
+                self._relay_tried[item.public_key] = now
+            elif now - tried >= RELAY_RETRY_SECONDS:
+                readd.add(item.public_key)
+                self._relay_tried[item.public_key] = now
+        for key in list(self._relay_tried):
+            if key not in table:
+                del self._relay_tried[key]
         return table, readd
 
     def paths(
