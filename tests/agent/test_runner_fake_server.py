@@ -18,6 +18,7 @@ from tests.agent.conftest import FakeServer, Handler, fake_enrollment, wait_unti
 from tests.e2e.processes import free_port
 from wiremesh import __version__
 from wiremesh.agent.backend import DeviceConfig, MemoryBackend, PeerChange
+from wiremesh.agent.lan import lan_candidates
 from wiremesh.agent.runner import AgentRunner, BackendError, Backoff, Refused
 from wiremesh.agent.state import save_enrollment, set_server_urls
 from wiremesh.protocol import (
@@ -137,7 +138,7 @@ async def test_auth_carries_the_credential_the_listen_port_and_the_agent_version
             "version": 2,
             "credential": "wmd_fake_credential",
             "listen_port": 51999,
-            "candidates": [],
+            "candidates": lan_candidates(51999, "100.64.0.0/24"),
             "agent_version": __version__,
         }
     ]

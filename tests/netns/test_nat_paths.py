@@ -170,3 +170,41 @@ async def test_two_symmetric_nats_meet_through_the_relay(nat_mesh: NatMesh) -> N
         f"{time.monotonic() - started:.2f} s after the routers' creation ({took:.2f} s "
         f"after the routes were on the relay)"
     )
+
+
+async def test_two_behind_one_nat_meet_at_their_lan_addresses(nat_mesh: NatMesh) -> None:
+    """The router does not hairpin and the two share its one mapping for port 51820: only
+    their LAN addresses (``lan`` candidates, tried first behind the same public address)
+    connect them."""
+    started = time.monotonic()
+    lab = nat_mesh.mesh.lab
+    router = lab.router(1, NatMode.MASQUERADE)
+    a = await nat_mesh.mesh.enroll("a", lab.machine(2, behind=router))
+    b = await nat_mesh.mesh.enroll("b", lab.machine(3, behind=router))
+    for agent in (a, b):
+        agent.start()
+    relay_key = nat_mesh.relay_key()
+
+    async def local() -> bool:
+        ends = await asyncio.gather(
+            asyncio.to_thread(a.wg_endpoints), asyncio.to_thread(b.wg_endpoints)
+        )
+        routes = await asyncio.gather(
+            asyncio.to_thread(allowed_ips, a), asyncio.to_thread(allowed_ips, b)
+        )
+        return (
+            ends[0].get(b.public_key) == f"{b.machine.address}:51820"
+            and ends[1].get(a.public_key) == f"{a.machine.address}:51820"
+            and host_route(b) in routes[0].get(b.public_key, set())
+            and host_route(a) in routes[1].get(a.public_key, set())
+            and host_route(b) not in routes[0].get(relay_key, set())
+        )
+
+    await eventually(local, CONNECT_SECONDS + DIRECT_SECONDS, "a and b on their LAN path")
+    local_at = time.monotonic() - started
+    took = await _pings_both_ways(a, b, 5)
+    assert a.wg_endpoints()[b.public_key] == f"{b.machine.address}:51820"
+    print(
+        f"two behind one NAT at their LAN addresses: path after {local_at:.2f} s from the "
+        f"router's creation, replies both ways {took:.2f} s later"
+    )

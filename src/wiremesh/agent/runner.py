@@ -33,6 +33,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from wiremesh import __version__
 from wiremesh.agent.backend import BackendUnavailable, DeviceConfig, WireGuardBackend
 from wiremesh.agent.enroll import websocket_url
+from wiremesh.agent.lan import lan_candidates
 from wiremesh.agent.paths import PathSelector
 from wiremesh.agent.reconcile import plan_table
 from wiremesh.agent.servers import ServerRotation
@@ -367,6 +368,7 @@ class AgentRunner:
                         credential=self.enrollment.credential,
                         listen_port=announced_port if 1 <= announced_port <= 65535 else None,
                         agent_version=__version__,
+                        candidates=lan_candidates(announced_port, self.enrollment.network.network),
                     )
                 )
             )
