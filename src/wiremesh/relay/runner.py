@@ -74,11 +74,15 @@ class RelayRunner:
             if state.endpoint is not None and self.reported.get(key) != state.endpoint
         ][:MAX_OBSERVED]
         request = RelaySyncRequest(relay=self.identity, version=self.version, observed=observed)
-        response = await client.post(
-            self.url,
-            content=request.model_dump_json(),
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
+        content = request.model_dump_json()
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        try:
+            response = await client.post(self.url, content=content, headers=headers)
+        except httpx.RemoteProtocolError:
+            # The server closed the kept-alive connection as this request went out (its idle
+            # timeout is 5 s): one immediate retry on a new connection, rather than a missed
+            # check-in that could take the relay off the list (3 s).
+            response = await client.post(self.url, content=content, headers=headers)
         if response.status_code in (401, 403):
             raise ValueError(f"the server refused this relay: {response.text}")
         response.raise_for_status()
