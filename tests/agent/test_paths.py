@@ -105,3 +105,14 @@ def test_a_relay_without_a_handshake_is_re_added_until_it_has_one() -> None:
     shaken = {RELAY.public_key: 1002.2}
     _, readd = selector.target({"b": B}, [RELAY], shaken, 1010.0)
     assert RELAY.public_key not in readd
+
+
+def test_one_address_to_knock_is_not_re_added_again_and_again() -> None:
+    """WireGuard retries the same address every 5 s by itself; a re-add gains nothing."""
+    selector = PathSelector(own_public_key=ME)
+    only = peer(B_KEY, "100.64.0.2", ("198.18.0.202:51820", "ws"))
+    _, readd = selector.target({"b": only}, [], {}, 1000.0)
+    assert readd == {B_KEY}
+    for step in (1, 2, 3):
+        _, readd = selector.target({"b": only}, [], {}, 1000.0 + step * KNOCK_SECONDS)
+        assert readd == set()

@@ -14,9 +14,10 @@ returns the peer table WireGuard should have. Rules (docs/nat-traversal.md):
 - Every relay up is a peer (so each sees this device's NAT mapping); the first in the
   server's order carries the relayed /32s, so both ends of a relayed pair use the same one.
 - A direct peer whose last handshake is older than ``STALE_SECONDS`` goes back to the relay.
-- Moving a knocking entry to another candidate removes and re-adds it: WireGuard then
-  sends at once instead of at its next 5 s retry. New candidates that leave the endpoint
-  in use first change nothing: a re-add would throw away a handshake under way.
+- Moving a knocking entry to another candidate address removes and re-adds it: WireGuard
+  then sends at once instead of at its next 5 s retry (none when the address stays). New
+  candidates that leave the endpoint in use first change nothing: a re-add would throw
+  away a handshake under way.
 - A relay entry without a handshake yet is re-added every ``RELAY_RETRY_SECONDS``: the
   relay learns devices from the server about once a second and drops, silently, the
   initiations of a key it does not know yet; WireGuard's own retry would come 5 s later.
@@ -133,12 +134,14 @@ class PathSelector:
                 state.direct = True
             knocking = not state.direct and candidates and now >= state.pause_until
             if knocking and now - state.knock_started >= KNOCK_SECONDS:
+                was = candidates[state.index][0]
                 state.index += 1
                 state.knock_started = now
-                state.readd = True
                 if state.index >= len(candidates):
                     state.index = 0
                     state.pause_until = now + RETRY_SECONDS if relay else now
+                # the same address again: WireGuard retries it by itself every 5 s
+                state.readd = candidates[state.index][0] != was
             # a direct peer keeps the endpoint WireGuard uses now (it may have roamed)
             endpoint = candidates[state.index][0] if candidates and not state.direct else None
             own_route = state.direct or relay is None
