@@ -18,6 +18,7 @@ from tests.agent.conftest import FakeServer, Handler, fake_enrollment, wait_unti
 from tests.e2e.processes import free_port
 from wiremesh import __version__
 from wiremesh.agent.backend import DeviceConfig, MemoryBackend, PeerChange
+from wiremesh.agent.lan import lan_candidates
 from wiremesh.agent.runner import AgentRunner, BackendError, Backoff, Refused
 from wiremesh.agent.state import save_enrollment, set_server_urls
 from wiremesh.protocol import (
@@ -134,9 +135,10 @@ async def test_auth_carries_the_credential_the_listen_port_and_the_agent_version
     assert frames == [
         {
             "type": "auth",
-            "version": 1,
+            "version": 2,
             "credential": "wmd_fake_credential",
             "listen_port": 51999,
+            "candidates": lan_candidates(51999, "100.64.0.0/24"),
             "agent_version": __version__,
         }
     ]
@@ -251,7 +253,7 @@ async def test_an_unsupported_welcome_version_ends_the_run(fake_server: StartSer
     async def script(ws: ServerConnection, n: int) -> None:
         await ws.recv()
         frame = json.loads(welcome())
-        frame["version"] = 2
+        frame["version"] = 3
         await ws.send(json.dumps(frame))
         await ws.wait_closed()
 

@@ -23,7 +23,7 @@ import contextlib
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +105,22 @@ class Agent:
 class Mesh:
     """The server, the org and its setup key, the machines and their agents."""
 
-    def __init__(self, lab: Lab, processes: ProcessGroup, directory: Path) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        processes: ProcessGroup,
+        directory: Path,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.lab = lab
         self.processes = processes
         self.directory = directory
-        env = {**clean_environ(), **SERVER_ENV, "WIREMESH_DATA_DIR": str(directory / "server")}
+        env = {
+            **clean_environ(),
+            **SERVER_ENV,
+            "WIREMESH_DATA_DIR": str(directory / "server"),
+            **(extra_env or {}),
+        }
         self.server = ServerProcess(
             processes, env, free_port(lab.host_address), host=lab.host_address
         )

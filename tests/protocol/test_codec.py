@@ -53,7 +53,9 @@ def test_encode_is_compact_json_with_type_first() -> None:
 
 def test_agent_messages_decode() -> None:
     auth = decode_agent_message(auth_frame())
-    assert auth == AuthMessage(credential="wmk_secret", listen_port=51820, agent_version="0.1.0")
+    assert auth == AuthMessage(
+        version=1, credential="wmk_secret", listen_port=51820, agent_version="0.1.0"
+    )
     assert decode_agent_message(frame(type="pong", seq=3)) == PongMessage(seq=3)
     assert decode_agent_message(frame(type="endpoint", listen_port=1)) == EndpointMessage(
         listen_port=1
@@ -120,7 +122,7 @@ def test_unknown_string_type_from_server_is_unknown_type(type_: str) -> None:
 
 
 def test_auth_of_another_version_is_unsupported_even_with_unknown_fields() -> None:
-    newer = auth_frame(version=2, capabilities=["ipv6"])
+    newer = auth_frame(version=3, capabilities=["ipv6"])
     assert agent_error(newer) is CloseCode.UNSUPPORTED_VERSION
     # ...but an unknown field with our own version is just malformed.
     assert agent_error(auth_frame(capabilities=["ipv6"])) is CloseCode.MALFORMED
@@ -128,7 +130,7 @@ def test_auth_of_another_version_is_unsupported_even_with_unknown_fields() -> No
 
 def test_welcome_of_another_version_is_unsupported_even_with_unknown_fields() -> None:
     fields = make_welcome().model_dump(mode="json")
-    fields.update(version=2, features={})
+    fields.update(version=3, features={})
     assert server_error(json.dumps(fields)) is CloseCode.UNSUPPORTED_VERSION
 
 

@@ -76,6 +76,8 @@ class PeerState:
 
     allowed_ips: frozenset[str]
     endpoint: str | None = None
+    latest_handshake: float = field(default=0.0, compare=False)
+    """Unix time of the last handshake (0: never); read-only, for path selection."""
 
 
 @dataclass(frozen=True, slots=True)

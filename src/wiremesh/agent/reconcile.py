@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from wiremesh.agent.backend import AddPeer, PeerChange, PeerState, RemovePeer, UpdatePeer
 from wiremesh.protocol import Peer
 
-__all__ = ["allowed_ips_of", "desired_state", "plan"]
+__all__ = ["allowed_ips_of", "desired_state", "plan", "plan_table"]
 
 
 def allowed_ips_of(peer: Peer) -> frozenset[str]:
@@ -55,13 +55,25 @@ def plan(
 
     Empty when nothing needs to change, so calling it again after applying is free.
     """
-    target = desired_state(desired, own_public_key=own_public_key)
+    return plan_table(desired_state(desired, own_public_key=own_public_key), actual)
+
+
+def plan_table(
+    target: Mapping[str, PeerState],
+    actual: Mapping[str, PeerState],
+    readd: frozenset[str] | set[str] = frozenset(),
+) -> list[PeerChange]:
+    """Changes that make ``actual`` match ``target`` (both public key -> state); keys in
+    ``readd`` that exist are removed and added again (WireGuard then sends at once)."""
     removals: list[PeerChange] = [RemovePeer(key) for key in sorted(actual) if key not in target]
     updates: list[PeerChange] = []
     additions: list[PeerChange] = []
     for key in sorted(target):
         want = target[key]
         have = actual.get(key)
+        if have is not None and key in readd:
+            removals.append(RemovePeer(key))
+            have = None
         if have is None:
             additions.append(AddPeer(key, want.allowed_ips, want.endpoint))
             continue

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -31,7 +33,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from wiremesh import __version__
 from wiremesh.agent.backend import BackendUnavailable, DeviceConfig, WireGuardBackend
 from wiremesh.agent.enroll import websocket_url
-from wiremesh.agent.reconcile import plan
+from wiremesh.agent.lan import lan_candidates
+from wiremesh.agent.paths import PathSelector
+from wiremesh.agent.reconcile import plan_table
 from wiremesh.agent.servers import ServerRotation
 from wiremesh.agent.state import (
     STATE_FILE,
@@ -51,6 +55,7 @@ from wiremesh.protocol import (
     PeersChanged,
     PongMessage,
     ProtocolError,
+    RelaysChanged,
     WelcomeReceived,
     close_reason,
     encode,
@@ -71,6 +76,9 @@ logger = logging.getLogger("wiremesh.agent")
 ABNORMAL_CLOSURE: Final = 1006
 """The connection ended without a close frame (RFC 6455); the agent reconnects."""
 
+PATH_TICK: Final = 0.5
+"""How often WireGuard's handshakes are read to move peers between paths."""
+PATHS_FILE: Final = "paths.json"
 DEFAULT_OPEN_TIMEOUT: Final = 10.0
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0
 
@@ -238,6 +246,8 @@ class AgentRunner:
         self._stop = asyncio.Event()
         self._stop_waiter: asyncio.Task[bool] | None = None
         self._known_peers: frozenset[str] = frozenset()
+        self.paths = PathSelector(own_public_key=enrollment.device.public_key)
+        """Per-peer path state; kept across sessions, like the WireGuard peers."""
         self._state_seen: tuple[int, int, int] | None = None
 
     # ------------------------------------------------------------------ control
@@ -358,12 +368,13 @@ class AgentRunner:
                         credential=self.enrollment.credential,
                         listen_port=announced_port if 1 <= announced_port <= 65535 else None,
                         agent_version=__version__,
+                        candidates=lan_candidates(announced_port, self.enrollment.network.network),
                     )
                 )
             )
             while True:
                 receiving = asyncio.create_task(websocket.recv())
-                timeout = max(0.0, session.deadline - loop.time())
+                timeout = max(0.0, min(session.deadline - loop.time(), PATH_TICK))
                 if await self._wait_or_stop(receiving, timeout) is not _Wake.DONE:
                     await _cancel(receiving)  # safe: websockets loses no data on cancel
                     if self.stopping:
@@ -374,6 +385,8 @@ class AgentRunner:
                         session.check_deadline(loop.time())
                     except ProtocolError as exc:
                         return await self._fail(websocket, exc, ended)
+                    if welcomed_at is not None:
+                        await self._reconcile(session)  # paths move with handshakes
                     continue
                 frame = receiving.result()
                 try:
@@ -392,6 +405,11 @@ class AgentRunner:
                         )
                     elif isinstance(event, PeersChanged):
                         await self._on_peers_changed(session, event)
+                    elif isinstance(event, RelaysChanged):
+                        logger.info(
+                            "relays up: %s", ", ".join(r.name for r in event.relays) or "none"
+                        )
+                        await self._reconcile(session)
         except ConnectionClosed as exc:
             code, reason = _close_code_of(exc)
             logger.warning("disconnected: %d %s (%s)", code, _code_name(code), reason)
@@ -432,6 +450,7 @@ class AgentRunner:
             await self._backend_call("reconfigure the interface", self.backend.setup(wanted))
         peers = session.peers
         self._known_peers = frozenset(peers)
+        self.paths.own_public_ip = welcome.public_ip
         logger.info(
             "connected: virtual IP %s in %s, connection %s, %d peers (%d online), server %s",
             welcome.device.virtual_ip,
@@ -465,10 +484,25 @@ class AgentRunner:
 
     async def _reconcile(self, session: AgentSession) -> None:
         actual = await self._backend_call("read the peers", self.backend.peers())
-        changes = plan(session.peers, actual, own_public_key=self.enrollment.device.public_key)
+        self.paths.own_public_key = self.enrollment.device.public_key
+        handshakes = {key: state.latest_handshake for key, state in actual.items()}
+        target, readd = self.paths.target(session.peers, session.relays, handshakes, time.time())
+        changes = plan_table(target, actual, readd)
         if changes:
             await self._backend_call("apply peer changes", self.backend.apply(changes))
             logger.info("WireGuard: applied %d peer changes", len(changes))
+            self._write_paths(session, handshakes)
+
+    def _write_paths(self, session: AgentSession, handshakes: dict[str, float]) -> None:
+        """Each peer's path, for ``wiremesh agent status`` (best effort)."""
+        if self.state_dir is None:
+            return
+        rows = [
+            {"peer_id": p.peer_id, "path": p.path, "endpoint": p.endpoint}
+            for p in self.paths.paths(session.peers, handshakes, time.time())
+        ]
+        with contextlib.suppress(OSError):
+            (self.state_dir / PATHS_FILE).write_text(json.dumps(rows, indent=1) + "\n")
 
     # ------------------------------------------------------------------ helpers
 

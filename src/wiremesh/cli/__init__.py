@@ -20,6 +20,7 @@ from wiremesh.cli import (
     tokens,
     users,
 )
+from wiremesh.relay import cli as relay_cli
 
 app = typer.Typer(
     name="wiremesh",
@@ -42,6 +43,7 @@ app.add_typer(smtp.app, name="smtp")
 app.add_typer(mail.app, name="mail")
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(agent.app, name="agent")
+app.add_typer(relay_cli.app, name="relay")
 
 
 def main() -> None:

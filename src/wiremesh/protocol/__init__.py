@@ -12,6 +12,7 @@ from .agent import (
     AgentSession,
     AgentState,
     PeersChanged,
+    RelaysChanged,
     WelcomeReceived,
 )
 from .codec import (
@@ -25,6 +26,7 @@ from .codec import (
     encode,
     encode_peers_delta,
     frame_size,
+    peer_json,
 )
 from .errors import (
     CLOSE_REASONS,
@@ -38,7 +40,9 @@ from .errors import (
 from .messages import (
     MAX_SEQ,
     PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
     AuthMessage,
+    Candidate,
     Device,
     EndpointMessage,
     Heartbeat,
@@ -48,6 +52,8 @@ from .messages import (
     PeerUpsert,
     PingMessage,
     PongMessage,
+    Relay,
+    RelaysMessage,
     WelcomeMessage,
 )
 from .server import (
@@ -75,11 +81,13 @@ __all__ = [
     "MAX_SERVER_MESSAGE_BYTES",
     "NO_RECONNECT_CODES",
     "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
     "AgentEvent",
     "AgentMessage",
     "AgentSession",
     "AgentState",
     "AuthMessage",
+    "Candidate",
     "CloseCode",
     "Device",
     "EndpointMessage",
@@ -93,6 +101,9 @@ __all__ = [
     "PingMessage",
     "PongMessage",
     "ProtocolError",
+    "Relay",
+    "RelaysChanged",
+    "RelaysMessage",
     "ServerMessage",
     "ServerSession",
     "SessionState",
@@ -105,5 +116,6 @@ __all__ = [
     "encode",
     "encode_peers_delta",
     "frame_size",
+    "peer_json",
     "should_reconnect",
 ]

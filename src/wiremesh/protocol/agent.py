@@ -24,6 +24,8 @@ from .messages import (
     PeerUpsert,
     PingMessage,
     PongMessage,
+    Relay,
+    RelaysMessage,
     WelcomeMessage,
 )
 
@@ -33,6 +35,7 @@ __all__ = [
     "AgentSession",
     "AgentState",
     "PeersChanged",
+    "RelaysChanged",
     "WelcomeReceived",
 ]
 
@@ -68,7 +71,14 @@ class PeersChanged:
     removed: tuple[str, ...]
 
 
-AgentEvent = PongMessage | WelcomeReceived | PeersChanged
+@dataclass(frozen=True, slots=True)
+class RelaysChanged:
+    """The relays that are up changed (version 2); ``relays`` is the whole new list."""
+
+    relays: tuple[Relay, ...]
+
+
+AgentEvent = PongMessage | WelcomeReceived | PeersChanged | RelaysChanged
 """What :meth:`AgentSession.receive` yields; a ``PongMessage`` must be sent back."""
 
 _ABSENT: Final = object()
@@ -84,6 +94,7 @@ class AgentSession:
         "connected_at",
         "last_received_at",
         "max_message_bytes",
+        "relays",
         "state",
         "welcome",
     )
@@ -104,6 +115,8 @@ class AgentSession:
         self.max_message_bytes: Final = max_message_bytes
         self.welcome: WelcomeMessage | None = None
         self._peers: dict[str, Peer] = {}
+        self.relays: tuple[Relay, ...] = ()
+        """The relays that are up, in the server's order of preference."""
         self._deadline = now + welcome_timeout
 
     @property
@@ -156,15 +169,20 @@ class AgentSession:
                 raise self._fail(CloseCode.UNSUPPORTED_VERSION, f"version {message.version}")
             self.welcome = message
             self._peers = {peer.peer_id: peer for peer in message.peers}
+            self.relays = tuple(message.relays)
             self.state = AgentState.ESTABLISHED
             events: list[AgentEvent] = [WelcomeReceived(message)]
         elif isinstance(message, WelcomeMessage):
             raise self._fail(CloseCode.NOT_AUTHENTICATED, "welcome sent twice")
         elif isinstance(message, PingMessage):
             events = [PongMessage(seq=message.seq)]
+        elif isinstance(message, RelaysMessage):
+            changed = tuple(message.relays) != self.relays
+            self.relays = tuple(message.relays)
+            events = [RelaysChanged(self.relays)] if changed else []
         else:
-            changed = self._apply_delta(message)
-            events = [changed] if changed.upserted or changed.removed else []
+            delta = self._apply_delta(message)
+            events = [delta] if delta.upserted or delta.removed else []
 
         self.last_received_at = now
         assert self.welcome is not None

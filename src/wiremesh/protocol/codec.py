@@ -15,14 +15,17 @@ from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
 from .errors import CloseCode, ProtocolError
 from .messages import (
-    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    V2_ONLY_PEER_FIELDS,
     AuthMessage,
     EndpointMessage,
+    Peer,
     PeerRemove,
     PeersDeltaMessage,
     PeerUpsert,
     PingMessage,
     PongMessage,
+    RelaysMessage,
     WelcomeMessage,
 )
 
@@ -37,6 +40,7 @@ __all__ = [
     "encode",
     "encode_peers_delta",
     "frame_size",
+    "peer_json",
 ]
 
 MAX_MESSAGE_BYTES: Final = 4096
@@ -57,7 +61,7 @@ def _message_type(value: Any) -> str | None:
 
 
 AgentMessage = AuthMessage | PongMessage | EndpointMessage
-ServerMessage = WelcomeMessage | PingMessage | PeersDeltaMessage
+ServerMessage = WelcomeMessage | PingMessage | PeersDeltaMessage | RelaysMessage
 Message = AgentMessage | ServerMessage
 
 _AGENT_ADAPTER: Final[TypeAdapter[AgentMessage]] = TypeAdapter(
@@ -72,7 +76,8 @@ _SERVER_ADAPTER: Final[TypeAdapter[ServerMessage]] = TypeAdapter(
     Annotated[
         Annotated[WelcomeMessage, Tag("welcome")]
         | Annotated[PingMessage, Tag("ping")]
-        | Annotated[PeersDeltaMessage, Tag("peers_delta")],
+        | Annotated[PeersDeltaMessage, Tag("peers_delta")]
+        | Annotated[RelaysMessage, Tag("relays")],
         Discriminator(_message_type),
     ]
 )
@@ -87,9 +92,17 @@ def encode(message: Message) -> str:
     return message.model_dump_json()
 
 
-def encode_peers_delta(changes: Iterable[PeerUpsert | PeerRemove]) -> str:
-    """Build one peers_delta frame, so the server encodes once and fans out the same string."""
-    return encode(PeersDeltaMessage(changes=list(changes)))
+def encode_peers_delta(changes: Iterable[PeerUpsert | PeerRemove], version: int = 2) -> str:
+    """Build one peers_delta frame, so the server encodes once and fans out the same string.
+
+    ``version`` 1 leaves out the fields a version 1 agent would refuse.
+    """
+    message = PeersDeltaMessage(changes=list(changes))
+    if version >= 2:
+        return encode(message)
+    return message.model_dump_json(
+        exclude={"changes": {"__all__": {"peer": set(V2_ONLY_PEER_FIELDS)}}}
+    )
 
 
 def frame_size(frame: str | bytes) -> int:
@@ -157,4 +170,11 @@ def _is_other_version_hello(frame: str | bytes, hello: str) -> bool:
     if not isinstance(obj, dict) or obj.get("type") != hello:
         return False
     version = obj.get("version")
-    return type(version) is int and version != PROTOCOL_VERSION
+    return type(version) is int and version not in SUPPORTED_VERSIONS
+
+
+def peer_json(peer: Peer, version: int = 2) -> str:
+    """One peer as the JSON a ``version`` agent reads (the server caches these)."""
+    if version >= 2:
+        return peer.model_dump_json()
+    return peer.model_dump_json(exclude=set(V2_ONLY_PEER_FIELDS))

@@ -1,4 +1,4 @@
-"""Message models for protocol version 1.
+"""Message models for protocol version 2 (version 1 agents are still served).
 
 Models are frozen and strict: a frame either matches the schema exactly or is rejected,
 so a buggy or hostile peer cannot smuggle in coerced values (``"1"`` for ``1``, ``true``
@@ -25,7 +25,9 @@ from pydantic import (
 __all__ = [
     "MAX_SEQ",
     "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
     "AuthMessage",
+    "Candidate",
     "Device",
     "EndpointMessage",
     "Heartbeat",
@@ -35,10 +37,22 @@ __all__ = [
     "PeersDeltaMessage",
     "PingMessage",
     "PongMessage",
+    "Relay",
+    "RelaysMessage",
     "WelcomeMessage",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
+"""The version this code speaks. Version 2 added path candidates and relays."""
+
+SUPPORTED_VERSIONS: Final = frozenset({1, 2})
+"""Versions the server accepts; a version 1 agent gets frames without version 2 fields."""
+
+V2_ONLY_PEER_FIELDS: Final = frozenset({"candidates"})
+V2_ONLY_WELCOME_FIELDS: Final = frozenset({"relays", "public_ip"})
+
+MAX_CANDIDATES: Final = 8
+"""Addresses one device may announce, and candidates one peer may carry (plus two)."""
 
 MAX_SEQ: Final = 2**53 - 1
 """Largest ping sequence number: the largest integer every JSON implementation keeps exact."""
@@ -102,6 +116,30 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+CandidateKind = Literal["public", "lan", "ws"]
+
+
+class Candidate(_Model):
+    """An address where a peer's WireGuard may be reached, and how the server knows it.
+
+    ``public``: the mapping a relay saw the peer's packets come from (what its NAT made);
+    ``lan``: an address of the peer's own interfaces with its listen port (same NAT only);
+    ``ws``: the address the server saw the WebSocket come from, with the listen port (a
+    guess, right only for port-preserving NATs; it also tells who shares a NAT).
+    """
+
+    addr: Endpoint
+    kind: CandidateKind
+
+
+class Relay(_Model):
+    """A public WireGuard host that forwards between devices that cannot meet directly."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+    public_key: WireGuardKey
+    endpoint: Endpoint
+
+
 # --- agent -> server -------------------------------------------------------------------
 
 
@@ -113,6 +151,8 @@ class AuthMessage(_Model):
     credential: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     listen_port: Port | None = None
     agent_version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    candidates: list[Endpoint] = Field(default_factory=list, max_length=MAX_CANDIDATES)
+    """Version 2: the agent's own addresses with its listen port (``lan`` candidates)."""
 
 
 class PongMessage(_Model):
@@ -141,6 +181,8 @@ class Peer(_Model):
     public_key: WireGuardKey | None = None
     endpoint: Endpoint | None = None
     online: bool = False
+    candidates: list[Candidate] = Field(default_factory=list, max_length=MAX_CANDIDATES + 2)
+    """Version 2: every address the peer may be reached at; ``endpoint`` stays for version 1."""
 
 
 class Device(_Model):
@@ -181,6 +223,10 @@ class WelcomeMessage(_Model):
     device: Device
     heartbeat: Heartbeat
     peers: list[Peer] = Field(default_factory=list)
+    relays: list[Relay] = Field(default_factory=list)
+    """Version 2: the relays that are up, in the order agents prefer them."""
+    public_ip: IpAddress | None = None
+    """Version 2: the address the server saw this agent's connection come from."""
 
     @model_validator(mode="after")
     def _unique_peer_ids(self) -> WelcomeMessage:
@@ -218,3 +264,10 @@ class PeersDeltaMessage(_Model):
     changes: list[Annotated[PeerUpsert | PeerRemove, Field(discriminator="op")]] = Field(
         min_length=1
     )
+
+
+class RelaysMessage(_Model):
+    """Version 2: the relays that are up changed; replaces the welcome's list."""
+
+    type: Literal["relays"] = "relays"
+    relays: list[Relay] = Field(default_factory=list)

@@ -13,7 +13,7 @@ from typing import Final
 
 from .codec import MAX_MESSAGE_BYTES, AgentMessage, decode_agent_message, frame_size
 from .errors import CloseCode, ProtocolError
-from .messages import PROTOCOL_VERSION, AuthMessage, Heartbeat, PingMessage, PongMessage
+from .messages import SUPPORTED_VERSIONS, AuthMessage, Heartbeat, PingMessage, PongMessage
 
 __all__ = [
     "DEFAULT_AUTH_TIMEOUT",
@@ -205,7 +205,7 @@ class ServerSession:
         # AWAITING_AUTH
         if not isinstance(message, AuthMessage):
             raise self._fail(CloseCode.NOT_AUTHENTICATED, f"{message.type} before auth")
-        if message.version != PROTOCOL_VERSION:
+        if message.version not in SUPPORTED_VERSIONS:
             raise self._fail(CloseCode.UNSUPPORTED_VERSION, f"version {message.version}")
         self.state = SessionState.AUTHENTICATING
         return message

@@ -66,6 +66,7 @@ def _api_routers() -> list[APIRouter]:
     from wiremesh.server.devices.api import router as devices_router
     from wiremesh.server.mail.api import router as mail_router
     from wiremesh.server.orgs.api import router as orgs_router
+    from wiremesh.server.paths.api import router as paths_router
     from wiremesh.server.presence.api import router as presence_router
     from wiremesh.server.users.api import router as users_router
 
@@ -76,6 +77,7 @@ def _api_routers() -> list[APIRouter]:
         devices_router,
         presence_router,
         mail_router,
+        paths_router,
     ]
 
 

@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(default=DEFAULT_HEARTBEAT_INTERVAL, gt=0, le=3600)
     heartbeat_timeout: float = Field(default=DEFAULT_HEARTBEAT_TIMEOUT, gt=0, le=86400)
     heartbeat_flush_interval: float = Field(default=1.0, gt=0, le=60)
+    relay_token: SecretStr | None = None
+    """What relays present to ``/api/v1/relay/sync``; unset: this server takes no relays."""
     auth_timeout: float = Field(default=DEFAULT_AUTH_TIMEOUT, gt=0, le=300)
     peer_update_coalesce: float = Field(
         default=0.05, ge=0, le=5, description="Peer changes within this window share one delta"

@@ -124,7 +124,7 @@ async def test_wireguard_go_brings_up_a_configured_interface_and_removes_it(
     assert pid is not None
     assert str(pid) in sh("ip", "netns", "pids", namespace.name).stdout.split()
 
-    # Peers: allowed IP = the peer's /32, endpoint, keepalive 25.
+    # Peers: allowed IP = the peer's /32, endpoint, keepalive 25 once there is an endpoint.
     await userspace.apply(
         [
             AddPeer(PEER_A, frozenset({"100.64.0.2/32"}), "198.18.0.12:51820"),
@@ -133,7 +133,7 @@ async def test_wireguard_go_brings_up_a_configured_interface_and_removes_it(
     )
     assert dump(namespace) == {
         PEER_A: ("198.18.0.12:51820", "100.64.0.2/32", "25"),
-        PEER_B: ("(none)", "100.64.0.3/32", "25"),
+        PEER_B: ("(none)", "100.64.0.3/32", "off"),
     }
     assert await userspace.peers() == {
         PEER_A: PeerState(frozenset({"100.64.0.2/32"}), "198.18.0.12:51820"),
@@ -146,7 +146,8 @@ async def test_wireguard_go_brings_up_a_configured_interface_and_removes_it(
     }  # fmt: skip
     assert plan(desired, await userspace.peers()) == []  # read back = what was set
 
-    # An update touches one peer; a removal removes exactly that one.
+    # An update touches one peer (its new endpoint turns the keepalive on); a removal
+    # removes exactly that one.
     await userspace.apply([UpdatePeer(PEER_B, endpoint="198.18.0.13:4500")])
     assert dump(namespace)[PEER_B] == ("198.18.0.13:4500", "100.64.0.3/32", "25")
     await userspace.apply([RemovePeer(PEER_A)])

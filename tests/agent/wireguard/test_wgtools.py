@@ -116,22 +116,57 @@ def test_one_wg_set_for_a_whole_plan_touching_only_the_peers_named() -> None:
     assert argv == [
         "wg", "set", "wm0",
         "peer", PEER_C, "remove",
-        "peer", PEER_B, "endpoint", "198.18.0.13:51820",
         "peer", PEER_B, "allowed-ips", "100.64.0.9/32",
+        "peer", PEER_C, "allowed-ips", "100.64.0.4/32",
+        # last: the changes that turn a keepalive on (see the next tests)
+        "peer", PEER_B, "endpoint", "198.18.0.13:51820", "persistent-keepalive", "25",
         "peer", PEER_A, "allowed-ips", "100.64.0.2/32,fd00::2/128",
         "endpoint", "198.18.0.12:51820", "persistent-keepalive", "25",
-        "peer", PEER_C, "allowed-ips", "100.64.0.4/32", "persistent-keepalive", "25",
     ]  # fmt: skip
 
 
+def test_no_peer_without_an_endpoint_follows_one_whose_keepalive_turns_on() -> None:
+    """wireguard-go carries "keepalive just turned on" to the later peers of one ``wg set``
+    and tries, and fails, an immediate handshake with those that have no endpoint."""
+    argv = wg_set_peers(
+        "wm0",
+        [
+            RemovePeer(PEER_A),
+            AddPeer(PEER_A, frozenset(), "198.18.0.12:51820"),
+            AddPeer(PEER_B, frozenset({"100.64.0.3/32"})),
+            UpdatePeer(PEER_C, allowed_ips=frozenset()),
+        ],
+    )
+    peers = [argv[i + 1] for i, word in enumerate(argv) if word == "peer"]
+    assert peers == [PEER_A, PEER_B, PEER_C, PEER_A]
+    assert argv[argv.index(PEER_A) + 1] == "remove"
+    assert argv[-2:] == ["persistent-keepalive", "25"]
+
+
 def test_the_keepalive_is_configurable() -> None:
-    argv = wg_set_peers("wm0", [AddPeer(PEER_A, frozenset({"100.64.0.2/32"}))], keepalive=5)
+    argv = wg_set_peers(
+        "wm0", [AddPeer(PEER_A, frozenset({"100.64.0.2/32"}), "198.18.0.12:51820")], keepalive=5
+    )
     assert argv[-2:] == ["persistent-keepalive", "5"]
+
+
+def test_the_keepalive_comes_with_the_endpoint_never_before() -> None:
+    """WireGuard sends a keepalive as soon as it is turned on; without an endpoint that
+    fails and no handshake follows for 5 s, so a peer without one gets no keepalive, and
+    the update that brings its endpoint turns it on (a relay's keepalive 0 stays off)."""
+    bare = wg_set_peers("wm0", [AddPeer(PEER_A, frozenset({"100.64.0.2/32"}))])
+    assert "persistent-keepalive" not in bare
+    found = wg_set_peers("wm0", [UpdatePeer(PEER_A, endpoint="198.18.0.12:51820")])
+    assert found[-4:] == ["endpoint", "198.18.0.12:51820", "persistent-keepalive", "25"]
+    routes_only = wg_set_peers("wm0", [UpdatePeer(PEER_A, allowed_ips=frozenset())])
+    assert "persistent-keepalive" not in routes_only
+    relay = wg_set_peers("wmr0", [UpdatePeer(PEER_A, endpoint="198.18.0.12:51820")], keepalive=0)
+    assert "persistent-keepalive" not in relay
 
 
 def test_ipv6_endpoints_are_accepted() -> None:
     argv = wg_set_peers("wm0", [UpdatePeer(PEER_A, endpoint="[2001:db8::1]:51820")])
-    assert argv[-2:] == ["endpoint", "[2001:db8::1]:51820"]
+    assert argv[-4:-2] == ["endpoint", "[2001:db8::1]:51820"]
 
 
 @pytest.mark.parametrize(

@@ -139,7 +139,7 @@ class ToolsBackend(ABC):
             for key, peer in dump.peers.items():
                 ours = self._configured.get(key)
                 endpoint = ours.endpoint if ours is not None and ours.endpoint else peer.endpoint
-                peers[key] = PeerState(peer.allowed_ips, endpoint)
+                peers[key] = PeerState(peer.allowed_ips, endpoint, float(peer.latest_handshake))
             return peers
 
     async def teardown(self) -> None:

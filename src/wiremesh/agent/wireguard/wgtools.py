@@ -103,13 +103,35 @@ def wg_set_peers(
 ) -> list[str]:
     """One ``wg set`` applying ``changes`` in order; only the peers named are touched.
 
-    A new peer gets its allowed IPs (replacing any), its endpoint when known and a
-    persistent keepalive; an update names only what changes (``allowed-ips`` replaces the
-    peer's list, the session survives); a removal is ``peer KEY remove``. Every key,
-    network and endpoint is checked first, so nothing unexpected reaches ``wg``.
+    A new peer gets its allowed IPs (replacing any) and, when its endpoint is known, that
+    endpoint and a persistent keepalive; an update names only what changes (``allowed-ips``
+    replaces the peer's list, the session survives), and one that sets an endpoint turns
+    the keepalive on too. A removal is ``peer KEY remove``. Every key, network and endpoint
+    is checked first, so nothing unexpected reaches ``wg``.
+
+    The keepalive waits for the endpoint because WireGuard sends one the moment it is
+    turned on: without an endpoint that send fails ("no known endpoint for peer") and no
+    handshake is tried again for the 5 s rekey timeout, even if the endpoint comes right
+    after. Turned on together with the endpoint, it starts the handshake at once.
+
+    The changes that turn a keepalive on go last (each keeps its place among its kind, so
+    a removal still precedes the re-add of its key): wireguard-go (0.0.20220316) carries
+    "keepalive just turned on" from one peer of a ``wg set`` to the peers after it, and
+    so would try an immediate handshake, and fail, with a later peer that has no endpoint.
     """
+
+    def turns_keepalive_on(change: PeerChange) -> bool:
+        return (
+            keepalive > 0
+            and isinstance(change, AddPeer | UpdatePeer)
+            and change.endpoint is not None
+        )
+
+    changes = list(changes)
+    ordered = [c for c in changes if not turns_keepalive_on(c)]
+    ordered += [c for c in changes if turns_keepalive_on(c)]
     argv = ["wg", "set", validate_interface_name(interface)]
-    for change in changes:
+    for change in ordered:
         argv += ["peer", _check_key(change.public_key)]
         if isinstance(change, RemovePeer):
             argv.append("remove")
@@ -117,12 +139,15 @@ def wg_set_peers(
             argv += ["allowed-ips", _check_allowed_ips(change.allowed_ips)]
             if change.endpoint is not None:
                 argv += ["endpoint", _check_endpoint(change.endpoint)]
-            argv += ["persistent-keepalive", str(keepalive)]
+                if keepalive:
+                    argv += ["persistent-keepalive", str(keepalive)]
         elif isinstance(change, UpdatePeer):
             if change.allowed_ips is not None:
                 argv += ["allowed-ips", _check_allowed_ips(change.allowed_ips)]
             if change.endpoint is not None:
                 argv += ["endpoint", _check_endpoint(change.endpoint)]
+                if keepalive:  # on already: no-op; off until now: sends at once
+                    argv += ["persistent-keepalive", str(keepalive)]
     return argv
 
 

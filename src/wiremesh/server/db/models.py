@@ -12,6 +12,7 @@ from wiremesh.server.mail.models import (
     SMTPSettings,
 )
 from wiremesh.server.orgs.models import Membership, Organization
+from wiremesh.server.paths.models import DeviceCandidates, Relay
 from wiremesh.server.presence.models import ConnectionStatus, ServerReplica
 from wiremesh.server.users.models import User
 
@@ -20,12 +21,14 @@ __all__ = [
     "Base",
     "ConnectionStatus",
     "DeviceAlertState",
+    "DeviceCandidates",
     "MailOutbox",
     "Membership",
     "MeshEvent",
     "OrgAlertSettings",
     "OrgInvitation",
     "Organization",
+    "Relay",
     "SMTPSettings",
     "ServerReplica",
     "SetupKey",

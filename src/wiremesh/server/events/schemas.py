@@ -56,6 +56,8 @@ class SessionOpened(Event):
     server_id: str | None
     public_ip: str | None
     public_port: int | None
+    lan: list[str] = []
+    """The agent's own addresses with its listen port (protocol version 2 agents)."""
 
 
 class SessionEnded(Event):
@@ -80,6 +82,32 @@ class EndpointChanged(Event):
     public_port: int | None
 
 
+class EndpointObserved(Event):
+    """A relay saw the device's packets come from ``endpoint``: the mapping its NAT made."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("endpoint_observed",)
+    kind: Literal["endpoint_observed"] = "endpoint_observed"
+    peer_id: str
+    endpoint: str
+    relay: str
+
+
+RELAY_ORG_ID = 0
+"""Relays serve every organization: their events carry this ``org_id`` (no org has it)."""
+
+
+class RelayChanged(Event):
+    """A relay came up, moved, or went away; every replica tells its version 2 agents."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("relay_changed",)
+    kind: Literal["relay_changed"] = "relay_changed"
+    org_id: int = RELAY_ORG_ID
+    name: str
+    public_key: str
+    endpoint: str
+    online: bool
+
+
 class OrgDeleted(Event):
     """An organization and all its devices are gone."""
 
@@ -88,7 +116,14 @@ class OrgDeleted(Event):
 
 
 AnyEvent = (
-    DeviceChanged | DeviceRemoved | SessionOpened | SessionEnded | EndpointChanged | OrgDeleted
+    DeviceChanged
+    | DeviceRemoved
+    | SessionOpened
+    | SessionEnded
+    | EndpointChanged
+    | EndpointObserved
+    | RelayChanged
+    | OrgDeleted
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -99,6 +134,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SessionOpened,
         SessionEnded,
         EndpointChanged,
+        EndpointObserved,
+        RelayChanged,
         OrgDeleted,
     )
     for kind in model.KINDS

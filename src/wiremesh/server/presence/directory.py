@@ -22,7 +22,9 @@ from wiremesh.server.events.schemas import (
     DeviceChanged,
     DeviceRemoved,
     EndpointChanged,
+    EndpointObserved,
     OrgDeleted,
+    RelayChanged,
     SessionEnded,
     SessionOpened,
 )
@@ -84,6 +86,7 @@ def apply_to_roster(roster: OrgRoster, event: AnyEvent) -> PeerChange | None:
                 event.connection_id,
                 event.server_id,
                 format_endpoint(event.public_ip, event.public_port),
+                tuple(event.lan),
             )
             return roster.session_opened(event.peer_id, presence)
         case SessionEnded():
@@ -94,7 +97,9 @@ def apply_to_roster(roster: OrgRoster, event: AnyEvent) -> PeerChange | None:
                 event.connection_id,
                 format_endpoint(event.public_ip, event.public_port),
             )
-        case OrgDeleted():
+        case EndpointObserved():
+            return roster.endpoint_observed(event.peer_id, event.endpoint)
+        case OrgDeleted() | RelayChanged():
             return None
     return None
 
@@ -133,8 +138,11 @@ class OrgDirectory:
                             row.connection_id,
                             row.server_id,
                             format_endpoint(row.public_ip, row.public_port),
+                            tuple(snapshot.lan.get(row.peer_id, ())),
                         ),
                     )
+            for peer_id, endpoint in snapshot.observed.items():
+                roster.endpoint_observed(peer_id, endpoint)
             for event in held:
                 apply_to_roster(roster, event)
             self.rosters[org_id] = roster

@@ -76,14 +76,18 @@ class PeerFanout:
         recipients = self.registry.of_org(org_id)
         if not recipients:
             return
-        shared_frame = encode_peers_delta(changes.values())
+        shared: dict[int, str] = {}  # one encoding per protocol version
         for live in recipients:
-            frame = shared_frame
+            version = live.protocol_version
             if live.device.peer_id in changes:
                 others = [c for peer_id, c in changes.items() if peer_id != live.device.peer_id]
                 if not others:
                     continue
-                frame = encode_peers_delta(others)
+                frame = encode_peers_delta(others, version)
+            else:
+                frame = shared.get(version) or shared.setdefault(
+                    version, encode_peers_delta(changes.values(), version)
+                )
             if not live.welcomed:
                 live.backlog.append(frame)
                 continue

@@ -212,6 +212,8 @@ async def _admit(
         public_ip=client_address(websocket, state.settings),
         public_port=auth.listen_port,
         agent_version=auth.agent_version,
+        protocol_version=auth.version,
+        lan=tuple(auth.candidates),
     )
     welcome = await state.hub.open_session(live)
     if not await state.hub.send(live, welcome):

@@ -20,6 +20,7 @@ from wiremesh.protocol import CloseCode
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.events import recorder
 from wiremesh.server.events.schemas import EndpointChanged, SessionEnded, SessionOpened
+from wiremesh.server.paths import repository as paths_repository
 from wiremesh.server.presence import repository
 from wiremesh.server.presence.models import ConnectionState, ConnectionStatus
 from wiremesh.server.presence.sessions import LiveSession
@@ -115,8 +116,11 @@ class SessionHistory:
                     server_id=self.server_id,
                     public_ip=live.public_ip,
                     public_port=live.public_port,
+                    lan=list(live.lan),
                 ),
             )
+            if live.protocol_version >= 2:
+                await paths_repository.set_lan(session, device.device_id, device.org_id, live.lan)
             await session.commit()
             live.row_id = row.id
         # The next flush writes the device's last_seen_at, in its batch.

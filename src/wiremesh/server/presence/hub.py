@@ -22,15 +22,27 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wiremesh.protocol import CloseCode, Device, WelcomeMessage, close_reason, encode
+from wiremesh.protocol import (
+    CloseCode,
+    Device,
+    Relay,
+    RelaysMessage,
+    WelcomeMessage,
+    close_reason,
+    encode,
+)
+from wiremesh.protocol.messages import V2_ONLY_WELCOME_FIELDS
 from wiremesh.server.config import Settings
 from wiremesh.server.events.schemas import (
     AnyEvent,
     DeviceChanged,
     DeviceRemoved,
     OrgDeleted,
+    RelayChanged,
     SessionEnded,
 )
+from wiremesh.server.paths import repository as paths_repository
+from wiremesh.server.paths import service as paths_service
 from wiremesh.server.presence.devicesync import close_sessions_of_removed_devices
 from wiremesh.server.presence.directory import OrgDirectory, identity_from_event
 from wiremesh.server.presence.fanout import PeerFanout
@@ -43,7 +55,7 @@ from wiremesh.server.presence.sessions import LiveSession, SessionRegistry
 
 logger = logging.getLogger("wiremesh.presence")
 
-_EMPTY_PEERS_TAIL = '"peers":[]}'
+RELAY_SWEEP_INTERVAL = 0.5
 SEND_TIMEOUT = 5.0
 """A socket that cannot take a frame for this long is closed as stuck."""
 
@@ -72,7 +84,10 @@ class PresenceHub:
         self.admission = asyncio.Semaphore(max(1, settings.database_pool_size // 2))
         """Sessions being authenticated and recorded at once: half the pool, the rest is
         left for heartbeat flushes, ends and the API."""
+        self.relays: dict[str, Relay] = {}
+        """The relays that are up, by name; moved only by ``relay_changed`` events."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._sends: set[asyncio.Task[bool]] = set()
         self.started = False
         self.stopping = False
 
@@ -87,11 +102,15 @@ class PresenceHub:
         ended = await self.leases.start()
         if ended:
             logger.info("ended %d connection rows left open by stopped servers", ended)
+        async with self.sessionmaker() as session:
+            for row in await paths_repository.online_relays(session):
+                self.relays[row.name] = _relay_of(row.name, row.public_key, row.endpoint)
         self.loop_lag.start()
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="wiremesh-heartbeat-flusher"),
             asyncio.create_task(self._device_sync_loop(), name="wiremesh-device-sync"),
             asyncio.create_task(self._lease_loop(), name="wiremesh-replica-lease"),
+            asyncio.create_task(self._relay_sweep_loop(), name="wiremesh-relay-sweep"),
         ]
         self.started = True
 
@@ -130,6 +149,19 @@ class PresenceHub:
             live.closed.set()
         if self.started:
             await self.leases.drop()
+
+    async def _relay_sweep_loop(self) -> None:
+        """Every replica looks for silent relays; the conditional update lets one win."""
+        while True:
+            await asyncio.sleep(RELAY_SWEEP_INTERVAL)
+            try:
+                async with self.sessionmaker() as session:
+                    taken = await paths_service.take_silent_relays_offline(session)
+                    await session.commit()
+                if taken:
+                    logger.warning("relays went silent: %s", ", ".join(taken))
+            except Exception:
+                logger.exception("checking for silent relays failed; trying again")
 
     async def _lease_loop(self) -> None:
         """Every third of a lease: renew, end what dead replicas left; if this replica's own
@@ -188,7 +220,9 @@ class PresenceHub:
         # No await from here to the return: the welcome reflects every event applied so
         # far, and every later one reaches this session's backlog.
         self.registry.add(live)
+        version = live.protocol_version
         welcome = WelcomeMessage(
+            version=version,
             connection_id=live.connection_id,
             device=Device(
                 peer_id=device.peer_id,
@@ -197,12 +231,20 @@ class PresenceHub:
                 hostname=device.hostname,
             ),
             heartbeat=live.protocol.heartbeat,
+            relays=self.relay_list(),
+            public_ip=live.public_ip,
             peers=[],
         )
-        head = encode(welcome)
-        assert head.endswith(_EMPTY_PEERS_TAIL)
-        peers = roster.peers_json(device.peer_id)
-        return head[: -len(_EMPTY_PEERS_TAIL)] + '"peers":' + peers + "}"
+        # peers last, so the cached peer list is spliced in without encoding it again
+        exclude = set(V2_ONLY_WELCOME_FIELDS) if version < 2 else set()
+        head = welcome.model_dump_json(exclude=exclude | {"peers"})
+        peers = roster.peers_json(device.peer_id, version)
+        return head[:-1] + ',"peers":' + peers + "}"
+
+    def relay_list(self) -> list[Relay]:
+        """The relays up, in the order every agent prefers them (so a relayed pair of
+        devices picks the same relay without asking each other)."""
+        return [self.relays[name] for name in sorted(self.relays)]
 
     async def activate(self, live: LiveSession) -> None:
         """The welcome is out: send the deltas held meanwhile, then receive them directly."""
@@ -271,6 +313,8 @@ class PresenceHub:
             return
         for change in self.directory.apply(events):
             self.fanout.queue(change.org_id, change.change)
+        if any(isinstance(event, RelayChanged) for event in events):
+            self._apply_relay_events(events)
         for event in events:
             try:
                 await self._act_on(event)
@@ -318,6 +362,35 @@ class PresenceHub:
                     live.device = identity_from_event(event)
             case _:
                 pass
+
+    def _apply_relay_events(self, events: Sequence[AnyEvent]) -> None:
+        before = self.relay_list()
+        for event in events:
+            if not isinstance(event, RelayChanged):
+                continue
+            if event.online:
+                try:
+                    self.relays[event.name] = _relay_of(
+                        event.name, event.public_key, event.endpoint
+                    )
+                except ValueError:
+                    logger.warning("relay %r announced an unusable identity", event.name)
+            else:
+                self.relays.pop(event.name, None)
+        after = self.relay_list()
+        if after == before:
+            return
+        logger.info("relays up: %s", ", ".join(relay.name for relay in after) or "none")
+        frame = encode(RelaysMessage(relays=after))
+        for live in self.registry.all():
+            if live.protocol_version < 2:
+                continue
+            if live.welcomed:
+                task = asyncio.create_task(self.send(live, frame))
+                self._sends.add(task)
+                task.add_done_callback(self._sends.discard)
+            else:
+                live.backlog.append(frame)
 
     async def reload_view(self) -> None:
         """Events were missed: rebuild every org's view and send what differs."""
@@ -395,3 +468,7 @@ class PresenceHub:
 __all__ = ["DeviceIdentity", "LiveSession", "PresenceHub"]
 
 _CLOSE_CODES = {int(code) for code in CloseCode}
+
+
+def _relay_of(name: str, public_key: str, endpoint: str) -> Relay:
+    return Relay(name=name, public_key=public_key, endpoint=endpoint)

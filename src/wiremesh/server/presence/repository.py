@@ -17,6 +17,7 @@ from wiremesh.server.db.batches import delete_batch
 from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.events.repository import last_event_id
 from wiremesh.server.orgs.models import Organization
+from wiremesh.server.paths.models import DeviceCandidates
 from wiremesh.server.presence.models import ConnectionState, ConnectionStatus, ServerReplica
 
 _CONNECTED = ConnectionState.CONNECTED.value
@@ -336,6 +337,10 @@ class OrgSnapshot:
     network: str | None
     devices: list[VirtualIPMapping]
     live: list[LiveRow]
+    lan: dict[str, list[str]]
+    """Each device's own addresses, by peer_id."""
+    observed: dict[str, str]
+    """The NAT mapping a relay last saw, by peer_id."""
 
 
 async def org_snapshot(session: AsyncSession, org_id: int) -> OrgSnapshot:
@@ -372,4 +377,16 @@ async def org_snapshot(session: AsyncSession, org_id: int) -> OrgSnapshot:
             ).where(ConnectionStatus.org_id == org_id, ConnectionStatus.status == _CONNECTED)
         )
     ]
-    return OrgSnapshot(version=version, network=network, devices=devices, live=live)
+    lan: dict[str, list[str]] = {}
+    observed: dict[str, str] = {}
+    for peer_id, own, seen in await session.execute(
+        select(VirtualIPMapping.peer_id, DeviceCandidates.lan, DeviceCandidates.observed)
+        .join(VirtualIPMapping, VirtualIPMapping.id == DeviceCandidates.device_id)
+        .where(DeviceCandidates.org_id == org_id)
+    ):
+        lan[peer_id] = [str(item) for item in own or ()]
+        if seen:
+            observed[peer_id] = seen
+    return OrgSnapshot(
+        version=version, network=network, devices=devices, live=live, lan=lan, observed=observed
+    )

@@ -36,9 +36,11 @@ class LiveSession:
         "connection_id",
         "device",
         "ended",
+        "lan",
         "last_ping_at",
         "last_pong_at",
         "protocol",
+        "protocol_version",
         "public_ip",
         "public_port",
         "row_id",
@@ -55,6 +57,8 @@ class LiveSession:
         public_ip: str | None,
         public_port: int | None,
         agent_version: str | None,
+        protocol_version: int = 1,
+        lan: tuple[str, ...] = (),
     ) -> None:
         self.connection_id = uuid.uuid4()
         self.row_id = 0
@@ -64,6 +68,10 @@ class LiveSession:
         self.public_ip = public_ip
         self.public_port = public_port
         self.agent_version = agent_version
+        self.protocol_version = protocol_version
+        """What the agent speaks: frames to it leave out fields of later versions."""
+        self.lan = lan
+        """The agent's own addresses with its listen port (version 2)."""
         self.connected_at = utcnow()
         self.last_ping_at: datetime | None = self.connected_at
         self.last_pong_at: datetime | None = self.connected_at

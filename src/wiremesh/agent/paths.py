@@ -1,0 +1,190 @@
+"""Which path each peer takes: direct (its own WireGuard peer), or through a relay. Pure.
+
+Fed the peers, the relays that are up, WireGuard's handshake times and the clock, it
+returns the peer table WireGuard should have. Rules (docs/nat-traversal.md):
+
+- Candidates are tried in order, ``KNOCK_SECONDS`` each: the peer's own LAN addresses
+  first when it shares this device's public address (same NAT, no hairpin), else the
+  mapping a relay saw, then the WebSocket hint, then LAN addresses.
+- Without a relay, a peer's entry always carries its /32 and its endpoint walks the
+  candidates until a handshake happens.
+- With a relay, a peer's /32 lives on the relay's entry until the peer's own entry
+  ("knocking": endpoint, keepalive, no allowed IPs) completes a handshake; then the /32
+  moves to the peer's own entry. Both ends see the same handshake, so they move together.
+- Every relay up is a peer (so each sees this device's NAT mapping); the first in the
+  server's order carries the relayed /32s, so both ends of a relayed pair use the same one.
+- A direct peer whose last handshake is older than ``STALE_SECONDS`` goes back to the relay.
+- Moving a knocking entry to another candidate address removes and re-adds it: WireGuard
+  then sends at once instead of at its next 5 s retry (none when the address stays). New
+  candidates that leave the endpoint in use first change nothing: a re-add would throw
+  away a handshake under way.
+- A relay entry without a handshake yet is re-added every ``RELAY_RETRY_SECONDS``: the
+  relay learns devices from the server about once a second and drops, silently, the
+  initiations of a key it does not know yet; WireGuard's own retry would come 5 s later.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from wiremesh.agent.backend import PeerState
+from wiremesh.protocol import Peer, Relay
+
+KNOCK_SECONDS: Final = 3.0
+STALE_SECONDS: Final = 180.0
+"""WireGuard re-handshakes a live session every 2 minutes; 3 without one means it is gone."""
+RETRY_SECONDS: Final = 30.0
+"""After every candidate failed, wait this long before knocking again (relay carries it)."""
+RELAY_RETRY_SECONDS: Final = 1.0
+"""A relay entry with no handshake yet is re-added this often (see the module doc)."""
+
+Path = Literal["direct", "local", "relay", "none"]
+
+
+def _host(endpoint: str) -> str:
+    return endpoint.rsplit(":", 1)[0].strip("[]")
+
+
+def ordered_candidates(peer: Peer, own_public_ip: str | None) -> list[tuple[str, str]]:
+    """``(addr, kind)`` in the order to try them (see the module doc)."""
+    found = [(c.addr, c.kind) for c in peer.candidates]
+    if not found and peer.endpoint:
+        found = [(peer.endpoint, "ws")]
+    same_nat = own_public_ip is not None and any(
+        kind in ("ws", "public") and _host(addr) == own_public_ip for addr, kind in found
+    )
+    rank = {"lan": 0, "public": 1, "ws": 2} if same_nat else {"public": 0, "ws": 1, "lan": 2}
+    return sorted(found, key=lambda item: rank.get(item[1], 3))
+
+
+def host_route(virtual_ip: str) -> str:
+    address = ipaddress.ip_address(virtual_ip)
+    return f"{address}/{address.max_prefixlen}"
+
+
+@dataclass(slots=True)
+class _PeerPath:
+    candidates: list[tuple[str, str]]
+    index: int = 0
+    knock_started: float = 0.0
+    direct: bool = False
+    readd: bool = True
+    pause_until: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerPath:
+    """What ``agent status`` shows for one peer."""
+
+    peer_id: str
+    path: Path
+    endpoint: str | None
+    handshake_age: float | None
+
+
+@dataclass(slots=True)
+class PathSelector:
+    own_public_key: str | None = None
+    own_public_ip: str | None = None
+    _state: dict[str, _PeerPath] = field(default_factory=dict)
+    _relay_tried: dict[str, float] = field(default_factory=dict)
+    """Relay key -> when its entry was last (re-)added while it had no handshake."""
+
+    def target(
+        self,
+        peers: Mapping[str, Peer],
+        relays: Sequence[Relay],
+        handshakes: Mapping[str, float],
+        now: float,
+    ) -> tuple[dict[str, PeerState], set[str]]:
+        """The peer table to configure (public key -> state) and the keys to re-add.
+
+        ``handshakes``: unix time of each key's last handshake (0: never); ``now`` is unix
+        time too, so the two compare.
+        """
+        table: dict[str, PeerState] = {}
+        readd: set[str] = set()
+        relay = relays[0] if relays else None
+        relayed: set[str] = set()
+        for peer_id in sorted(peers):
+            peer = peers[peer_id]
+            key = peer.public_key
+            if key is None or key == self.own_public_key:
+                continue
+            candidates = ordered_candidates(peer, self.own_public_ip)
+            state = self._state.get(key)
+            if state is None or state.candidates != candidates:
+                previous = state
+                state = self._state[key] = _PeerPath(candidates, knock_started=now)
+                if previous is not None:
+                    state.direct = previous.direct
+                    in_use = previous.candidates[previous.index][0] if previous.candidates else None
+                    if candidates and candidates[0][0] == in_use:
+                        state.knock_started = previous.knock_started
+                        state.readd = False
+            last = handshakes.get(key, 0.0)
+            if state.direct and (last <= 0 or now - last > STALE_SECONDS):
+                state.direct = False
+                state.knock_started = now
+                state.readd = True
+            if not state.direct and last > 0 and last >= state.knock_started - 1.0:
+                state.direct = True
+            knocking = not state.direct and candidates and now >= state.pause_until
+            if knocking and now - state.knock_started >= KNOCK_SECONDS:
+                was = candidates[state.index][0]
+                state.index += 1
+                state.knock_started = now
+                if state.index >= len(candidates):
+                    state.index = 0
+                    state.pause_until = now + RETRY_SECONDS if relay else now
+                # the same address again: WireGuard retries it by itself every 5 s
+                state.readd = candidates[state.index][0] != was
+            # a direct peer keeps the endpoint WireGuard uses now (it may have roamed)
+            endpoint = candidates[state.index][0] if candidates and not state.direct else None
+            own_route = state.direct or relay is None
+            table[key] = PeerState(
+                frozenset({host_route(peer.virtual_ip)}) if own_route else frozenset(), endpoint
+            )
+            if not own_route:
+                relayed.add(host_route(peer.virtual_ip))
+            if state.readd and not state.direct:
+                readd.add(key)
+            state.readd = False
+        for key in list(self._state):
+            if key not in table:
+                del self._state[key]
+        for item in relays:
+            if item.public_key in table or item.public_key == self.own_public_key:
+                continue
+            routes = frozenset(relayed) if relay is not None and item is relay else frozenset()
+            table[item.public_key] = PeerState(routes, item.endpoint)
+            tried = self._relay_tried.setdefault(item.public_key, now)
+            if handshakes.get(item.public_key, 0.0) > 0:
+                self._relay_tried[item.public_key] = now
+            elif now - tried >= RELAY_RETRY_SECONDS:
+                readd.add(item.public_key)
+                self._relay_tried[item.public_key] = now
+        for key in list(self._relay_tried):
+            if key not in table:
+                del self._relay_tried[key]
+        return table, readd
+
+    def paths(
+        self, peers: Mapping[str, Peer], handshakes: Mapping[str, float], now: float
+    ) -> list[PeerPath]:
+        result = []
+        for peer_id in sorted(peers):
+            peer = peers[peer_id]
+            state = self._state.get(peer.public_key or "")
+            if state is None:
+                continue
+            last = handshakes.get(peer.public_key or "", 0.0)
+            kind = state.candidates[state.index][1] if state.candidates else None
+            path: Path = "relay" if not state.direct else ("local" if kind == "lan" else "direct")
+            endpoint = state.candidates[state.index][0] if state.candidates else None
+            age = now - last if last > 0 else None
+            result.append(PeerPath(peer_id, path, endpoint, age))
+        return result

@@ -1,0 +1,41 @@
+"""Where devices can be reached: relays that are up, and each device's address candidates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from wiremesh.server.db.base import Base, utcnow
+
+
+class Relay(Base):
+    """A relay host. ``online`` changes only together with a ``relay_changed`` event, so
+    every replica's list of relays follows the table."""
+
+    __tablename__ = "relay"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    public_key: Mapped[str] = mapped_column(String(44))
+    endpoint: Mapped[str] = mapped_column(String(53))
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeviceCandidates(Base):
+    """A device's addresses: its own (``lan``, from its agent) and the mapping its NAT made
+    (``observed``, from a relay). Deleted with the device."""
+
+    __tablename__ = "device_candidates"
+
+    device_id: Mapped[int] = mapped_column(
+        ForeignKey("virtual_ip_mapping.id", ondelete="CASCADE"), primary_key=True
+    )
+    org_id: Mapped[int] = mapped_column(Integer, index=True)
+    lan: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    observed: Mapped[str | None] = mapped_column(String(53))
+    observed_by: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,118 @@
+"""Path selection, fed peers, relays, handshake times and the clock."""
+
+from __future__ import annotations
+
+from tests.protocol.helpers import wg_key
+from wiremesh.agent.paths import (
+    KNOCK_SECONDS,
+    RELAY_RETRY_SECONDS,
+    PathSelector,
+    ordered_candidates,
+)
+from wiremesh.protocol import Candidate, Peer, Relay
+
+A_KEY, B_KEY, ME = wg_key(1), wg_key(2), wg_key(3)
+RELAY = Relay(name="r1", public_key=wg_key(9), endpoint="198.18.0.30:3478")
+RELAY2 = Relay(name="r2", public_key=wg_key(10), endpoint="198.18.0.31:3478")
+
+
+def peer(key: str, ip: str, *candidates: tuple[str, str]) -> Peer:
+    return Peer(
+        peer_id=f"p-{ip}",
+        virtual_ip=ip,
+        public_key=key,
+        online=True,
+        candidates=[Candidate.model_validate({"addr": a, "kind": k}) for a, k in candidates],
+    )
+
+
+B = peer(B_KEY, "100.64.0.2", ("198.18.0.202:51820", "public"), ("198.18.2.11:51820", "lan"))
+
+
+def test_lan_first_only_behind_the_same_nat() -> None:
+    assert ordered_candidates(B, "198.18.0.202")[0] == ("198.18.2.11:51820", "lan")
+    assert ordered_candidates(B, "198.18.0.201")[0] == ("198.18.0.202:51820", "public")
+
+
+def test_without_a_relay_the_peer_carries_its_route_and_walks_its_candidates() -> None:
+    selector = PathSelector(own_public_key=ME, own_public_ip="198.18.0.201")
+    table, readd = selector.target({"b": B}, [], {}, 1000.0)
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
+    assert table[B_KEY].endpoint == "198.18.0.202:51820"
+    assert readd == {B_KEY}
+    table, readd = selector.target({"b": B}, [], {}, 1001.0)
+    assert readd == set()
+    table, readd = selector.target({"b": B}, [], {}, 1000.0 + KNOCK_SECONDS)
+    assert table[B_KEY].endpoint == "198.18.2.11:51820"
+    assert readd == {B_KEY}
+
+
+def test_relayed_until_the_knocking_peer_handshakes_then_direct() -> None:
+    selector = PathSelector(own_public_key=ME, own_public_ip="198.18.0.201")
+    table, _ = selector.target({"b": B}, [RELAY, RELAY2], {}, 1000.0)
+    assert table[B_KEY].allowed_ips == frozenset()
+    assert table[RELAY.public_key].allowed_ips == {"100.64.0.2/32"}
+    assert table[RELAY2.public_key].allowed_ips == frozenset()  # discovery only
+    assert [p.path for p in selector.paths({"b": B}, {}, 1000.0)] == ["relay"]
+    table, readd = selector.target({"b": B}, [RELAY, RELAY2], {B_KEY: 1000.5}, 1000.6)
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
+    assert table[RELAY.public_key].allowed_ips == frozenset()
+    assert readd == set()
+    assert [p.path for p in selector.paths({"b": B}, {B_KEY: 1000.5}, 1000.6)] == ["direct"]
+
+
+def test_relay_gone_moves_relayed_routes_to_the_next() -> None:
+    selector = PathSelector(own_public_key=ME)
+    selector.target({"b": B}, [RELAY, RELAY2], {}, 1000.0)
+    table, _ = selector.target({"b": B}, [RELAY2], {}, 1000.5)
+    assert RELAY.public_key not in table
+    assert table[RELAY2.public_key].allowed_ips == {"100.64.0.2/32"}
+
+
+def test_a_direct_peer_silent_too_long_falls_back_to_the_relay() -> None:
+    selector = PathSelector(own_public_key=ME)
+    relay_ok = {RELAY.public_key: 1490.0}
+    selector.target({"b": B}, [RELAY], {B_KEY: 1000.0, **relay_ok}, 1000.0)
+    table, readd = selector.target({"b": B}, [RELAY], {B_KEY: 1000.0, **relay_ok}, 1500.0)
+    assert table[B_KEY].allowed_ips == frozenset()
+    assert table[RELAY.public_key].allowed_ips == {"100.64.0.2/32"}
+    assert readd == {B_KEY}
+
+
+def test_new_candidates_that_keep_the_endpoint_in_use_do_not_re_add_it() -> None:
+    """A re-add would throw away the handshake that knocking has under way."""
+    selector = PathSelector(own_public_key=ME)
+    hint = peer(B_KEY, "100.64.0.2", ("198.18.0.202:51820", "ws"))
+    _, readd = selector.target({"b": hint}, [], {}, 1000.0)
+    assert readd == {B_KEY}
+    _, readd = selector.target({"b": B}, [], {}, 1000.5)  # relay saw the same mapping
+    assert readd == set()
+    moved = peer(B_KEY, "100.64.0.2", ("198.18.0.202:4013", "public"), ("198.18.0.202:51820", "ws"))
+    table, readd = selector.target({"b": moved}, [], {}, 1001.0)  # a new first: knock it
+    assert (table[B_KEY].endpoint, readd) == ("198.18.0.202:4013", {B_KEY})
+
+
+def test_a_relay_without_a_handshake_is_re_added_until_it_has_one() -> None:
+    """The relay drops initiations from keys it has not been told about yet; re-adding
+    makes WireGuard send again at once instead of after its 5 s retry."""
+    selector = PathSelector(own_public_key=ME)
+    _, readd = selector.target({"b": B}, [RELAY], {}, 1000.0)
+    assert RELAY.public_key not in readd
+    _, readd = selector.target({"b": B}, [RELAY], {}, 1000.0 + RELAY_RETRY_SECONDS)
+    assert RELAY.public_key in readd
+    _, readd = selector.target({"b": B}, [RELAY], {}, 1000.5 + RELAY_RETRY_SECONDS)
+    assert RELAY.public_key not in readd
+    shaken = {RELAY.public_key: 1002.2}
+    _, readd = selector.target({"b": B}, [RELAY], shaken, 1010.0)
+    assert RELAY.public_key not in readd
+
+
+def test_one_address_to_knock_is_not_re_added_again_and_again() -> None:
+    """WireGuard retries the same address every 5 s by itself; a re-add gains nothing."""
+    selector = PathSelector(own_public_key=ME)
+    only = peer(B_KEY, "100.64.0.2", ("198.18.0.202:51820", "ws"))
+    _, readd = selector.target({"b": only}, [], {}, 1000.0)
+    assert readd == {B_KEY}
+    for step in (1, 2, 3):
+        _, readd = selector.target({"b": only}, [], {}, 1000.0 + step * KNOCK_SECONDS)
+        assert readd == set()

@@ -1,0 +1,210 @@
+"""NAT traversal end to end: real agents with wireguard-go behind the lab's NAT routers.
+
+An open machine (m1) runs ``wiremesh relay up``; the server listens on the lab's bridge.
+Two machines sit behind two routers of their own and run ``agent up``:
+
+- behind two ``masquerade`` routers (endpoint-independent mappings), the relay sees each
+  device's mapping, the server hands it to the other, both knock at once and the pair
+  meets directly: each ``wg show`` names the other router's public address, and the peer's
+  /32 sits on the peer's own entry, not the relay's;
+- behind two ``symmetric`` routers (a new port per destination), no direct path can open:
+  the pair pings through the relay, whose entry carries the other's /32.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.processes import (
+    CONNECT_SECONDS,
+    Process,
+    ProcessGroup,
+    clean_environ,
+    eventually,
+)
+from tests.netns.conftest import PYTHON, Agent, Mesh, first_reply
+from tests.netns.lab import Lab, Machine, NatMode, Router
+from wiremesh.agent.keys import public_key_of
+
+pytestmark = pytest.mark.netns
+
+RELAY_TOKEN = "lab-relay-token-0123456789abcdef"
+RELAY_PORT = 3478
+DIRECT_SECONDS = 20.0
+"""From both agents started to a direct path on both ends (knocks succeed in ~50 ms in the
+lab; the rest is Python start-up, enrolment into the relay and the server's deltas)."""
+
+
+@dataclass
+class NatMesh:
+    mesh: Mesh
+    relay_machine: Machine
+    relay: Process
+
+    def relay_key(self) -> str:
+        """The relay's public key (it keeps its private key in its state dir)."""
+        return public_key_of((self.mesh.directory / "relay" / "relay.key").read_text().strip())
+
+
+@pytest.fixture
+async def nat_mesh(nat_lab: Lab, processes: ProcessGroup, tmp_path: Path) -> AsyncIterator[NatMesh]:
+    mesh = Mesh(nat_lab, processes, tmp_path, {"WIREMESH_RELAY_TOKEN": RELAY_TOKEN})
+    try:
+        await mesh.start_server()
+        await mesh.create_org()
+        machine = nat_lab.machine(1)
+        relay = processes.add(
+            "relay",
+            machine.argv(
+                PYTHON, "-m", "wiremesh.relay", "up", "--server", mesh.url, "--name", "r1",
+                "--endpoint", f"{machine.address}:{RELAY_PORT}",
+                "--listen-port", str(RELAY_PORT), "--interface", "wmr0",
+                "--state-dir", str(tmp_path / "relay"),
+            ),
+            {**clean_environ(), "WIREMESH_RELAY_TOKEN": RELAY_TOKEN},
+        )  # fmt: skip
+        relay.start()
+        nat_lab.record(relay.pid)
+
+        async def relay_up() -> bool:
+            return "relay r1 up" in relay.log()
+
+        await eventually(relay_up, CONNECT_SECONDS, f"the relay starts: {relay.log()}")
+        yield NatMesh(mesh, machine, relay)
+    finally:
+        processes.cleanup()
+
+
+def allowed_ips(agent: Agent) -> dict[str, set[str]]:
+    """``wg show wm0 allowed-ips`` on the agent's machine: key -> its routes."""
+    result = agent.machine.sh("wg", "show", "wm0", "allowed-ips", check=False)
+    table: dict[str, set[str]] = {}
+    for line in result.stdout.splitlines():
+        key, _, routes = line.partition("\t")
+        table[key] = {r for r in routes.split() if r != "(none)"}
+    return table
+
+
+def host_route(agent: Agent) -> str:
+    return f"{agent.virtual_ip}/32"
+
+
+async def _pair(nat: NatMesh, mode: NatMode) -> tuple[Agent, Agent, Router, Router]:
+    lab = nat.mesh.lab
+    r1, r2 = lab.router(1, mode), lab.router(2, mode)
+    a = await nat.mesh.enroll("a", lab.machine(2, behind=r1))
+    b = await nat.mesh.enroll("b", lab.machine(3, behind=r2))
+    for agent in (a, b):
+        agent.start()
+    return a, b, r1, r2
+
+
+async def _pings_both_ways(a: Agent, b: Agent, seconds: float) -> float:
+    started = time.time()
+    replies = await asyncio.gather(
+        first_reply(a.machine, b.virtual_ip, seconds, wait=0.5),
+        first_reply(b.machine, a.virtual_ip, seconds, wait=0.5),
+    )
+    assert all(replies), f"no reply both ways within {seconds} s: {replies}"
+    return max(r for r in replies if r is not None) - started
+
+
+async def test_two_masquerade_nats_meet_directly(nat_mesh: NatMesh) -> None:
+    started = time.monotonic()
+    a, b, r1, r2 = await _pair(nat_mesh, NatMode.MASQUERADE)
+    relay_key = nat_mesh.relay_key()
+
+    async def direct() -> bool:
+        ends = await asyncio.gather(
+            asyncio.to_thread(a.wg_endpoints), asyncio.to_thread(b.wg_endpoints)
+        )
+        routes = await asyncio.gather(
+            asyncio.to_thread(allowed_ips, a), asyncio.to_thread(allowed_ips, b)
+        )
+        return (
+            ends[0].get(b.public_key) == f"{r2.address}:51820"
+            and ends[1].get(a.public_key) == f"{r1.address}:51820"
+            and host_route(b) in routes[0].get(b.public_key, set())
+            and host_route(a) in routes[1].get(a.public_key, set())
+            and host_route(b) not in routes[0].get(relay_key, set())
+            and host_route(a) not in routes[1].get(relay_key, set())
+        )
+
+    await eventually(direct, CONNECT_SECONDS + DIRECT_SECONDS, "a and b on a direct path")
+    direct_at = time.monotonic() - started
+    took = await _pings_both_ways(a, b, 5)
+    # still direct after the pings: the endpoints are the routers', not the relay's
+    assert a.wg_endpoints()[b.public_key] == f"{r2.address}:51820"
+    assert b.wg_endpoints()[a.public_key] == f"{r1.address}:51820"
+    print(
+        f"direct through two masquerade NATs: path after {direct_at:.2f} s from the "
+        f"routers' creation, replies both ways {took:.2f} s later"
+    )
+
+
+async def test_two_symmetric_nats_meet_through_the_relay(nat_mesh: NatMesh) -> None:
+    started = time.monotonic()
+    a, b, _r1, _r2 = await _pair(nat_mesh, NatMode.SYMMETRIC)
+    relay_key = nat_mesh.relay_key()
+
+    async def relayed() -> bool:
+        routes = await asyncio.gather(
+            asyncio.to_thread(allowed_ips, a), asyncio.to_thread(allowed_ips, b)
+        )
+        on_relay_a, on_relay_b = (table.get(relay_key, set()) for table in routes)
+        return host_route(b) in on_relay_a and host_route(a) in on_relay_b
+
+    await eventually(relayed, CONNECT_SECONDS, "a and b route each other via the relay")
+    took = await _pings_both_ways(a, b, 15)
+    # the routes stay on the relay: no direct handshake can happen through symmetric NATs
+    routes = allowed_ips(a)
+    assert host_route(b) in routes[relay_key], routes
+    print(
+        f"through the relay between two symmetric NATs: replies both ways "
+        f"{time.monotonic() - started:.2f} s after the routers' creation ({took:.2f} s "
+        f"after the routes were on the relay)"
+    )
+
+
+async def test_two_behind_one_nat_meet_at_their_lan_addresses(nat_mesh: NatMesh) -> None:
+    """The router does not hairpin and the two share its one mapping for port 51820: only
+    their LAN addresses (``lan`` candidates, tried first behind the same public address)
+    connect them."""
+    started = time.monotonic()
+    lab = nat_mesh.mesh.lab
+    router = lab.router(1, NatMode.MASQUERADE)
+    a = await nat_mesh.mesh.enroll("a", lab.machine(2, behind=router))
+    b = await nat_mesh.mesh.enroll("b", lab.machine(3, behind=router))
+    for agent in (a, b):
+        agent.start()
+    relay_key = nat_mesh.relay_key()
+
+    async def local() -> bool:
+        ends = await asyncio.gather(
+            asyncio.to_thread(a.wg_endpoints), asyncio.to_thread(b.wg_endpoints)
+        )
+        routes = await asyncio.gather(
+            asyncio.to_thread(allowed_ips, a), asyncio.to_thread(allowed_ips, b)
+        )
+        return (
+            ends[0].get(b.public_key) == f"{b.machine.address}:51820"
+            and ends[1].get(a.public_key) == f"{a.machine.address}:51820"
+            and host_route(b) in routes[0].get(b.public_key, set())
+            and host_route(a) in routes[1].get(a.public_key, set())
+            and host_route(b) not in routes[0].get(relay_key, set())
+        )
+
+    await eventually(local, CONNECT_SECONDS + DIRECT_SECONDS, "a and b on their LAN path")
+    local_at = time.monotonic() - started
+    took = await _pings_both_ways(a, b, 5)
+    assert a.wg_endpoints()[b.public_key] == f"{b.machine.address}:51820"
+    print(
+        f"two behind one NAT at their LAN addresses: path after {local_at:.2f} s from the "
+        f"router's creation, replies both ways {took:.2f} s later"
+    )
