@@ -110,8 +110,13 @@ class PresenceHub:
             asyncio.create_task(self._flush_loop(), name="wiremesh-heartbeat-flusher"),
             asyncio.create_task(self._device_sync_loop(), name="wiremesh-device-sync"),
             asyncio.create_task(self._lease_loop(), name="wiremesh-replica-lease"),
-            asyncio.create_task(self._relay_sweep_loop(), name="wiremesh-relay-sweep"),
         ]
+        if self.settings.relay_token is not None or self.relays:
+            # Without a relay token no relay can check in: no sweep, no transaction every
+            # half second (on SQLite each one would take the write lock).
+            self._tasks.append(
+                asyncio.create_task(self._relay_sweep_loop(), name="wiremesh-relay-sweep")
+            )
         self.started = True
 
     async def stop(self) -> None:
