@@ -372,9 +372,17 @@ class AgentRunner:
                     )
                 )
             )
+            # Paths move on their own clock: pings may arrive more often than a tick, and a
+            # tick that waited for a quiet socket would then never come.
+            next_path_tick = loop.time() + PATH_TICK
             while True:
+                if welcomed_at is not None and loop.time() >= next_path_tick:
+                    next_path_tick = loop.time() + PATH_TICK
+                    await self._reconcile(session)  # paths move with handshakes
                 receiving = asyncio.create_task(websocket.recv())
-                timeout = max(0.0, min(session.deadline - loop.time(), PATH_TICK))
+                timeout = max(
+                    0.0, min(session.deadline - loop.time(), next_path_tick - loop.time())
+                )
                 if await self._wait_or_stop(receiving, timeout) is not _Wake.DONE:
                     await _cancel(receiving)  # safe: websockets loses no data on cancel
                     if self.stopping:
@@ -385,8 +393,6 @@ class AgentRunner:
                         session.check_deadline(loop.time())
                     except ProtocolError as exc:
                         return await self._fail(websocket, exc, ended)
-                    if welcomed_at is not None:
-                        await self._reconcile(session)  # paths move with handshakes
                     continue
                 frame = receiving.result()
                 try:
