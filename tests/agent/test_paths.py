@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.protocol.helpers import wg_key
+from wiremesh.agent.backend import PeerState
 from wiremesh.agent.paths import (
     KNOCK_SECONDS,
     RELAY_RETRY_SECONDS,
@@ -53,12 +54,26 @@ def test_relayed_until_the_knocking_peer_handshakes_then_direct() -> None:
     assert table[B_KEY].allowed_ips == frozenset()
     assert table[RELAY.public_key].allowed_ips == {"100.64.0.2/32"}
     assert table[RELAY2.public_key].allowed_ips == frozenset()  # discovery only
-    assert [p.path for p in selector.paths({"b": B}, {}, 1000.0)] == ["relay"]
+    relayed = selector.paths({"b": B}, {})
+    assert [(p.path, p.endpoint, p.last_handshake) for p in relayed] == [
+        ("relay", RELAY.endpoint, None)
+    ]
     table, readd = selector.target({"b": B}, [RELAY, RELAY2], {B_KEY: 1000.5}, 1000.6)
     assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
     assert table[RELAY.public_key].allowed_ips == frozenset()
     assert readd == set()
-    assert [p.path for p in selector.paths({"b": B}, {B_KEY: 1000.5}, 1000.6)] == ["direct"]
+    seen = {B_KEY: PeerState(frozenset(), "198.18.0.202:40000", latest_handshake=1000.5)}
+    direct = selector.paths({"b": B}, seen)
+    # the endpoint WireGuard uses (the peer may have roamed), and the peer's own handshake
+    assert [(p.path, p.endpoint, p.last_handshake) for p in direct] == [
+        ("direct", "198.18.0.202:40000", 1000.5)
+    ]
+
+
+def test_a_knocking_peer_without_a_relay_has_no_path_yet() -> None:
+    selector = PathSelector(own_public_key=ME)
+    selector.target({"b": B}, [], {}, 1000.0)
+    assert [(p.path, p.endpoint) for p in selector.paths({"b": B}, {})] == [("none", None)]
 
 
 def test_relay_gone_moves_relayed_routes_to_the_next() -> None:

@@ -39,6 +39,7 @@ from wiremesh.agent.state import (
     set_server_urls,
     state_summary,
 )
+from wiremesh.agent.status import read_status, render_status
 from wiremesh.agent.wireguard.keywatch import KeyFollower
 from wiremesh.agent.wireguard.prereq import missing_prerequisites, prerequisites_message
 from wiremesh.agent.wireguard.rotate import RotateError, rotate_key
@@ -309,12 +310,14 @@ def status(
     state_dir: Path | None = StateDirOption,
     as_json: bool = typer.Option(False, "--json", help="Print JSON"),
 ) -> None:
-    """Show this machine's enrollment (never the credential or the private key)."""
+    """Show this machine's enrollment (never the credential or the private key) and what
+    the agent reports: connected or not, the server, and each peer's path."""
     directory = resolve_state_dir(state_dir)
     enrollment, _private_key = _load(directory)
     summary = state_summary(enrollment)
+    live = read_status(directory)
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(json.dumps({**summary, "agent": live}, indent=2))
         return
     for number, server_url in enumerate(enrollment.server_urls):
         typer.echo(f"{'servers:' if number == 0 else '':<12}{server_url}")
@@ -323,6 +326,8 @@ def status(
     typer.echo(f"virtual IP: {enrollment.device.virtual_ip}")
     typer.echo(f"public key: {enrollment.device.public_key}")
     typer.echo(f"state dir:  {directory}")
+    for line in render_status(live):
+        typer.echo(line)
 
 
 _SERVERS_HELP: Final = (

@@ -77,12 +77,18 @@ class _PeerPath:
 
 @dataclass(frozen=True, slots=True)
 class PeerPath:
-    """What ``agent status`` shows for one peer."""
+    """One peer's path as ``agent status`` and the server show it.
+
+    ``endpoint``: where this device sends the peer's packets: the peer's own address on a
+    direct or local path (the one WireGuard uses, which follows a roaming peer), the relay's
+    on a relayed one, ``None`` while nothing carries the peer.
+    """
 
     peer_id: str
     path: Path
     endpoint: str | None
-    handshake_age: float | None
+    last_handshake: float | None
+    """Unix time of the last handshake with the peer itself (not the relay)."""
 
 
 @dataclass(slots=True)
@@ -92,6 +98,8 @@ class PathSelector:
     _state: dict[str, _PeerPath] = field(default_factory=dict)
     _relay_tried: dict[str, float] = field(default_factory=dict)
     """Relay key -> when its entry was last (re-)added while it had no handshake."""
+    _carrier: Relay | None = None
+    """The relay that carries relayed peers, as of the last :meth:`target`."""
 
     def target(
         self,
@@ -107,7 +115,7 @@ class PathSelector:
         """
         table: dict[str, PeerState] = {}
         readd: set[str] = set()
-        relay = relays[0] if relays else None
+        relay = self._carrier = relays[0] if relays else None
         relayed: set[str] = set()
         for peer_id in sorted(peers):
             peer = peers[peer_id]
@@ -172,19 +180,28 @@ class PathSelector:
                 del self._relay_tried[key]
         return table, readd
 
-    def paths(
-        self, peers: Mapping[str, Peer], handshakes: Mapping[str, float], now: float
-    ) -> list[PeerPath]:
+    def paths(self, peers: Mapping[str, Peer], actual: Mapping[str, PeerState]) -> list[PeerPath]:
+        """Each peer's path as of the last :meth:`target`, with what WireGuard reports
+        (``actual``: public key -> state) for endpoints and handshakes."""
         result = []
+        carrier = self._carrier
         for peer_id in sorted(peers):
             peer = peers[peer_id]
-            state = self._state.get(peer.public_key or "")
+            key = peer.public_key or ""
+            state = self._state.get(key)
             if state is None:
                 continue
-            last = handshakes.get(peer.public_key or "", 0.0)
-            kind = state.candidates[state.index][1] if state.candidates else None
-            path: Path = "relay" if not state.direct else ("local" if kind == "lan" else "direct")
-            endpoint = state.candidates[state.index][0] if state.candidates else None
-            age = now - last if last > 0 else None
-            result.append(PeerPath(peer_id, path, endpoint, age))
+            wireguard = actual.get(key)
+            last = wireguard.latest_handshake if wireguard is not None else 0.0
+            path: Path
+            endpoint: str | None
+            if state.direct:
+                kind = state.candidates[state.index][1] if state.candidates else None
+                path = "local" if kind == "lan" else "direct"
+                endpoint = wireguard.endpoint if wireguard is not None else None
+            elif carrier is not None:
+                path, endpoint = "relay", carrier.endpoint
+            else:
+                path, endpoint = "none", None  # knocking, with no relay to fall back on
+            result.append(PeerPath(peer_id, path, endpoint, last if last > 0 else None))
         return result

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import random
 import time
@@ -44,6 +43,7 @@ from wiremesh.agent.state import (
     file_signature,
     load_enrollment,
 )
+from wiremesh.agent.status import STATUS_INTERVAL, AgentStatus, Connection
 from wiremesh.protocol import (
     DEFAULT_WELCOME_TIMEOUT,
     MAX_SERVER_MESSAGE_BYTES,
@@ -78,7 +78,6 @@ ABNORMAL_CLOSURE: Final = 1006
 
 PATH_TICK: Final = 0.5
 """How often WireGuard's handshakes are read to move peers between paths."""
-PATHS_FILE: Final = "paths.json"
 DEFAULT_OPEN_TIMEOUT: Final = 10.0
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0
 
@@ -249,6 +248,9 @@ class AgentRunner:
         self.paths = PathSelector(own_public_key=enrollment.device.public_key)
         """Per-peer path state; kept across sessions, like the WireGuard peers."""
         self._state_seen: tuple[int, int, int] | None = None
+        self.status = AgentStatus()
+        """What ``agent status`` shows; published in the state dir."""
+        self._status_written = 0.0
 
     # ------------------------------------------------------------------ control
 
@@ -262,11 +264,19 @@ class AgentRunner:
 
     async def run(self) -> Refused | None:
         self._stop_waiter = asyncio.ensure_future(self._stop.wait())
+        self._publish("connecting")
+        refused: Refused | None = None
         try:
             await self._backend_call("set up the interface", self.backend.setup(self._device))
-            return await self._loop()
+            refused = await self._loop()
+            return refused
         finally:
             self._stop_waiter.cancel()
+            self.status.peers = []
+            if refused is not None:
+                self._publish("refused", refused.message)
+            else:
+                self._publish("stopped")
             try:
                 await self.backend.teardown()
             except Exception as exc:
@@ -339,6 +349,7 @@ class AgentRunner:
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             reason = str(exc) or type(exc).__name__
             logger.warning("cannot connect to %s: %s", self.servers.current, reason)
+            self._publish("disconnected", f"cannot connect to {self.servers.current}: {reason}")
             return _Ended(ABNORMAL_CLOSURE, reason, None)
         try:
             return await self._converse(websocket)
@@ -359,7 +370,10 @@ class AgentRunner:
 
         def ended(code: int, reason: str) -> _Ended:
             lasted = None if welcomed_at is None else loop.time() - welcomed_at
+            self._publish("disconnected", f"{code} {_code_name(code)} ({reason})")
             return _Ended(code, reason, lasted)
+
+        self.status.server = self.servers.current
 
         try:
             await websocket.send(
@@ -395,6 +409,7 @@ class AgentRunner:
                         return await self._fail(websocket, exc, ended)
                     continue
                 frame = receiving.result()
+                self.status.last_contact = time.time()
                 try:
                     events = session.receive(frame, loop.time())
                 except ProtocolError as exc:
@@ -406,9 +421,11 @@ class AgentRunner:
                         welcomed_at = loop.time()
                         self.sessions += 1
                         self.servers.connected()
+                        self.status.reason = None
                         announced_port = await self._on_welcome(
                             websocket, session, event, announced_port
                         )
+                        self._publish("connected")
                     elif isinstance(event, PeersChanged):
                         await self._on_peers_changed(session, event)
                     elif isinstance(event, RelaysChanged):
@@ -497,18 +514,17 @@ class AgentRunner:
         if changes:
             await self._backend_call("apply peer changes", self.backend.apply(changes))
             logger.info("WireGuard: applied %d peer changes", len(changes))
-            self._write_paths(session, handshakes)
+        paths = self.paths.paths(session.peers, actual)
+        self.status.set_peers(session.peers, paths, actual)
+        if changes or time.monotonic() - self._status_written >= STATUS_INTERVAL:
+            self._publish(self.status.connection)
 
-    def _write_paths(self, session: AgentSession, handshakes: dict[str, float]) -> None:
-        """Each peer's path, for ``wiremesh agent status`` (best effort)."""
-        if self.state_dir is None:
-            return
-        rows = [
-            {"peer_id": p.peer_id, "path": p.path, "endpoint": p.endpoint}
-            for p in self.paths.paths(session.peers, handshakes, time.time())
-        ]
-        with contextlib.suppress(OSError):
-            (self.state_dir / PATHS_FILE).write_text(json.dumps(rows, indent=1) + "\n")
+    def _publish(self, connection: Connection, reason: str | None = None) -> None:
+        """Record the state and write the status file (when there is a state dir)."""
+        self.status.set_connection(connection, reason)
+        if self.state_dir is not None:
+            self.status.write(self.state_dir)
+            self._status_written = time.monotonic()
 
     # ------------------------------------------------------------------ helpers
 
