@@ -131,3 +131,47 @@ def test_one_address_to_knock_is_not_re_added_again_and_again() -> None:
     for step in (1, 2, 3):
         _, readd = selector.target({"b": only}, [], {}, 1000.0 + step * KNOCK_SECONDS)
         assert readd == set()
+
+
+def test_a_peer_back_online_is_knocked_at_anew() -> None:
+    """It may have restarted: our WireGuard session with it is dead, and behind a NAT only
+    our knock opens the path again (WireGuard alone would wait for its rekey)."""
+    selector = PathSelector(own_public_key=ME)
+    relays = [RELAY]
+    selector.target({"b": B}, relays, {}, 1000.0)
+    table, _ = selector.target({"b": B}, relays, {B_KEY: 1000.2}, 1000.5)
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}  # direct
+    offline = B.model_copy(update={"online": False})
+    table, readd = selector.target({"b": offline}, relays, {B_KEY: 1000.2}, 1001.0)
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}  # going offline changes nothing
+    assert B_KEY not in readd
+    # back 1.8 s after our last handshake with it: a quick restart, still a dead session
+    table, readd = selector.target({"b": B}, relays, {B_KEY: 1000.2}, 1002.0)
+    assert table[B_KEY].allowed_ips == frozenset()  # knocking; the relay carries it meanwhile
+    assert table[B_KEY].endpoint == "198.18.0.202:51820"  # from the first candidate
+    assert table[RELAY.public_key].allowed_ips == {"100.64.0.2/32"}
+    assert B_KEY in readd  # re-added: WireGuard sends an initiation at once
+    # the old handshake does not count; a new one does
+    table, _ = selector.target({"b": B}, relays, {B_KEY: 1000.2}, 1002.5)
+    assert table[B_KEY].allowed_ips == frozenset()
+    table, _ = selector.target({"b": B}, relays, {B_KEY: 1002.6}, 1002.7)
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
+
+
+def test_a_fresh_handshake_is_never_knocked_over() -> None:
+    """The peer's knock got through before the server said it is back (or while this side
+    knocked elsewhere): re-adding its entry would drop the session the peer now uses, and it
+    would not knock again for minutes."""
+    selector = PathSelector(own_public_key=ME)
+    offline = B.model_copy(update={"online": False})
+    selector.target({"b": offline}, [RELAY], {}, 1000.0)
+    table, readd = selector.target({"b": B}, [RELAY], {B_KEY: 1000.9}, 1001.0)
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
+    assert B_KEY not in readd
+    # new candidates while knocking, and a handshake that came from an earlier knock
+    moved = peer(B_KEY, "100.64.0.2", ("198.18.0.202:40000", "public"))
+    selector = PathSelector(own_public_key=ME)
+    selector.target({"b": B}, [RELAY], {}, 1000.0)
+    table, readd = selector.target({"b": moved}, [RELAY], {B_KEY: 1002.5}, 1005.0)
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
+    assert B_KEY not in readd

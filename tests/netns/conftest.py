@@ -33,7 +33,9 @@ import pytest
 from tests.e2e.conftest import processes, start_deployment
 from tests.e2e.processes import (
     AGENT_ENV,
+    CONNECT_SECONDS,
     SERVER_ENV,
+    Process,
     ProcessGroup,
     ServerProcess,
     clean_environ,
@@ -44,7 +46,9 @@ from tests.netns.lab import Lab, Machine, missing_requirements, ping_argv, remov
 from tests.netns.udp import UdpSocket
 from wiremesh.agent.cli import EXIT_REFUSED
 from wiremesh.agent.enroll import enroll
+from wiremesh.agent.keys import public_key_of
 from wiremesh.agent.state import load_enrollment
+from wiremesh.agent.status import read_status
 
 __all__ = ["processes", "start_deployment"]
 """Fixtures of the end-to-end tests that these tests use too (server replicas)."""
@@ -58,18 +62,26 @@ class Agent:
     """One enrolled device on one machine, and its ``agent up`` process (in ``group``)."""
 
     def __init__(
-        self, lab: Lab, group: ProcessGroup, name: str, machine: Machine, state_dir: Path
+        self,
+        lab: Lab,
+        group: ProcessGroup,
+        name: str,
+        machine: Machine,
+        state_dir: Path,
+        listen_port: int = 51820,
     ) -> None:
         self.name = name
         self.lab = lab
         self.machine = machine
         self.enrollment = load_enrollment(state_dir)
         self.state_dir = state_dir
+        self.listen_port = listen_port
         self.process = group.add(
             f"agent-{name}",
             machine.argv(
                 PYTHON, "-m", "wiremesh.agent", "up", "--state-dir", str(self.state_dir),
-                "--backend", "wireguard-go", "--interface", "wm0", "--listen-port", "51820",
+                "--backend", "wireguard-go", "--interface", "wm0",
+                "--listen-port", str(listen_port),
             ),
             {**clean_environ(), **AGENT_ENV},
         )  # fmt: skip
@@ -100,6 +112,28 @@ class Agent:
         result = self.machine.sh("wg", "show", "wm0", "endpoints", check=False)
         pairs = (line.split("\t") for line in result.stdout.splitlines() if "\t" in line)
         return {key: endpoint for key, endpoint in pairs}
+
+    def allowed_ips(self) -> dict[str, set[str]]:
+        """``wg show wm0 allowed-ips`` on its machine: key -> its routes."""
+        result = self.machine.sh("wg", "show", "wm0", "allowed-ips", check=False)
+        table: dict[str, set[str]] = {}
+        for line in result.stdout.splitlines():
+            key, _, routes = line.partition("\t")
+            table[key] = {r for r in routes.split() if r != "(none)"}
+        return table
+
+    @property
+    def host_route(self) -> str:
+        return f"{self.virtual_ip}/32"
+
+    def paths(self) -> dict[str, tuple[str, str | None]]:
+        """What the running agent publishes for ``agent status``: each peer's hostname ->
+        (path, endpoint); empty while it has published nothing."""
+        data = read_status(self.state_dir) or {}
+        return {
+            str(peer["hostname"]): (str(peer["path"]), peer.get("endpoint"))
+            for peer in data.get("peers") or []
+        }
 
 
 class Mesh:
@@ -159,10 +193,10 @@ class Mesh:
         )
         self.setup_key = key["key"]
 
-    async def enroll(self, name: str, machine: Machine) -> Agent:
+    async def enroll(self, name: str, machine: Machine, listen_port: int = 51820) -> Agent:
         """Enrolled from this process (the same code as the command, without its start-up)."""
         await enroll(self.state_dir(name), [self.url], self.setup_key, name)
-        return Agent(self.lab, self.processes, name, machine, self.state_dir(name))
+        return Agent(self.lab, self.processes, name, machine, self.state_dir(name), listen_port)
 
     async def enroll_on_machine(self, name: str, machine: Machine) -> Agent:
         """``agent enroll`` run on the machine itself, as a person would."""
@@ -319,3 +353,71 @@ async def mesh(lab: Lab, processes: ProcessGroup, tmp_path: Path) -> AsyncIterat
         yield mesh
     finally:
         processes.cleanup()  # agents first, so their namespaces empty before the lab goes
+
+
+RELAY_TOKEN = "lab-relay-token-0123456789abcdef"
+RELAY_PORT = 3478
+
+
+class RelayHost:
+    """``wiremesh relay up`` on an open machine of the lab."""
+
+    def __init__(self, mesh: Mesh, name: str, machine: Machine) -> None:
+        self.name = name
+        self.machine = machine
+        self.state_dir = mesh.directory / f"relay-{name}"
+        self.endpoint = f"{machine.address}:{RELAY_PORT}"
+        self.process: Process = mesh.processes.add(
+            f"relay-{name}",
+            machine.argv(
+                PYTHON, "-m", "wiremesh.relay", "up", "--server", mesh.url, "--name", name,
+                "--endpoint", self.endpoint, "--listen-port", str(RELAY_PORT),
+                "--interface", "wmr0", "--state-dir", str(self.state_dir),
+            ),
+            {**clean_environ(), "WIREMESH_RELAY_TOKEN": RELAY_TOKEN},
+        )  # fmt: skip
+        self.lab = mesh.lab
+
+    async def start(self) -> None:
+        self.process.start()
+        self.lab.record(self.process.pid)
+
+        async def up() -> bool:
+            return f"relay {self.name} up" in self.process.log()
+
+        await eventually(up, CONNECT_SECONDS, f"relay {self.name} starts: {self.process.log()}")
+
+    @property
+    def public_key(self) -> str:
+        """Its public key (it keeps its private key in its state dir)."""
+        return public_key_of((self.state_dir / "relay.key").read_text().strip())
+
+
+class NatMesh:
+    """A :class:`Mesh` whose server takes relays, and relay ``r1`` on machine 1."""
+
+    def __init__(self, mesh: Mesh) -> None:
+        self.mesh = mesh
+        self.relays: list[RelayHost] = []
+
+    async def add_relay(self, name: str, machine: Machine) -> RelayHost:
+        relay = RelayHost(self.mesh, name, machine)
+        await relay.start()
+        self.relays.append(relay)
+        return relay
+
+    def relay_key(self) -> str:
+        return self.relays[0].public_key
+
+
+@pytest.fixture
+async def nat_mesh(nat_lab: Lab, processes: ProcessGroup, tmp_path: Path) -> AsyncIterator[NatMesh]:
+    mesh = Mesh(nat_lab, processes, tmp_path, {"WIREMESH_RELAY_TOKEN": RELAY_TOKEN})
+    try:
+        await mesh.start_server()
+        await mesh.create_org()
+        nat = NatMesh(mesh)
+        await nat.add_relay("r1", nat_lab.machine(1))
+        yield nat
+    finally:
+        processes.cleanup()

@@ -15,84 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import (
-    CONNECT_SECONDS,
-    Process,
-    ProcessGroup,
-    clean_environ,
-    eventually,
-)
-from tests.netns.conftest import PYTHON, Agent, Mesh, first_reply
-from tests.netns.lab import Lab, Machine, NatMode, Router
-from wiremesh.agent.keys import public_key_of
+from tests.e2e.processes import CONNECT_SECONDS, eventually
+from tests.netns.conftest import Agent, NatMesh, first_reply
+from tests.netns.lab import NatMode, Router
 
 pytestmark = pytest.mark.netns
 
-RELAY_TOKEN = "lab-relay-token-0123456789abcdef"
-RELAY_PORT = 3478
 DIRECT_SECONDS = 20.0
 """From both agents started to a direct path on both ends (knocks succeed in ~50 ms in the
 lab; the rest is Python start-up, enrolment into the relay and the server's deltas)."""
-
-
-@dataclass
-class NatMesh:
-    mesh: Mesh
-    relay_machine: Machine
-    relay: Process
-
-    def relay_key(self) -> str:
-        """The relay's public key (it keeps its private key in its state dir)."""
-        return public_key_of((self.mesh.directory / "relay" / "relay.key").read_text().strip())
-
-
-@pytest.fixture
-async def nat_mesh(nat_lab: Lab, processes: ProcessGroup, tmp_path: Path) -> AsyncIterator[NatMesh]:
-    mesh = Mesh(nat_lab, processes, tmp_path, {"WIREMESH_RELAY_TOKEN": RELAY_TOKEN})
-    try:
-        await mesh.start_server()
-        await mesh.create_org()
-        machine = nat_lab.machine(1)
-        relay = processes.add(
-            "relay",
-            machine.argv(
-                PYTHON, "-m", "wiremesh.relay", "up", "--server", mesh.url, "--name", "r1",
-                "--endpoint", f"{machine.address}:{RELAY_PORT}",
-                "--listen-port", str(RELAY_PORT), "--interface", "wmr0",
-                "--state-dir", str(tmp_path / "relay"),
-            ),
-            {**clean_environ(), "WIREMESH_RELAY_TOKEN": RELAY_TOKEN},
-        )  # fmt: skip
-        relay.start()
-        nat_lab.record(relay.pid)
-
-        async def relay_up() -> bool:
-            return "relay r1 up" in relay.log()
-
-        await eventually(relay_up, CONNECT_SECONDS, f"the relay starts: {relay.log()}")
-        yield NatMesh(mesh, machine, relay)
-    finally:
-        processes.cleanup()
-
-
-def allowed_ips(agent: Agent) -> dict[str, set[str]]:
-    """``wg show wm0 allowed-ips`` on the agent's machine: key -> its routes."""
-    result = agent.machine.sh("wg", "show", "wm0", "allowed-ips", check=False)
-    table: dict[str, set[str]] = {}
-    for line in result.stdout.splitlines():
-        key, _, routes = line.partition("\t")
-        table[key] = {r for r in routes.split() if r != "(none)"}
-    return table
-
-
-def host_route(agent: Agent) -> str:
-    return f"{agent.virtual_ip}/32"
 
 
 async def _pair(nat: NatMesh, mode: NatMode) -> tuple[Agent, Agent, Router, Router]:
@@ -125,15 +59,15 @@ async def test_two_masquerade_nats_meet_directly(nat_mesh: NatMesh) -> None:
             asyncio.to_thread(a.wg_endpoints), asyncio.to_thread(b.wg_endpoints)
         )
         routes = await asyncio.gather(
-            asyncio.to_thread(allowed_ips, a), asyncio.to_thread(allowed_ips, b)
+            asyncio.to_thread(a.allowed_ips), asyncio.to_thread(b.allowed_ips)
         )
         return (
             ends[0].get(b.public_key) == f"{r2.address}:51820"
             and ends[1].get(a.public_key) == f"{r1.address}:51820"
-            and host_route(b) in routes[0].get(b.public_key, set())
-            and host_route(a) in routes[1].get(a.public_key, set())
-            and host_route(b) not in routes[0].get(relay_key, set())
-            and host_route(a) not in routes[1].get(relay_key, set())
+            and b.host_route in routes[0].get(b.public_key, set())
+            and a.host_route in routes[1].get(a.public_key, set())
+            and b.host_route not in routes[0].get(relay_key, set())
+            and a.host_route not in routes[1].get(relay_key, set())
         )
 
     await eventually(direct, CONNECT_SECONDS + DIRECT_SECONDS, "a and b on a direct path")
@@ -155,16 +89,16 @@ async def test_two_symmetric_nats_meet_through_the_relay(nat_mesh: NatMesh) -> N
 
     async def relayed() -> bool:
         routes = await asyncio.gather(
-            asyncio.to_thread(allowed_ips, a), asyncio.to_thread(allowed_ips, b)
+            asyncio.to_thread(a.allowed_ips), asyncio.to_thread(b.allowed_ips)
         )
         on_relay_a, on_relay_b = (table.get(relay_key, set()) for table in routes)
-        return host_route(b) in on_relay_a and host_route(a) in on_relay_b
+        return b.host_route in on_relay_a and a.host_route in on_relay_b
 
     await eventually(relayed, CONNECT_SECONDS, "a and b route each other via the relay")
     took = await _pings_both_ways(a, b, 15)
     # the routes stay on the relay: no direct handshake can happen through symmetric NATs
-    routes = allowed_ips(a)
-    assert host_route(b) in routes[relay_key], routes
+    routes = a.allowed_ips()
+    assert b.host_route in routes[relay_key], routes
     print(
         f"through the relay between two symmetric NATs: replies both ways "
         f"{time.monotonic() - started:.2f} s after the routers' creation ({took:.2f} s "
@@ -190,14 +124,14 @@ async def test_two_behind_one_nat_meet_at_their_lan_addresses(nat_mesh: NatMesh)
             asyncio.to_thread(a.wg_endpoints), asyncio.to_thread(b.wg_endpoints)
         )
         routes = await asyncio.gather(
-            asyncio.to_thread(allowed_ips, a), asyncio.to_thread(allowed_ips, b)
+            asyncio.to_thread(a.allowed_ips), asyncio.to_thread(b.allowed_ips)
         )
         return (
             ends[0].get(b.public_key) == f"{b.machine.address}:51820"
             and ends[1].get(a.public_key) == f"{a.machine.address}:51820"
-            and host_route(b) in routes[0].get(b.public_key, set())
-            and host_route(a) in routes[1].get(a.public_key, set())
-            and host_route(b) not in routes[0].get(relay_key, set())
+            and b.host_route in routes[0].get(b.public_key, set())
+            and a.host_route in routes[1].get(a.public_key, set())
+            and b.host_route not in routes[0].get(relay_key, set())
         )
 
     await eventually(local, CONNECT_SECONDS + DIRECT_SECONDS, "a and b on their LAN path")

@@ -14,6 +14,8 @@ returns the peer table WireGuard should have. Rules (docs/nat-traversal.md):
 - Every relay up is a peer (so each sees this device's NAT mapping); the first in the
   server's order carries the relayed /32s, so both ends of a relayed pair use the same one.
 - A direct peer whose last handshake is older than ``STALE_SECONDS`` goes back to the relay.
+- A peer that comes back online (the server says so) is knocked at anew: it may have
+  restarted, and only a knock from this side opens a path through this side's NAT.
 - Moving a knocking entry to another candidate address removes and re-adds it: WireGuard
   then sends at once instead of at its next 5 s retry (none when the address stays). New
   candidates that leave the endpoint in use first change nothing: a re-add would throw
@@ -73,6 +75,10 @@ class _PeerPath:
     direct: bool = False
     readd: bool = True
     pause_until: float = 0.0
+    online: bool = True
+    """As the server last said; a peer coming back online is knocked at anew."""
+    offline_since: float = 0.0
+    """When this side learnt the peer was offline: a later handshake is with its new run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,17 +134,34 @@ class PathSelector:
                 previous = state
                 state = self._state[key] = _PeerPath(candidates, knock_started=now)
                 if previous is not None:
-                    state.direct = previous.direct
+                    state.direct, state.online = previous.direct, previous.online
+                    state.offline_since = previous.offline_since
                     in_use = previous.candidates[previous.index][0] if previous.candidates else None
                     if candidates and candidates[0][0] == in_use:
                         state.knock_started = previous.knock_started
                         state.readd = False
+                elif not peer.online:
+                    state.online, state.offline_since = False, now
             last = handshakes.get(key, 0.0)
+            if peer.online and not state.online and last <= state.offline_since:
+                # Back online, perhaps restarted with its WireGuard session gone, while ours
+                # lives on and waits minutes for a rekey: knock now, from the first
+                # candidate (behind a NAT only this side's knock opens the path). A handshake
+                # since it went offline is its new run's knock, already through.
+                state.direct, state.index, state.pause_until = False, 0, 0.0
+                state.knock_started, state.readd = now, True
+                last = 0.0  # the handshake we saw was with its earlier run
+            elif state.online and not peer.online:
+                state.offline_since = now
+            state.online = peer.online
+            fresh = now - last < KNOCK_SECONDS and last > state.offline_since
             if state.direct and (last <= 0 or now - last > STALE_SECONDS):
                 state.direct = False
                 state.knock_started = now
                 state.readd = True
-            if not state.direct and last > 0 and last >= state.knock_started - 1.0:
+            if not state.direct and last > 0 and (fresh or last >= state.knock_started - 1.0):
+                # A handshake on the peer's own entry proves the path, whichever knock made
+                # it: re-adding the entry now would drop a session the peer keeps using.
                 state.direct = True
             knocking = not state.direct and candidates and now >= state.pause_until
             if knocking and now - state.knock_started >= KNOCK_SECONDS:
