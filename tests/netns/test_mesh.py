@@ -20,7 +20,7 @@ from datetime import datetime
 import pytest
 
 from tests.e2e.processes import eventually
-from tests.netns.conftest import (
+from tests.netns.mesh import (
     PYTHON,
     Agent,
     Mesh,

@@ -19,8 +19,8 @@ import time
 import pytest
 
 from tests.e2e.processes import CONNECT_SECONDS, eventually
-from tests.netns.conftest import Agent, NatMesh, first_reply
 from tests.netns.lab import NatMode, Router
+from tests.netns.mesh import Agent, NatMesh, first_reply
 
 pytestmark = pytest.mark.netns
 

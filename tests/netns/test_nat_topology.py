@@ -26,8 +26,8 @@ import time
 import pytest
 
 from tests.e2e.processes import CONNECT_SECONDS, eventually
-from tests.netns.conftest import Agent, NatMesh, first_reply, mesh_pings
 from tests.netns.lab import NatMode, Router
+from tests.netns.mesh import Agent, NatMesh, first_reply, mesh_pings
 
 pytestmark = pytest.mark.netns
 

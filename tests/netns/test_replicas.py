@@ -25,8 +25,8 @@ import pytest
 
 from tests.e2e.conftest import Deployment, StartDeployment
 from tests.e2e.processes import CONNECT_SECONDS, ServerProcess, eventually
-from tests.netns.conftest import Agent, configured, dropped, exits_revoked, mesh_pings, ping
 from tests.netns.lab import Lab
+from tests.netns.mesh import Agent, configured, dropped, exits_revoked, mesh_pings, ping
 from wiremesh.server.presence.models import ConnectionState
 
 pytestmark = [pytest.mark.netns, pytest.mark.parametrize("backend", ["postgresql"])]
