@@ -17,7 +17,7 @@ from tests.factories import auth
 from wiremesh.agent.enroll import EnrollError, enroll, websocket_url
 from wiremesh.agent.keys import public_key_of
 from wiremesh.agent.servers import normalize_server_url
-from wiremesh.agent.state import load_enrollment, load_private_key
+from wiremesh.agent.state import LISTEN_PORTS, load_enrollment, load_private_key
 from wiremesh.server.devices.models import VirtualIPMapping
 
 SERVER = "http://wiremesh.test"
@@ -80,6 +80,7 @@ async def test_enroll_registers_the_public_key_and_stores_the_state(
     assert load_enrollment(state_dir) == enrollment
     assert enrollment.server_urls == (SERVER,)
     assert enrollment.device.hostname == "laptop"
+    assert enrollment.listen_port in LISTEN_PORTS  # the device's own, drawn at enrollment
     assert enrollment.network.org_id == org.org_id
     assert enrollment.credential.startswith("wmd_")
     private_key = load_private_key(state_dir, enrollment)

@@ -7,6 +7,7 @@ from wiremesh.agent.backend import PeerState
 from wiremesh.agent.paths import (
     KNOCK_SECONDS,
     RELAY_RETRY_SECONDS,
+    SILENT_SECONDS,
     PathSelector,
     ordered_candidates,
 )
@@ -175,3 +176,66 @@ def test_a_fresh_handshake_is_never_knocked_over() -> None:
     table, readd = selector.target({"b": moved}, [RELAY], {B_KEY: 1002.5}, 1005.0)
     assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
     assert B_KEY not in readd
+
+
+def test_a_silent_direct_peer_is_knocked_at_anew() -> None:
+    """Its keepalives stopped while the server says it is online: its end of the session is
+    gone (a re-add raced its knock, its NAT forgot the mapping), and it will not knock."""
+    selector = PathSelector(own_public_key=ME)
+    selector.target({"b": B}, [RELAY], {}, 1000.0, {B_KEY: 0})
+    table, _ = selector.target({"b": B}, [RELAY], {B_KEY: 1000.2}, 1000.5, {B_KEY: 148})
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}  # direct
+    # keepalives keep coming: still direct long after the handshake
+    for tick in range(1, 5):
+        table, readd = selector.target(
+            {"b": B}, [RELAY], {B_KEY: 1000.2}, 1000.5 + 25 * tick, {B_KEY: 148 + 32 * tick}
+        )
+        assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
+        assert B_KEY not in readd
+    heard = 1000.5 + 25 * 4
+    table, readd = selector.target(
+        {"b": B}, [RELAY], {B_KEY: 1000.2}, heard + SILENT_SECONDS - 1, {B_KEY: 276}
+    )
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
+    table, readd = selector.target(
+        {"b": B}, [RELAY], {B_KEY: 1000.2}, heard + SILENT_SECONDS + 1, {B_KEY: 276}
+    )
+    assert table[B_KEY].allowed_ips == frozenset()  # the relay carries it while we knock
+    assert B_KEY in readd
+
+
+def test_a_peer_back_online_without_an_old_session_is_not_re_added() -> None:
+    """Nothing to drop: a re-add could only drop the session its own knock just made."""
+    selector = PathSelector(own_public_key=ME)
+    offline = B.model_copy(update={"online": False, "candidates": []})
+    selector.target({"b": offline}, [RELAY], {}, 1000.0)
+    table, readd = selector.target({"b": B}, [RELAY], {}, 1000.5)
+    assert table[B_KEY].endpoint == "198.18.0.202:51820"  # knocking (the endpoint turns
+    assert B_KEY not in readd  # the keepalive on, which starts a handshake by itself)
+
+
+def test_a_peer_that_goes_direct_is_named_once_for_a_confirming_packet() -> None:
+    """Only the initiator sees a handshake at once; the answering side counts it with the
+    first packet, which an idle initiator would never send."""
+    selector = PathSelector(own_public_key=ME)
+    selector.target({"b": B}, [RELAY], {}, 1000.0)
+    assert selector.take_newly_direct() == []
+    selector.target({"b": B}, [RELAY], {B_KEY: 1000.2}, 1000.5)
+    assert selector.take_newly_direct() == ["100.64.0.2"]
+    selector.target({"b": B}, [RELAY], {B_KEY: 1000.2}, 1001.0)
+    assert selector.take_newly_direct() == []
+
+
+def test_a_first_endpoint_is_set_in_place_a_changed_one_re_added() -> None:
+    """Setting a first endpoint turns the keepalive on, which knocks by itself; only moving
+    away from an endpoint in use needs the re-add (WireGuard would wait 5 s)."""
+    selector = PathSelector(own_public_key=ME)
+    bare = B.model_copy(update={"candidates": []})
+    selector.target({"b": bare}, [RELAY], {}, 1000.0)
+    table, readd = selector.target({"b": B}, [RELAY], {}, 1000.5)
+    assert table[B_KEY].endpoint == "198.18.0.202:51820"
+    assert B_KEY not in readd
+    moved = peer(B_KEY, "100.64.0.2", ("198.18.0.202:40000", "public"))
+    table, readd = selector.target({"b": moved}, [RELAY], {}, 1001.0)
+    assert table[B_KEY].endpoint == "198.18.0.202:40000"
+    assert B_KEY in readd

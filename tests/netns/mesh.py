@@ -49,20 +49,19 @@ class Agent:
         name: str,
         machine: Machine,
         state_dir: Path,
-        listen_port: int = 51820,
+        listen_port: int | None = 51820,
     ) -> None:
         self.name = name
         self.lab = lab
         self.machine = machine
         self.enrollment = load_enrollment(state_dir)
         self.state_dir = state_dir
-        self.listen_port = listen_port
+        port = [] if listen_port is None else ["--listen-port", str(listen_port)]
         self.process = group.add(
             f"agent-{name}",
             machine.argv(
                 PYTHON, "-m", "wiremesh.agent", "up", "--state-dir", str(self.state_dir),
-                "--backend", "wireguard-go", "--interface", "wm0",
-                "--listen-port", str(listen_port),
+                "--backend", "wireguard-go", "--interface", "wm0", *port,
             ),
             {**clean_environ(), **AGENT_ENV},
         )  # fmt: skip
@@ -174,8 +173,9 @@ class Mesh:
         )
         self.setup_key = key["key"]
 
-    async def enroll(self, name: str, machine: Machine, listen_port: int = 51820) -> Agent:
-        """Enrolled from this process (the same code as the command, without its start-up)."""
+    async def enroll(self, name: str, machine: Machine, listen_port: int | None = 51820) -> Agent:
+        """Enrolled from this process (the same code as the command, without its start-up);
+        ``listen_port`` ``None``: the device's own, drawn at enrollment."""
         await enroll(self.state_dir(name), [self.url], self.setup_key, name)
         return Agent(self.lab, self.processes, name, machine, self.state_dir(name), listen_port)
 

@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import logging
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -509,11 +510,16 @@ class AgentRunner:
         actual = await self._backend_call("read the peers", self.backend.peers())
         self.paths.own_public_key = self.enrollment.device.public_key
         handshakes = {key: state.latest_handshake for key, state in actual.items()}
-        target, readd = self.paths.target(session.peers, session.relays, handshakes, time.time())
+        received = {key: state.rx_bytes for key, state in actual.items()}
+        target, readd = self.paths.target(
+            session.peers, session.relays, handshakes, time.time(), received
+        )
         changes = plan_table(target, actual, readd)
         if changes:
             await self._backend_call("apply peer changes", self.backend.apply(changes))
             logger.info("WireGuard: applied %d peer changes", len(changes))
+        for address in self.paths.take_newly_direct():
+            _send_one_packet(address)
         paths = self.paths.paths(session.peers, actual)
         self.status.set_peers(session.peers, paths, actual)
         if changes or time.monotonic() - self._status_written >= STATUS_INTERVAL:
@@ -551,3 +557,16 @@ class AgentRunner:
         if self._stop_waiter in done:
             return _Wake.STOPPED
         return _Wake.TIMEOUT
+
+
+CONFIRM_PORT: Final = 9
+"""The discard port: what :func:`_send_one_packet` sends is dropped (or refused) there."""
+
+
+def _send_one_packet(virtual_ip: str) -> None:
+    """An empty UDP datagram to a peer's overlay address, through the tunnel: it completes a
+    handshake the peer started (see ``PathSelector.take_newly_direct``). Best effort."""
+    family = socket.AF_INET6 if ipaddress.ip_address(virtual_ip).version == 6 else socket.AF_INET
+    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.sendto(b"", (virtual_ip, CONFIRM_PORT))
