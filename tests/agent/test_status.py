@@ -14,9 +14,10 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
-from tests.agent.conftest import FakeServer, Handler, fake_enrollment, wait_until
+from tests.agent.conftest import FakeServer, Handler, fake_enrollment
 from tests.agent.test_cli import invoke
 from tests.agent.test_runner_fake_server import PEER_KEY, nothing_listens, welcome
+from tests.support.waiting import eventually
 from wiremesh.agent.backend import MemoryBackend
 from wiremesh.agent.runner import AgentRunner, Backoff
 from wiremesh.agent.state import save_enrollment
@@ -65,7 +66,7 @@ async def test_the_agent_publishes_connected_with_its_peers_then_stopped(
     runner = runner_in(state_dir, fake.url)
     task = asyncio.create_task(runner.run())
     try:
-        await wait_until(lambda: (read_status(state_dir) or {}).get("connection") == "connected")
+        await eventually(lambda: (read_status(state_dir) or {}).get("connection") == "connected")
         data = published(state_dir)
         assert data["pid"] == os.getpid()
         assert data["server"] == fake.url
@@ -104,7 +105,7 @@ async def test_an_unreachable_server_is_published_as_disconnected(state_dir: Pat
     runner = runner_in(state_dir, url)
     task = asyncio.create_task(runner.run())
     try:
-        await wait_until(lambda: (read_status(state_dir) or {}).get("connection") == "disconnected")
+        await eventually(lambda: (read_status(state_dir) or {}).get("connection") == "disconnected")
         data = published(state_dir)
         assert f"cannot connect to {url}" in str(data["reason"])
     finally:

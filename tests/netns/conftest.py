@@ -25,14 +25,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import processes, start_deployment
-from tests.e2e.processes import ProcessGroup
 from tests.netns.lab import Lab, Machine, missing_requirements, remove_stale
 from tests.netns.mesh import RELAY_TOKEN, Mesh, NatMesh
 from tests.netns.udp import UdpSocket
-
-__all__ = ["processes", "start_deployment"]
-"""Fixtures of the end-to-end tests that these tests use too (server replicas)."""
+from tests.support.processes import ProcessGroup
 
 
 @contextlib.contextmanager

@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.processes import (
+from tests.netns.lab import Lab, Machine, ping_argv
+from tests.support.ports import free_port
+from tests.support.processes import (
     AGENT_ENV,
     CONNECT_SECONDS,
     SERVER_ENV,
@@ -24,10 +26,8 @@ from tests.e2e.processes import (
     ProcessGroup,
     ServerProcess,
     clean_environ,
-    eventually,
-    free_port,
 )
-from tests.netns.lab import Lab, Machine, ping_argv
+from tests.support.waiting import eventually
 from wiremesh.agent.cli import EXIT_REFUSED
 from wiremesh.agent.enroll import enroll
 from wiremesh.agent.keys import public_key_of

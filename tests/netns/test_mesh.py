@@ -19,7 +19,6 @@ from datetime import datetime
 
 import pytest
 
-from tests.e2e.processes import eventually
 from tests.netns.mesh import (
     PYTHON,
     Agent,
@@ -31,6 +30,7 @@ from tests.netns.mesh import (
     mesh_pings,
     ping,
 )
+from tests.support.waiting import eventually
 from wiremesh.agent.state import load_enrollment
 
 pytestmark = pytest.mark.netns

@@ -25,9 +25,10 @@ import time
 
 import pytest
 
-from tests.e2e.processes import CONNECT_SECONDS, eventually
 from tests.netns.lab import NatMode, Router
 from tests.netns.mesh import Agent, NatMesh, first_reply, mesh_pings
+from tests.support.processes import CONNECT_SECONDS
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.netns
 

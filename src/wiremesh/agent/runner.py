@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from wiremesh import __version__
 from wiremesh.agent.backend import BackendUnavailable, DeviceConfig, WireGuardBackend
+from wiremesh.agent.backoff import Backoff
 from wiremesh.agent.enroll import websocket_url
 from wiremesh.agent.lan import lan_candidates
 from wiremesh.agent.paths import PathSelector
@@ -83,31 +84,6 @@ DEFAULT_OPEN_TIMEOUT: Final = 10.0
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Reconnect delays: "full jitter" exponential backoff.
-
-    The n-th retry in a row (n from 0) waits a uniformly random time in
-    ``[0, min(cap, base * 2**n)]``, so agents cut off together do not return together.
-    A session that lasted longer than ``reset_after`` seconds starts the count again.
-    """
-
-    base: float = 0.5
-    cap: float = 30.0
-    reset_after: float = 60.0
-
-    def __post_init__(self) -> None:
-        if not (self.base > 0 and self.cap >= self.base and self.reset_after >= 0):
-            raise ValueError("backoff needs base > 0, cap >= base and reset_after >= 0")
-
-    def ceiling(self, attempt: int) -> float:
-        """The longest delay of retry number ``attempt`` (0-based)."""
-        return min(self.cap, self.base * 2.0 ** min(max(attempt, 0), 64))
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, self.ceiling(attempt))
 
 
 @dataclass(frozen=True, slots=True)

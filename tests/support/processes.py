@@ -14,17 +14,17 @@ import csv
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final
 
 import httpx
 
-T = TypeVar("T")
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 WIREMESH = [sys.executable, "-m", "wiremesh"]
 AGENT_ONLY = [sys.executable, "-m", "wiremesh.agent"]
@@ -67,27 +67,6 @@ def clean_environ() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WIREMESH_")}
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], seconds: float, what: str, interval: float = 0.05
-) -> T:
-    """Poll ``probe`` until it returns a truthy value; fail with ``what`` after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {seconds} s: {what}")
-        await asyncio.sleep(interval)
 
 
 class Process:
