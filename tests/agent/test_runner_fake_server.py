@@ -135,7 +135,7 @@ async def test_auth_carries_the_credential_the_listen_port_and_the_agent_version
     assert frames == [
         {
             "type": "auth",
-            "version": 2,
+            "version": 3,
             "credential": "wmd_fake_credential",
             "listen_port": 51999,
             "candidates": lan_candidates(51999, "100.64.0.0/24"),
