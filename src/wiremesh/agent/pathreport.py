@@ -119,6 +119,7 @@ def _news(told: _Reported | None, path: PeerPath, refresh: bool) -> bool:
 
 
 def _rows_in(frames: list[str], rows: list[PeerPath]) -> list[PeerPath]:
-    """The rows the first frames carry: frames hold rows in order, so count them."""
+    """The rows the first frames carry: frames hold rows in order, so count them. The key
+    cannot occur inside a value: JSON escapes every quote in a string."""
     count = sum(frame.count('"peer_id":') for frame in frames)
     return rows[:count]
