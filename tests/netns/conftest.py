@@ -9,7 +9,7 @@ are removed first. Skipped (with the reason) without root or the tools.
 ``nat_lab`` is the same lab where routers need nftables too; ``udp`` opens
 :class:`~tests.netns.udp.UdpSocket` s on its machines and closes them after the test.
 
-``start_deployment`` and ``processes`` are the end-to-end tests' fixtures (tests/e2e):
+``start_deployment`` and ``processes`` are the shared fixtures of :mod:`tests.support`:
 ``start_deployment(2, host=lab.host_address)`` runs server replicas on one PostgreSQL
 database where the lab's machines reach them. ``nat_mesh`` is ``mesh`` with relays
 allowed and relay ``r1`` on machine 1. The classes and probes they use are in

@@ -35,7 +35,8 @@ from wiremesh.agent.backend import BackendUnavailable, DeviceConfig, WireGuardBa
 from wiremesh.agent.backoff import Backoff
 from wiremesh.agent.enroll import websocket_url
 from wiremesh.agent.lan import lan_candidates
-from wiremesh.agent.paths import PathSelector
+from wiremesh.agent.pathreport import PathReporter
+from wiremesh.agent.paths import PathSelector, PeerPath
 from wiremesh.agent.reconcile import plan_table
 from wiremesh.agent.servers import ServerRotation
 from wiremesh.agent.state import (
@@ -224,6 +225,9 @@ class AgentRunner:
         self._known_peers: frozenset[str] = frozenset()
         self.paths = PathSelector(own_public_key=enrollment.device.public_key)
         """Per-peer path state; kept across sessions, like the WireGuard peers."""
+        self._peer_paths: list[PeerPath] = []
+        self.reporter = PathReporter()
+        """What the server was told of the paths (version 3); restarted at each welcome."""
         self._state_seen: tuple[int, int, int] | None = None
         self.status = AgentStatus()
         """What ``agent status`` shows; published in the state dir."""
@@ -370,6 +374,7 @@ class AgentRunner:
                 if welcomed_at is not None and loop.time() >= next_path_tick:
                     next_path_tick = loop.time() + PATH_TICK
                     await self._reconcile(session)  # paths move with handshakes
+                    await self._report_paths(websocket)
                 receiving = asyncio.create_task(websocket.recv())
                 timeout = max(
                     0.0, min(session.deadline - loop.time(), next_path_tick - loop.time())
@@ -399,10 +404,12 @@ class AgentRunner:
                         self.sessions += 1
                         self.servers.connected()
                         self.status.reason = None
+                        self.reporter.start(event.welcome.version, loop.time())
                         announced_port = await self._on_welcome(
                             websocket, session, event, announced_port
                         )
                         self._publish("connected")
+                        await self._report_paths(websocket)
                     elif isinstance(event, PeersChanged):
                         await self._on_peers_changed(session, event)
                     elif isinstance(event, RelaysChanged):
@@ -496,10 +503,16 @@ class AgentRunner:
             logger.info("WireGuard: applied %d peer changes", len(changes))
         for address in self.paths.take_newly_direct():
             _send_one_packet(address)
-        paths = self.paths.paths(session.peers, actual)
+        paths = self._peer_paths = self.paths.paths(session.peers, actual)
         self.status.set_peers(session.peers, paths, actual)
         if changes or time.monotonic() - self._status_written >= STATUS_INTERVAL:
             self._publish(self.status.connection)
+
+    async def _report_paths(self, websocket: ClientConnection) -> None:
+        """Tell a version 3 server the paths of the last reconcile, if they are news."""
+        loop = asyncio.get_running_loop()
+        for frame in self.reporter.frames(self._peer_paths, loop.time()):
+            await websocket.send(frame)
 
     def _publish(self, connection: Connection, reason: str | None = None) -> None:
         """Record the state and write the status file (when there is a state dir)."""

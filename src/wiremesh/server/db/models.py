@@ -12,7 +12,7 @@ from wiremesh.server.mail.models import (
     SMTPSettings,
 )
 from wiremesh.server.orgs.models import Membership, Organization
-from wiremesh.server.paths.models import DeviceCandidates, Relay
+from wiremesh.server.paths.models import DeviceCandidates, PeerPath, Relay
 from wiremesh.server.presence.models import ConnectionStatus, ServerReplica
 from wiremesh.server.users.models import User
 
@@ -28,6 +28,7 @@ __all__ = [
     "OrgAlertSettings",
     "OrgInvitation",
     "Organization",
+    "PeerPath",
     "Relay",
     "SMTPSettings",
     "ServerReplica",
