@@ -14,6 +14,8 @@ Two machines sit behind two routers of their own and run ``agent up``:
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
 import time
 
 import pytest
@@ -22,6 +24,7 @@ from tests.netns.lab import NatMode, Router
 from tests.netns.mesh import Agent, NatMesh, first_reply
 from tests.support.processes import CONNECT_SECONDS
 from tests.support.waiting import eventually
+from wiremesh.agent.paths import KNOCK_SECONDS, RETRY_SECONDS
 
 pytestmark = pytest.mark.netns
 
@@ -142,4 +145,59 @@ async def test_two_behind_one_nat_meet_at_their_lan_addresses(nat_mesh: NatMesh)
     print(
         f"two behind one NAT at their LAN addresses: path after {local_at:.2f} s from the "
         f"router's creation, replies both ways {took:.2f} s later"
+    )
+
+
+async def test_a_relayed_pair_moves_to_a_direct_path_once_one_opens(nat_mesh: NatMesh) -> None:
+    """A firewall between the two sites keeps the pair on the relay; once it goes, the direct
+    path forms by itself: while the agents rest between rounds of knocks, WireGuard keeps
+    retrying the first candidate every 5 s. Traffic flowing all along loses at most a
+    packet or two in the move."""
+    lab = nat_mesh.mesh.lab
+    r1, r2 = lab.router(1, NatMode.MASQUERADE), lab.router(2, NatMode.MASQUERADE)
+    r1.block(r2.address)
+    r2.block(r1.address)
+    a = await nat_mesh.mesh.enroll("a", lab.machine(2, behind=r1))
+    b = await nat_mesh.mesh.enroll("b", lab.machine(3, behind=r2))
+    for agent in (a, b):
+        agent.start()
+
+    def on(agent: Agent, other: Agent) -> str:
+        return agent.paths().get(other.name, ("-", None))[0]
+
+    async def relayed() -> bool:
+        return on(a, b) == on(b, a) == "relay"
+
+    await eventually(relayed, CONNECT_SECONDS, "a and b on the relay behind the firewall")
+    await _pings_both_ways(a, b, 10)
+    pinger = await asyncio.create_subprocess_exec(
+        *a.machine.argv("ping", "-n", "-i", "0.2", b.virtual_ip),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        # every candidate has failed by now: the agents rest for RETRY_SECONDS
+        await asyncio.sleep(KNOCK_SECONDS * 3 + 1)
+        r1.unblock()
+        r2.unblock()
+        opened = time.monotonic()
+
+        async def direct() -> bool:
+            return on(a, b) == on(b, a) == "direct"
+
+        await eventually(direct, RETRY_SECONDS + 15, "a and b move to the direct path")
+        moved = time.monotonic() - opened
+        await asyncio.sleep(2)  # traffic on the direct path for a while
+    finally:
+        pinger.send_signal(signal.SIGINT)
+        raw, _ = await asyncio.wait_for(pinger.communicate(), 10)
+    output = raw.decode()
+    summary = re.search(r"(\d+) packets transmitted, (\d+) received", output)
+    assert summary is not None, output
+    sent, received = int(summary[1]), int(summary[2])
+    assert b.host_route in a.allowed_ips()[b.public_key]  # WireGuard agrees: its own entry
+    assert sent - received <= 2, f"{sent - received} of {sent} echo requests lost: {output}"
+    print(
+        f"relay -> direct: direct {moved:.1f} s after the firewall opened; "
+        f"{sent - received} of {sent} pings lost"
     )

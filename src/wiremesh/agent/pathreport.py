@@ -32,7 +32,7 @@ from wiremesh.protocol import (
 
 MIN_INTERVAL: Final = 1.0
 """Seconds between two reports at least."""
-HANDSHAKE_REFRESH: Final = 60.0
+HANDSHAKE_REFRESH: Final = 300.0
 """Handshakes alone are reported at most this often."""
 BURST: Final = DEFAULT_PATHS_RATE_BURST - 4
 """Frames at once: the server's burst less a margin for frames bunched up in transit."""
