@@ -70,7 +70,9 @@ async def test_agents_connect_heartbeat_share_peers_and_disconnect_on_sigterm(
         assert row.user_id == enrollment.device.user_id
         assert row.org_id == deployment.org_id
         assert row.virtual_ip == enrollment.device.virtual_ip
-        assert (row.public_ip, row.public_port) == ("127.0.0.1", 51820)
+        # the port the device drew at enrollment (no --listen-port given)
+        assert enrollment.listen_port is not None
+        assert (row.public_ip, row.public_port) == ("127.0.0.1", enrollment.listen_port)
         assert row.agent_version == __version__
         assert row.disconnected_at is None
         assert row.last_ping_at is not None
@@ -83,9 +85,12 @@ async def test_agents_connect_heartbeat_share_peers_and_disconnect_on_sigterm(
     for agent, other in ((agent_a, beta), (agent_b, alpha)):
         key = other.device.public_key
         assert key is not None
+        endpoint = f"endpoint=127.0.0.1:{other.listen_port}"
 
-        async def configured(agent: AgentProcess = agent, key: str = key) -> bool:
-            return bool(_lines_with(agent.log(), key, "endpoint=127.0.0.1:51820"))
+        async def configured(
+            agent: AgentProcess = agent, key: str = key, endpoint: str = endpoint
+        ) -> bool:
+            return bool(_lines_with(agent.log(), key, endpoint))
 
         await eventually(configured, 5, f"{agent.name} configures {key}")
         assert _lines_with(agent.log(), "add peer", key, f"{other.device.virtual_ip}/32")
