@@ -19,6 +19,7 @@ from wiremesh.server.events.schemas import DeviceChanged, DeviceRemoved
 from wiremesh.server.ipam.service import allocate_virtual_ip, lock_org_network
 from wiremesh.server.orgs.models import Membership, Organization, OrgRole
 from wiremesh.server.sqlalchemy_helpers import scalar_exists
+from wiremesh.server.validation import MAX_DB_ID
 
 SETUP_KEY_KIND = "wmk"
 DEVICE_CREDENTIAL_KIND = "wmd"
@@ -229,7 +230,7 @@ async def resolve_device(
         VirtualIPMapping.hostname == text,
         VirtualIPMapping.virtual_ip == text,
     ]
-    if text.isdigit() and len(text) <= 10:
+    if text.isdigit() and len(text) <= 10 and int(text) <= MAX_DB_ID:
         criteria.append(VirtualIPMapping.id == int(text))
     query = select(VirtualIPMapping).where(or_(*criteria))
     if org_id is not None:
