@@ -72,7 +72,8 @@ def run(work: Callable[[], Awaitable[T]]) -> T:
     except ApiError as exc:
         fail(f"{exc.message} ({exc.code})")
     except DBAPIError as exc:
-        fail(f"the database refused or failed the command ({type(exc.orig).__name__}); nothing was changed")
+        reason = type(exc.orig).__name__
+        fail(f"the database refused or failed the command ({reason}); nothing was changed")
 
 
 async def _call(work: Callable[[], Awaitable[T]]) -> T:

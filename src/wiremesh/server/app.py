@@ -20,6 +20,7 @@ from wiremesh.server.db.session import create_engine, create_sessionmaker
 from wiremesh.server.errors import install_error_handlers
 from wiremesh.server.events.feed import EventFeed
 from wiremesh.server.events.pruning import EventPruner
+from wiremesh.server.limits import BodyLimitMiddleware
 from wiremesh.server.mail.alerts import OfflineAlertChecker
 from wiremesh.server.mail.outbox import RetryPolicy
 from wiremesh.server.presence.alerting import alert_on_transition
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     async def healthz() -> dict[str, str]:

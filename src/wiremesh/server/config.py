@@ -97,6 +97,19 @@ class Settings(BaseSettings):
     default_org_prefix: int = Field(default=20, ge=8, le=30)
     trusted_proxies: list[str] = Field(default_factory=list)
 
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="A request body larger than this is refused with 413 before it is parsed",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="`wiremesh server` refuses a request line with headers larger than this",
+    )
+
     secret_keys: list[str] = Field(
         default_factory=list, description="Fernet keys, newest first; empty = key file in data_dir"
     )
