@@ -6,7 +6,7 @@ import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     )
     default_org_prefix: int = Field(default=20, ge=8, le=30)
     trusted_proxies: list[str] = Field(default_factory=list)
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = Field(
+        default="x-forwarded-for",
+        description=(
+            "Which header the trusted proxies write the client's address to; the other one "
+            "is ignored, since a client could send it itself"
+        ),
+    )
 
     max_body_bytes: int = Field(
         default=1024 * 1024,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import random
 
@@ -25,6 +24,7 @@ from wiremesh.protocol import (
     close_reason,
     encode,
 )
+from wiremesh.server import forwarded
 from wiremesh.server.config import Settings
 from wiremesh.server.devices import service as devices_service
 from wiremesh.server.errors import ApiError
@@ -78,26 +78,13 @@ async def _next_frame(websocket: WebSocket) -> str | bytes:
 
 
 def client_address(websocket: WebSocket, settings: Settings) -> str | None:
-    """The agent's public IP: the peer address, or X-Forwarded-For from trusted proxies only.
-
-    Walks X-Forwarded-For from the right while the hop is a trusted proxy, so a client can
-    not forge its address by sending the header itself.
-    """
-    peer = websocket.client.host if websocket.client else None
-    if peer is None or not settings.trusted_proxy_networks:
-        return peer
-    chain = [peer]
-    forwarded = websocket.headers.get("x-forwarded-for")
-    if forwarded:
-        chain = [hop.strip() for hop in forwarded.split(",") if hop.strip()] + chain
-    for hop in reversed(chain):
-        try:
-            address = ipaddress.ip_address(hop)
-        except ValueError:
-            return peer
-        if not any(address in network for network in settings.trusted_proxy_networks):
-            return str(address)
-    return chain[0]
+    """The agent's public IP: the peer address, or the forwarded one from trusted proxies."""
+    return forwarded.client_address(
+        websocket.client.host if websocket.client else None,
+        websocket.headers.getlist(settings.forwarded_header),
+        settings.trusted_proxy_networks,
+        settings.forwarded_header,
+    )
 
 
 def _next_ping_delay(interval: float) -> float:
