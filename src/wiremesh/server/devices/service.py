@@ -7,12 +7,13 @@ from datetime import timedelta
 from typing import Literal
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.auth.secrets import issue_secret, parse_lookup, secret_matches
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices import repository, schemas
-from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
+from wiremesh.server.devices.models import PUBLIC_KEY_UNIQUE_INDEX, SetupKey, VirtualIPMapping
 from wiremesh.server.errors import ApiError, Conflict, Invalid, NotFound
 from wiremesh.server.events import recorder
 from wiremesh.server.events.schemas import DeviceChanged, DeviceRemoved
@@ -135,6 +136,8 @@ async def enroll(
     org = await lock_org_network(session, key.org_id)
     if not await repository.consume_setup_key_use(session, key.id):
         raise _bad_setup_key()
+    if public_key is not None:
+        await _refuse_taken_key(session, org.id, public_key, device_id=None)
     virtual_ip = await allocate_virtual_ip(session, org)
     credential = issue_secret(DEVICE_CREDENTIAL_KIND)
     device = VirtualIPMapping(
@@ -149,7 +152,7 @@ async def enroll(
         setup_key_id=key.id,
     )
     session.add(device)
-    await session.flush()
+    await _flush_key(session)
     await _changed(session, device, "device_enrolled", org.network_cidr)
     return device, org, credential.plaintext
 
@@ -278,7 +281,38 @@ async def set_public_key(
     session: AsyncSession, device: VirtualIPMapping, public_key: str
 ) -> VirtualIPMapping:
     if device.public_key != public_key:
+        await _refuse_taken_key(session, device.org_id, public_key, device_id=device.id)
         device.public_key = public_key
-        await session.flush()
+        await _flush_key(session)
         await _changed(session, device, "device_updated")
     return device
+
+
+def _key_taken() -> Conflict:
+    return Conflict(
+        "public_key_taken",
+        "another device of this organization has this WireGuard public key; "
+        "generate a new key pair for this device",
+    )
+
+
+async def _refuse_taken_key(
+    session: AsyncSession, org_id: int, public_key: str, *, device_id: int | None
+) -> None:
+    """409 ``public_key_taken`` when another device of the org has the key (WireGuard knows a
+    peer by its key: two devices with one key cannot both be reached)."""
+    criteria = [VirtualIPMapping.org_id == org_id, VirtualIPMapping.public_key == public_key]
+    if device_id is not None:
+        criteria.append(VirtualIPMapping.id != device_id)
+    if await scalar_exists(session, *criteria):
+        raise _key_taken()
+
+
+async def _flush_key(session: AsyncSession) -> None:
+    """Flush a device's key; a concurrent request that took it meanwhile is the same 409."""
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        if PUBLIC_KEY_UNIQUE_INDEX in str(exc.orig) or "public_key" in str(exc.orig):
+            raise _key_taken() from None
+        raise
