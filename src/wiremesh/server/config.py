@@ -104,6 +104,18 @@ class Settings(BaseSettings):
         ),
     )
 
+    auth_failure_burst: int = Field(
+        default=20,
+        ge=1,
+        le=1_000_000,
+        description="Failed authentications a client address may have at once",
+    )
+    auth_failure_per_minute: float = Field(
+        default=10.0,
+        gt=0,
+        le=1_000_000,
+        description="How fast a client's failed-authentication budget refills",
+    )
     max_body_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,

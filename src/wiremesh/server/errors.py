@@ -50,6 +50,19 @@ def error_body(code: str, message: str, details: list[Any] | None = None) -> dic
     return {"error": body}
 
 
+AUTH_FAILURE_CODES = frozenset(
+    {
+        "invalid_token",
+        "invalid_credential",
+        "invalid_setup_key",
+        "invalid_invitation",
+        "bad_relay_token",
+    }
+)
+"""Refusals of a credential the client presented: each counts against the client's
+failed-authentication budget (see ``wiremesh.server.ratelimit``). A request with no
+credential at all (``unauthenticated``) tried nothing and is not counted."""
+
 _HTTP_CODES = {
     401: "unauthenticated",
     403: "forbidden",
@@ -98,7 +111,11 @@ def install_error_handlers(app: FastAPI) -> None:
     """Render every refusal in the one shape; never leak a stack trace."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if exc.code in AUTH_FAILURE_CODES:
+            throttle = getattr(request.app.state, "auth_throttle", None)
+            if throttle is not None:
+                throttle.failed(request.scope, exc.code)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(
             error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers

@@ -33,6 +33,7 @@ from wiremesh.server.presence.directory import identity_of
 from wiremesh.server.presence.hub import PresenceHub
 from wiremesh.server.presence.models import ConnectionState
 from wiremesh.server.presence.sessions import LiveSession
+from wiremesh.server.ratelimit import too_many_failures
 from wiremesh.server.state import AppState
 
 logger = logging.getLogger("wiremesh.presence")
@@ -112,6 +113,12 @@ async def serve_agent(websocket: WebSocket, state: AppState) -> None:
     settings = state.settings
     loop = asyncio.get_running_loop()
     await websocket.accept()
+    throttle = state.auth_throttle
+    wait = throttle.retry_after(websocket.scope) if throttle is not None else None
+    if wait is not None:  # too many failed authentications: retry later, like a busy server
+        with contextlib.suppress(Exception):
+            await websocket.close(CloseCode.RATE_LIMITED, too_many_failures(wait))
+        return
     protocol = ServerSession(
         loop.time(),
         heartbeat_interval=settings.heartbeat_interval,
@@ -181,6 +188,8 @@ async def _admit(
             code = (
                 CloseCode.DEVICE_REVOKED if exc.code == "device_revoked" else CloseCode.AUTH_FAILED
             )
+            if code == CloseCode.AUTH_FAILED and state.auth_throttle is not None:
+                state.auth_throttle.failed(websocket.scope, exc.code)
             protocol.close(code)
             await _refuse(websocket, code)
             return None
