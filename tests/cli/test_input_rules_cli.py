@@ -42,9 +42,8 @@ def _keys(settings: Settings) -> int:
         ("--name", "a\x00b"),
         ("--name", "two\nlines"),
         ("--reusable", "--usage-limit", str(2**40)),
-        ("--expires", "30s"),
     ],
-    ids=["name-65", "name-4096", "name-nul", "name-newline", "usage-limit-2^40", "expires-30s"],
+    ids=["name-65", "name-4096", "name-nul", "name-newline", "usage-limit-2^40"],
 )
 def test_setup_key_create_refuses_what_the_api_refuses(
     args: tuple[str, ...], settings: Settings
