@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any, NoReturn, TypeVar
 
 import typer
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.config import Settings, load_settings
@@ -61,11 +62,18 @@ async def unit_of_work(settings: Settings | None = None) -> AsyncIterator[AsyncS
 
 
 def run(work: Callable[[], Awaitable[T]]) -> T:
-    """Run an async command body; an ApiError becomes a clear message and exit status 1."""
+    """Run an async command body; an ApiError becomes a clear message and exit status 1.
+
+    A statement the database refuses is a bug (input is validated first), but it still ends
+    in one line: its traceback would print the SQL and its parameters, secrets' hashes included.
+    """
     try:
         return asyncio.run(_call(work))
     except ApiError as exc:
         fail(f"{exc.message} ({exc.code})")
+    except DBAPIError as exc:
+        reason = type(exc.orig).__name__
+        fail(f"the database refused or failed the command ({reason}); nothing was changed")
 
 
 async def _call(work: Callable[[], Awaitable[T]]) -> T:

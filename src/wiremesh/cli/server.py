@@ -46,6 +46,9 @@ def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
         create_app(settings, migrate_on_start=False),
         host=host,
         port=port,
+        # h11 bounds the request line and headers (httptools reads any size into memory).
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         ws=websocket_implementation(),
         # Agents speak small JSON frames: compression costs CPU and ~64 KiB per socket.
         ws_per_message_deflate=False,

@@ -10,8 +10,10 @@ from wiremesh.cli._common import JsonOption, emit, fail, run, unit_of_work
 from wiremesh.durations import parse_duration
 from wiremesh.server.devices import repository, service
 from wiremesh.server.devices.models import SetupKey
+from wiremesh.server.devices.schemas import SetupKeyCreate
 from wiremesh.server.orgs.service import resolve_org
 from wiremesh.server.users import service as users_service
+from wiremesh.server.validation import MAX_DB_ID, parse_input
 
 app = typer.Typer(no_args_is_help=True, help="Setup keys that enroll devices.")
 
@@ -36,7 +38,7 @@ def create(
     org: str = OrgOption,
     name: str = typer.Option("cli", "--name", help="A label for the key"),
     reusable: bool = typer.Option(False, "--reusable", help="Enroll many devices, not one"),
-    usage_limit: int | None = typer.Option(None, "--usage-limit", min=1, help="Reusable: at most"),
+    usage_limit: int | None = typer.Option(None, "--usage-limit", help="Reusable: at most"),
     expires: str | None = typer.Option(None, "--expires", help="Lifetime, e.g. 1h, 7d"),
     user: str | None = typer.Option(None, "--user", help="E-mail of the devices' owner"),
     as_json: bool = JsonOption,
@@ -48,6 +50,9 @@ def create(
         fail(str(exc))
 
     async def work() -> dict[str, Any]:
+        # The API's own schema: the same names and bounds are refused here. The lifetime is
+        # checked by the service (the same bounds), which names it as --expires gives it.
+        data = parse_input(SetupKeyCreate, name=name, reusable=reusable, usage_limit=usage_limit)
         async with unit_of_work() as session:
             organization = await resolve_org(session, org)
             if user is not None:
@@ -58,9 +63,9 @@ def create(
                 session,
                 organization.id,
                 owner_user_id=owner,
-                name=name,
-                reusable=reusable,
-                usage_limit=usage_limit,
+                name=data.name,
+                reusable=data.reusable,
+                usage_limit=data.usage_limit,
                 expires_in=lifetime,
             )
             return {**key_row(key), "key": plaintext}
@@ -90,7 +95,7 @@ def list_keys(org: str = OrgOption, as_json: bool = JsonOption) -> None:
 
 
 @app.command("revoke")
-def revoke(key_id: int = typer.Argument(..., min=1), org: str = OrgOption) -> None:
+def revoke(key_id: int = typer.Argument(..., min=1, max=MAX_DB_ID), org: str = OrgOption) -> None:
     """Revoke a setup key; devices it already enrolled stay."""
 
     async def work() -> None:

@@ -20,12 +20,14 @@ from wiremesh.server.db.session import create_engine, create_sessionmaker
 from wiremesh.server.errors import install_error_handlers
 from wiremesh.server.events.feed import EventFeed
 from wiremesh.server.events.pruning import EventPruner
+from wiremesh.server.limits import BodyLimitMiddleware
 from wiremesh.server.mail.alerts import OfflineAlertChecker
 from wiremesh.server.mail.outbox import RetryPolicy
 from wiremesh.server.presence.alerting import alert_on_transition
 from wiremesh.server.presence.cleanup import CleanupWorker
 from wiremesh.server.presence.gateway import serve_agent
 from wiremesh.server.presence.hub import PresenceHub
+from wiremesh.server.ratelimit import AuthThrottle, AuthThrottleMiddleware
 from wiremesh.server.state import AppState
 from wiremesh.server.workers.mail_outbox import MailOutboxWorker, OutboxOptions
 from wiremesh.server.workers.periodic import PeriodicWorker
@@ -84,6 +86,7 @@ def _api_routers() -> list[APIRouter]:
 def create_app(settings: Settings | None = None, *, migrate_on_start: bool = True) -> WiremeshApp:
     """Build the app; the lifespan migrates the database (when asked) and starts the workers."""
     settings = settings or load_settings()
+    throttle = AuthThrottle(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -115,7 +118,12 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
         for worker in workers:
             await worker.start()
         app.state.wiremesh = AppState(
-            settings=settings, engine=engine, sessionmaker=sessionmaker, hub=hub, feed=feed
+            settings=settings,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            hub=hub,
+            feed=feed,
+            auth_throttle=throttle,
         )
         try:
             yield
@@ -133,6 +141,10 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Outermost last: a throttled client is refused before its body is even read.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthThrottleMiddleware, throttle=throttle)
+    app.state.auth_throttle = throttle
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     async def healthz() -> dict[str, str]:

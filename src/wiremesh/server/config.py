@@ -6,7 +6,7 @@ import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -96,6 +96,38 @@ class Settings(BaseSettings):
     )
     default_org_prefix: int = Field(default=20, ge=8, le=30)
     trusted_proxies: list[str] = Field(default_factory=list)
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = Field(
+        default="x-forwarded-for",
+        description=(
+            "Which header the trusted proxies write the client's address to; the other one "
+            "is ignored, since a client could send it itself"
+        ),
+    )
+
+    auth_failure_burst: int = Field(
+        default=20,
+        ge=1,
+        le=1_000_000,
+        description="Failed authentications a client address may have at once",
+    )
+    auth_failure_per_minute: float = Field(
+        default=10.0,
+        gt=0,
+        le=1_000_000,
+        description="How fast a client's failed-authentication budget refills",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="A request body larger than this is refused with 413 before it is parsed",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="`wiremesh server` refuses a request line with headers larger than this",
+    )
 
     secret_keys: list[str] = Field(
         default_factory=list, description="Fernet keys, newest first; empty = key file in data_dir"

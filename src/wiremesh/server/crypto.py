@@ -25,6 +25,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from wiremesh.server.config import Settings
 from wiremesh.server.errors import ApiError
+from wiremesh.server.files import private_directory
 
 logger = logging.getLogger("wiremesh.server.crypto")
 
@@ -100,7 +101,7 @@ def read_key_file(path: Path) -> list[str]:
 
 def write_key_file(path: Path, keys: Sequence[str]) -> None:
     """Replace a key file atomically, readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_directory(path.parent)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
@@ -113,7 +114,7 @@ def write_key_file(path: Path, keys: Sequence[str]) -> None:
 
 def _create_default_key_file(path: Path) -> list[str]:
     """Create the embedded default key file once; a concurrent creator's file wins."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_directory(path.parent)
     key = generate_key()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -50,6 +50,19 @@ def error_body(code: str, message: str, details: list[Any] | None = None) -> dic
     return {"error": body}
 
 
+AUTH_FAILURE_CODES = frozenset(
+    {
+        "invalid_token",
+        "invalid_credential",
+        "invalid_setup_key",
+        "invalid_invitation",
+        "bad_relay_token",
+    }
+)
+"""Refusals of a credential the client presented: each counts against the client's
+failed-authentication budget (see ``wiremesh.server.ratelimit``). A request with no
+credential at all (``unauthenticated``) tried nothing and is not counted."""
+
 _HTTP_CODES = {
     401: "unauthenticated",
     403: "forbidden",
@@ -60,11 +73,49 @@ _HTTP_CODES = {
 }
 
 
+MAX_ERROR_DETAILS = 20
+"""A validation error lists at most this many problems: a body with 900,000 unknown keys once
+answered 116 MB naming every one of them."""
+MAX_SUMMARY_PROBLEMS = 3
+MAX_FIELD_CHARS = 64
+"""A field's name comes from the client (an unknown key): only its start is repeated."""
+MAX_MESSAGE_CHARS = 200
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def _detail(error: Any) -> dict[str, str]:
+    field = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+    return {
+        "field": _clip(field, MAX_FIELD_CHARS),
+        "message": _clip(str(error.get("msg", "invalid")), MAX_MESSAGE_CHARS),
+        "type": _clip(str(error.get("type", "invalid")), MAX_FIELD_CHARS),
+    }
+
+
+def _summary(details: list[dict[str, str]], total: int) -> str:
+    """The first few problems in words, and how many there are in all."""
+    if not details:
+        return "invalid request"
+    summary = "; ".join(
+        f"{d['field'] or 'body'}: {d['message']}" for d in details[:MAX_SUMMARY_PROBLEMS]
+    )
+    if total > MAX_SUMMARY_PROBLEMS:
+        summary += f" (and {total - MAX_SUMMARY_PROBLEMS} more; {total} problems in all)"
+    return summary
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every refusal in the one shape; never leak a stack trace."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if exc.code in AUTH_FAILURE_CODES:
+            throttle = getattr(request.app.state, "auth_throttle", None)
+            if throttle is not None:
+                throttle.failed(request.scope, exc.code)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(
             error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers
@@ -77,17 +128,10 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(
                 error_body("malformed_json", "the request body is not valid JSON"), status_code=400
             )
-        details = [
-            {
-                "field": ".".join(str(part) for part in error.get("loc", ()) if part != "body"),
-                "message": error.get("msg", "invalid"),
-                "type": error.get("type", "invalid"),
-            }
-            for error in errors
-        ]
-        summary = "; ".join(f"{d['field'] or 'body'}: {d['message']}" for d in details)
+        details = [_detail(error) for error in errors[:MAX_ERROR_DETAILS]]
         return JSONResponse(
-            error_body("validation_error", summary or "invalid request", details), status_code=422
+            error_body("validation_error", _summary(details, len(errors)), details),
+            status_code=422,
         )
 
     @app.exception_handler(StarletteHTTPException)

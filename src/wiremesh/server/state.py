@@ -12,6 +12,7 @@ from wiremesh.server.config import Settings
 if TYPE_CHECKING:
     from wiremesh.server.events.feed import EventFeed
     from wiremesh.server.presence.hub import PresenceHub
+    from wiremesh.server.ratelimit import AuthThrottle
 
 
 @dataclass
@@ -21,3 +22,4 @@ class AppState:
     sessionmaker: async_sessionmaker[AsyncSession]
     hub: PresenceHub
     feed: EventFeed | None = None
+    auth_throttle: AuthThrottle | None = None

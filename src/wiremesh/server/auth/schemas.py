@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from wiremesh.server.users.schemas import no_control_characters
+from wiremesh.server.validation import ShortName
 
 MAX_TOKEN_DAYS = 3650
 
-TokenName = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
-    AfterValidator(no_control_characters),
-]
+TokenName = ShortName
 
 
 class TokenCreate(BaseModel):

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, false, func
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    false,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from wiremesh.server.db.base import Base, utcnow
+
+PUBLIC_KEY_UNIQUE_INDEX = "uq_virtual_ip_mapping_org_id_public_key"
+"""One WireGuard public key per organization (devices without a key are not counted)."""
 
 
 class VirtualIPMapping(Base):
@@ -18,6 +31,15 @@ class VirtualIPMapping(Base):
         UniqueConstraint("org_id", "virtual_ip"),
         UniqueConstraint("org_id", "peer_id"),
         Index("ix_virtual_ip_mapping_user_id_org_id", "user_id", "org_id"),
+        # Two peers with one key cannot both be reached: WireGuard knows a peer by its key.
+        Index(
+            PUBLIC_KEY_UNIQUE_INDEX,
+            "org_id",
+            "public_key",
+            unique=True,
+            sqlite_where=text("public_key IS NOT NULL"),
+            postgresql_where=text("public_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -2,44 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from wiremesh.server.users.schemas import DbId
+from wiremesh.server.validation import DbId, Secret, ShortName
+from wiremesh.server.validation import Hostname as Hostname
+from wiremesh.server.validation import WireGuardKey as WireGuardKey
 
-_HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$")
 MAX_SETUP_KEY_LIFETIME = 10 * 365 * 86400
-
-
-def _check_hostname(value: str) -> str:
-    if not _HOSTNAME.match(value):
-        raise ValueError(
-            "a hostname is 1-63 characters of letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return value
-
-
-def check_wireguard_key(value: str) -> str:
-    """A WireGuard key is 32 bytes in standard base64 (44 characters)."""
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("not a WireGuard key: expected 32 bytes in base64") from None
-    if len(raw) != 32 or len(value) != 44:
-        raise ValueError("not a WireGuard key: expected 32 bytes in base64")
-    return value
-
-
-Hostname = Annotated[str, Field(min_length=1, max_length=63), AfterValidator(_check_hostname)]
-WireGuardKey = Annotated[
-    str, Field(min_length=44, max_length=44), AfterValidator(check_wireguard_key)
-]
 
 
 class StrictModel(BaseModel):
@@ -47,7 +18,7 @@ class StrictModel(BaseModel):
 
 
 class SetupKeyCreate(StrictModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: ShortName = Field(description="A label for the key, 1 to 64 characters on one line")
     reusable: bool = False
     usage_limit: int | None = Field(default=None, ge=1, le=1_000_000)
     expires_in_seconds: int | None = Field(default=None, ge=60, le=MAX_SETUP_KEY_LIFETIME)
@@ -79,7 +50,7 @@ class SetupKeyCreated(SetupKeyOut):
 
 
 class EnrollRequest(StrictModel):
-    setup_key: str = Field(min_length=1, max_length=256)
+    setup_key: Secret
     hostname: Hostname
     public_key: WireGuardKey | None = None
 

@@ -7,12 +7,13 @@ from datetime import timedelta
 from typing import Literal
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.auth.secrets import issue_secret, parse_lookup, secret_matches
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices import repository, schemas
-from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
+from wiremesh.server.devices.models import PUBLIC_KEY_UNIQUE_INDEX, SetupKey, VirtualIPMapping
 from wiremesh.server.errors import ApiError, Conflict, Invalid, NotFound
 from wiremesh.server.events import recorder
 from wiremesh.server.events.schemas import DeviceChanged, DeviceRemoved
@@ -20,6 +21,7 @@ from wiremesh.server.ipam.service import allocate_virtual_ip, lock_org_network
 from wiremesh.server.orgs.models import Membership, Organization, OrgRole
 from wiremesh.server.paths import repository as paths_repository
 from wiremesh.server.sqlalchemy_helpers import scalar_exists
+from wiremesh.server.validation import MAX_DB_ID
 
 SETUP_KEY_KIND = "wmk"
 DEVICE_CREDENTIAL_KIND = "wmd"
@@ -135,6 +137,8 @@ async def enroll(
     org = await lock_org_network(session, key.org_id)
     if not await repository.consume_setup_key_use(session, key.id):
         raise _bad_setup_key()
+    if public_key is not None:
+        await _refuse_taken_key(session, org.id, public_key, device_id=None)
     virtual_ip = await allocate_virtual_ip(session, org)
     credential = issue_secret(DEVICE_CREDENTIAL_KIND)
     device = VirtualIPMapping(
@@ -149,7 +153,7 @@ async def enroll(
         setup_key_id=key.id,
     )
     session.add(device)
-    await session.flush()
+    await _flush_key(session)
     await _changed(session, device, "device_enrolled", org.network_cidr)
     return device, org, credential.plaintext
 
@@ -232,7 +236,7 @@ async def resolve_device(
         VirtualIPMapping.hostname == text,
         VirtualIPMapping.virtual_ip == text,
     ]
-    if text.isdigit() and len(text) <= 10:
+    if text.isdigit() and len(text) <= 10 and int(text) <= MAX_DB_ID:
         criteria.append(VirtualIPMapping.id == int(text))
     query = select(VirtualIPMapping).where(or_(*criteria))
     if org_id is not None:
@@ -280,7 +284,38 @@ async def set_public_key(
     session: AsyncSession, device: VirtualIPMapping, public_key: str
 ) -> VirtualIPMapping:
     if device.public_key != public_key:
+        await _refuse_taken_key(session, device.org_id, public_key, device_id=device.id)
         device.public_key = public_key
-        await session.flush()
+        await _flush_key(session)
         await _changed(session, device, "device_updated")
     return device
+
+
+def _key_taken() -> Conflict:
+    return Conflict(
+        "public_key_taken",
+        "another device of this organization has this WireGuard public key; "
+        "generate a new key pair for this device",
+    )
+
+
+async def _refuse_taken_key(
+    session: AsyncSession, org_id: int, public_key: str, *, device_id: int | None
+) -> None:
+    """409 ``public_key_taken`` when another device of the org has the key (WireGuard knows a
+    peer by its key: two devices with one key cannot both be reached)."""
+    criteria = [VirtualIPMapping.org_id == org_id, VirtualIPMapping.public_key == public_key]
+    if device_id is not None:
+        criteria.append(VirtualIPMapping.id != device_id)
+    if await scalar_exists(session, *criteria):
+        raise _key_taken()
+
+
+async def _flush_key(session: AsyncSession) -> None:
+    """Flush a device's key; a concurrent request that took it meanwhile is the same 409."""
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        if PUBLIC_KEY_UNIQUE_INDEX in str(exc.orig) or "public_key" in str(exc.orig):
+            raise _key_taken() from None
+        raise

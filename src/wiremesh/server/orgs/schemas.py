@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
-from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wiremesh.server.orgs.models import OrgRole
-from wiremesh.server.users.schemas import DbId, Email
-
-ORG_NAME_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,62}[a-z0-9])?")
-ORG_NAME_RULE = (
-    "an organization name is 1 to 64 lowercase letters, digits and hyphens, "
-    "starting with a letter and not ending with a hyphen"
-)
-
-
-def _trim_and_lower(value: Any) -> Any:
-    return value.strip().lower() if isinstance(value, str) else value
-
-
-def check_org_name(value: str) -> str:
-    if not ORG_NAME_RE.fullmatch(value):
-        raise ValueError(ORG_NAME_RULE)
-    return value
-
-
-OrgName = Annotated[
-    str,
-    BeforeValidator(_trim_and_lower),
-    Field(min_length=1, max_length=64, description=ORG_NAME_RULE, examples=["acme"]),
-    AfterValidator(check_org_name),
-]
+from wiremesh.server.validation import DbId, Email
+from wiremesh.server.validation import OrgName as OrgName
 
 
 class OrgCreate(BaseModel):

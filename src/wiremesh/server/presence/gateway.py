@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import random
 
@@ -26,6 +25,7 @@ from wiremesh.protocol import (
     close_reason,
     encode,
 )
+from wiremesh.server import forwarded
 from wiremesh.server.config import Settings
 from wiremesh.server.devices import service as devices_service
 from wiremesh.server.errors import ApiError
@@ -34,6 +34,7 @@ from wiremesh.server.presence.directory import identity_of
 from wiremesh.server.presence.hub import PresenceHub
 from wiremesh.server.presence.models import ConnectionState
 from wiremesh.server.presence.sessions import LiveSession
+from wiremesh.server.ratelimit import too_many_failures
 from wiremesh.server.state import AppState
 
 logger = logging.getLogger("wiremesh.presence")
@@ -79,26 +80,13 @@ async def _next_frame(websocket: WebSocket) -> str | bytes:
 
 
 def client_address(websocket: WebSocket, settings: Settings) -> str | None:
-    """The agent's public IP: the peer address, or X-Forwarded-For from trusted proxies only.
-
-    Walks X-Forwarded-For from the right while the hop is a trusted proxy, so a client can
-    not forge its address by sending the header itself.
-    """
-    peer = websocket.client.host if websocket.client else None
-    if peer is None or not settings.trusted_proxy_networks:
-        return peer
-    chain = [peer]
-    forwarded = websocket.headers.get("x-forwarded-for")
-    if forwarded:
-        chain = [hop.strip() for hop in forwarded.split(",") if hop.strip()] + chain
-    for hop in reversed(chain):
-        try:
-            address = ipaddress.ip_address(hop)
-        except ValueError:
-            return peer
-        if not any(address in network for network in settings.trusted_proxy_networks):
-            return str(address)
-    return chain[0]
+    """The agent's public IP: the peer address, or the forwarded one from trusted proxies."""
+    return forwarded.client_address(
+        websocket.client.host if websocket.client else None,
+        websocket.headers.getlist(settings.forwarded_header),
+        settings.trusted_proxy_networks,
+        settings.forwarded_header,
+    )
 
 
 def _next_ping_delay(interval: float) -> float:
@@ -126,6 +114,12 @@ async def serve_agent(websocket: WebSocket, state: AppState) -> None:
     settings = state.settings
     loop = asyncio.get_running_loop()
     await websocket.accept()
+    throttle = state.auth_throttle
+    wait = throttle.retry_after(websocket.scope) if throttle is not None else None
+    if wait is not None:  # too many failed authentications: retry later, like a busy server
+        with contextlib.suppress(Exception):
+            await websocket.close(CloseCode.RATE_LIMITED, too_many_failures(wait))
+        return
     protocol = ServerSession(
         loop.time(),
         heartbeat_interval=settings.heartbeat_interval,
@@ -195,6 +189,8 @@ async def _admit(
             code = (
                 CloseCode.DEVICE_REVOKED if exc.code == "device_revoked" else CloseCode.AUTH_FAILED
             )
+            if code == CloseCode.AUTH_FAILED and state.auth_throttle is not None:
+                state.auth_throttle.failed(websocket.scope, exc.code)
             protocol.close(code)
             await _refuse(websocket, code)
             return None

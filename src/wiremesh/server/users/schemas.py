@@ -3,60 +3,18 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    EmailStr,
-    Field,
-    StringConstraints,
-    TypeAdapter,
-    ValidationError,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from wiremesh.server.errors import Invalid
-
-MAX_DB_ID = 2_147_483_647
-"""The largest id a 32-bit integer column holds; larger ids are refused, never sent to SQL."""
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-def no_control_characters(value: str) -> str:
-    """Refuse NUL, newlines and other control characters in one-line text (PostgreSQL: no NUL)."""
-    if any(unicodedata.category(char) == "Cc" for char in value):
-        raise ValueError("must not contain control characters")
-    return value
-
-
-def lower_email(value: str) -> str:
-    """One spelling per address, so uniqueness does not depend on letter case."""
-    return value.lower()
-
-
-Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(lower_email)]
-PersonName = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=128),
-    AfterValidator(no_control_characters),
-]
-DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID)]
-
-
-def parse_input(model: type[ModelT], **data: Any) -> ModelT:
-    """Validate CLI input with the API's own model; a refusal is a 422 ``validation_error``."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'input'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise Invalid("validation_error", problems) from None
+# The shared input rules live in wiremesh.server.validation; importable from here as before.
+from wiremesh.server.validation import MAX_DB_ID as MAX_DB_ID
+from wiremesh.server.validation import DbId as DbId
+from wiremesh.server.validation import Email as Email
+from wiremesh.server.validation import PersonName as PersonName
+from wiremesh.server.validation import no_control_characters as no_control_characters
+from wiremesh.server.validation import parse_input as parse_input
 
 
 class UserCreate(BaseModel):
