@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wiremesh.server.auth.deps import Principal
+from wiremesh.server.auth.principal import Principal
 from wiremesh.server.auth.secrets import issue_secret, parse_lookup, secret_matches
 from wiremesh.server.config import Settings
 from wiremesh.server.db.base import utcnow
