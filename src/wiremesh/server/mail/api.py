@@ -1,31 +1,23 @@
-"""HTTP endpoints of the mail domain: SMTP settings, test mail, the outbox, alerts, invitations.
+"""HTTP endpoints of the mail domain: SMTP settings, test mail, the outbox.
 
 Server administrators manage the global SMTP configuration and see every mail; org admins
-manage their org's configuration, alerts and invitations, and see their org's mails.
+manage their org's configuration and see their org's mails.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
 from wiremesh.server.auth.deps import (
-    CurrentPrincipal,
     DbSession,
     ServerAdmin,
     State,
     require_json_body,
 )
-from wiremesh.server.mail import alerts, invitations, outbox, service
+from wiremesh.server.mail import outbox, service
 from wiremesh.server.mail.schemas import (
-    AlertSettingsIn,
-    AlertSettingsOut,
-    InvitationAcceptIn,
-    InvitationAcceptOut,
-    InvitationIn,
-    InvitationOut,
     MailOut,
     MailStatusName,
     MailTestIn,
@@ -35,8 +27,7 @@ from wiremesh.server.mail.schemas import (
 )
 from wiremesh.server.mail.testmail import send_test_mail
 from wiremesh.server.mail.transport import MailTransport, SmtpTransport
-from wiremesh.server.orgs.deps import IdPath, OrgAdmin, OrgIdPath
-from wiremesh.server.orgs.models import OrgRole
+from wiremesh.server.orgs.deps import OrgAdmin, OrgIdPath
 from wiremesh.server.users.schemas import MAX_DB_ID
 
 router = APIRouter(tags=["mail"], dependencies=[Depends(require_json_body)])
@@ -161,82 +152,3 @@ async def list_all_mail(
         offset=offset,
     )
     return [MailOut.of(row) for row in rows]
-
-
-# --- offline alerts -----------------------------------------------------------------------------
-
-
-@router.get("/orgs/{org_id}/alerts", response_model=AlertSettingsOut)
-async def get_org_alerts(
-    org_id: OrgIdPath, _role: OrgAdmin, session: DbSession
-) -> AlertSettingsOut:
-    return AlertSettingsOut.of(await alerts.get_alert_settings(session, org_id))
-
-
-@router.put("/orgs/{org_id}/alerts", response_model=AlertSettingsOut)
-async def put_org_alerts(
-    org_id: OrgIdPath, body: AlertSettingsIn, _role: OrgAdmin, session: DbSession
-) -> AlertSettingsOut:
-    view = await alerts.put_alert_settings(
-        session,
-        org_id,
-        enabled=body.enabled,
-        offline_threshold_seconds=body.offline_threshold_seconds,
-        debounce_seconds=body.debounce_seconds,
-    )
-    await session.commit()
-    return AlertSettingsOut.of(view)
-
-
-# --- invitations --------------------------------------------------------------------------------
-
-
-@router.post("/orgs/{org_id}/invitations", response_model=InvitationOut, status_code=201)
-async def create_invitation(
-    org_id: OrgIdPath,
-    body: InvitationIn,
-    role: OrgAdmin,
-    principal: CurrentPrincipal,
-    session: DbSession,
-    state: State,
-) -> InvitationOut:
-    """Mail an invitation; the accept token is only in the mail."""
-    invitation, mail = await invitations.create_invitation(
-        session,
-        state.settings,
-        org_id,
-        email=body.email,
-        role=body.role,
-        caller_role=role,
-        invited_by_user_id=principal.user_id or None,
-        ttl=timedelta(days=body.expires_in_days),
-    )
-    await session.commit()
-    return InvitationOut.of(invitation, mail.id)
-
-
-@router.get("/orgs/{org_id}/invitations", response_model=list[InvitationOut])
-async def list_invitations(
-    org_id: OrgIdPath, _role: OrgAdmin, session: DbSession
-) -> list[InvitationOut]:
-    return [InvitationOut.of(row) for row in await invitations.list_pending(session, org_id)]
-
-
-@router.delete("/orgs/{org_id}/invitations/{invitation_id}", status_code=204)
-async def revoke_invitation(
-    org_id: OrgIdPath, invitation_id: IdPath, _role: OrgAdmin, session: DbSession
-) -> Response:
-    await invitations.revoke_invitation(session, org_id, invitation_id)
-    await session.commit()
-    return Response(status_code=204)
-
-
-@router.post("/invitations/accept", response_model=InvitationAcceptOut)
-async def accept_invitation(
-    body: InvitationAcceptIn, principal: CurrentPrincipal, session: DbSession
-) -> InvitationAcceptOut:
-    membership = await invitations.accept_invitation(session, principal, body.token)
-    await session.commit()
-    return InvitationAcceptOut(
-        org_id=membership.org_id, role=OrgRole(membership.role), membership_id=membership.id
-    )
