@@ -49,8 +49,8 @@ class OfflineDevice:
     virtual_ip: str
     reason: str
     offline_since: datetime
-    seen_at: datetime | None
-    last_alert_at: datetime | None
+    seen_at: datetime | None = None
+    last_alert_at: datetime | None = None
 
 
 def overdue(

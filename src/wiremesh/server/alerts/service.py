@@ -27,6 +27,7 @@ from wiremesh.server.alerts.rules import (
     MAX_DEBOUNCE_SECONDS,
     MAX_THRESHOLD_SECONDS,
     AlertPolicy,
+    OfflineDevice,
     overdue,
     reason_text,
 )
@@ -151,25 +152,18 @@ async def _mail_admins(
 
 
 async def _send_offline_alert(
-    session: AsyncSession,
-    settings: OrgAlertSettings,
-    *,
-    peer_id: str,
-    hostname: str,
-    virtual_ip: str,
-    reason: str,
-    since: datetime,
+    session: AsyncSession, settings: OrgAlertSettings, device: OfflineDevice
 ) -> None:
     await _mail_admins(
         session,
         settings.org_id,
         MailKind.DEVICE_OFFLINE,
         "device_offline",
-        peer_id=peer_id,
-        hostname=hostname,
-        virtual_ip=virtual_ip,
-        reason_text=reason_text(reason),
-        since=format_time(since),
+        peer_id=device.peer_id,
+        hostname=device.hostname,
+        virtual_ip=device.virtual_ip,
+        reason_text=reason_text(device.reason),
+        since=format_time(device.offline_since),
         debounce=format_duration(timedelta(seconds=settings.debounce_seconds)),
     )
 
@@ -205,15 +199,8 @@ async def on_device_offline(
         session, org_id, peer_id, now=at, window_start=policy.window_start(at)
     ):
         return False
-    await _send_offline_alert(
-        session,
-        settings,
-        peer_id=peer_id,
-        hostname=hostname,
-        virtual_ip=virtual_ip,
-        reason=reason,
-        since=at,
-    )
+    device = OfflineDevice(org_id, peer_id, hostname, virtual_ip, reason, offline_since=at)
+    await _send_offline_alert(session, settings, device)
     return True
 
 
@@ -277,14 +264,6 @@ async def check_offline_devices(
             session, device.org_id, device.peer_id, now=now, window_start=policy.window_start(now)
         ):
             continue
-        await _send_offline_alert(
-            session,
-            settings,
-            peer_id=device.peer_id,
-            hostname=device.hostname,
-            virtual_ip=device.virtual_ip,
-            reason=device.reason,
-            since=device.offline_since,
-        )
+        await _send_offline_alert(session, settings, device)
         alerted += 1
     return alerted

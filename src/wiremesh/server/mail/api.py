@@ -2,7 +2,7 @@
 
 Org admins manage their org's configuration under ``/orgs/{org_id}/smtp`` and see their org's
 mails; server administrators manage the global configuration under ``/smtp/global`` and see
-every mail. Each router is written once and mounted for both scopes.
+every mail. Each set of endpoints is written once and mounted for both scopes.
 """
 
 from __future__ import annotations
