@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -44,10 +45,11 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from wiremesh.agent.backoff import Backoff
 from wiremesh.protocol import (
     MAX_SERVER_MESSAGE_BYTES,
-    PROTOCOL_VERSION,
     AgentSession,
+    AuthMessage,
     PeersChanged,
     PongMessage,
     ProtocolError,
@@ -87,22 +89,17 @@ def ws_url(host: str, port: int) -> str:
     return f"ws://{host}:{port}{AGENT_PATH}"
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def pong_frame(seq: int) -> str:
+    """The pong answering ping ``seq``, by the protocol's encoder. Cached: seqs count up
+    from 1 on every connection, so the agents of a worker answer the same few thousand."""
+    return encode(PongMessage(seq=seq))
+
+
 def auth_frame(credential: str) -> str:
-    return json.dumps(
-        {
-            "type": "auth",
-            "version": PROTOCOL_VERSION,
-            "credential": credential,
-            "listen_port": 51820,
-            "agent_version": AGENT_VERSION,
-        },
-        separators=(",", ":"),
+    return encode(
+        AuthMessage(credential=credential, listen_port=51820, agent_version=AGENT_VERSION)
     )
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Full jitter: uniform between 0 and min(cap, base * 2**attempt)."""
-    return rng.uniform(0.0, min(cap, base * (2 ** min(attempt, 30))))
 
 
 # --------------------------------------------------------------------------- agent
@@ -214,8 +211,10 @@ class Worker:
             raise ValueError(f"unknown parser {parser!r}")
         self.urls = urls
         self.parser = parser
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
+        # The agent's backoff; the count starts again at every welcome (reset_after=0).
+        self.backoff = Backoff(
+            base=backoff_base, cap=max(backoff_cap, backoff_base), reset_after=0.0
+        )
         self.peer_dict_max = peer_dict_max
         self.pending = asyncio.Semaphore(max_pending)
         self.rng = random.Random(seed)
@@ -403,9 +402,7 @@ class Worker:
             if welcomed:
                 attempt = 0
             agent.state = "backoff"
-            await asyncio.sleep(
-                backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng)
-            )
+            await asyncio.sleep(self.backoff.delay(attempt, self.rng))
             attempt += 1
             gate = None  # reconnects are the agents' own, never paced by the driver
         agent.state = "closed"
@@ -427,7 +424,7 @@ class Worker:
         kind = message["type"]
         if kind == "ping":
             agent.pings += 1
-            return None if agent.silent else f'{{"type":"pong","seq":{message["seq"]}}}'
+            return None if agent.silent else pong_frame(message["seq"])
         if kind == "peers_delta":
             agent.deltas += 1
             peers = agent.peers

@@ -278,3 +278,60 @@ def top_frames(collapsed: Path, count: int = 10) -> dict[str, list[tuple[str, fl
         return [(frame, round(100 * n / total, 1)) for frame, n in ranked]
 
     return {"self": top(leaf), "inclusive": top(inclusive)}
+
+
+def stop_profile(
+    profiler: subprocess.Popen[bytes], output: Path, count: int = 10
+) -> dict[str, list[tuple[str, float]]] | None:
+    """Stop a :func:`profile` run (SIGINT; killed if it has not ended in 30 s); its top
+    frames, if it wrote any."""
+    profiler.send_signal(signal.SIGINT)
+    try:
+        profiler.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        profiler.kill()
+        profiler.wait()
+    return top_frames(output, count=count) if output.exists() else None
+
+
+def other_cpu(loadgen_pids: list[int]) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of each load generator process and each PostgreSQL process."""
+    postgres = []
+    for status in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if status.read_text().strip() == "postgres":
+                postgres.append(int(status.parent.name))
+    return {"loadgen": cpu_of(loadgen_pids), "postgresql": cpu_of(postgres)}
+
+
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    seconds = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            seconds[pid] = cpu_seconds(pid)
+    return seconds
+
+
+def cpu_percent_between(before: dict[int, float], after: dict[int, float], elapsed: float) -> float:
+    """CPU % of a set of processes between two readings; a process that started in between
+    counts whole, one that exited in between is missed (short-lived backends)."""
+    used = sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+    return used / elapsed * 100 if elapsed > 0 else 0.0
+
+
+def combined_window(servers: list[ServerProcess], start: float, end: float) -> Window:
+    """One window over all replicas: CPU and RSS summed, loop lag over every probe."""
+    windows = [server.window(start, end) for server in servers]
+    if len(windows) == 1:
+        return windows[0]
+    lags = [rtt for server in servers if server.probe for rtt in server.probe.between(start, end)]
+    return Window(
+        cpu_percent=sum(w.cpu_percent for w in windows),
+        cpu_percent_max_5s=sum(w.cpu_percent_max_5s for w in windows),
+        rss_end=sum(w.rss_end for w in windows),
+        rss_max=sum(w.rss_max for w in windows),
+        lag_p50=percentile(lags, 50) if lags else None,
+        lag_p99=percentile(lags, 99) if lags else None,
+        lag_max=max(lags) if lags else None,
+        probes=len(lags),
+    )

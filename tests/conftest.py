@@ -10,54 +10,36 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.support.postgres import POSTGRES_URL, admin, postgres_url
 from wiremesh.server.app import create_app
 from wiremesh.server.config import Settings
 from wiremesh.server.db import migrate
 from wiremesh.server.db.session import create_engine, create_sessionmaker
 from wiremesh.server.state import AppState
 
-POSTGRES_URL = os.environ.get(
-    "WIREMESH_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-)
 TEMPLATE_DB = f"wiremesh_template_{os.getpid()}"
 BACKENDS = ["sqlite", "postgresql"]
 
-
-def _asyncpg_dsn(database: str) -> str:
-    url = make_url(POSTGRES_URL).set(drivername="postgresql", database=database)
-    return url.render_as_string(hide_password=False)
-
-
-def _postgres_url(database: str) -> str:
-    return make_url(POSTGRES_URL).set(database=database).render_as_string(hide_password=False)
-
-
-async def _admin(sql: str) -> None:
-    connection = await asyncpg.connect(_asyncpg_dsn(make_url(POSTGRES_URL).database or "postgres"))
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
+pytest_plugins = ["tests.support.live", "tests.support.deployment"]
+"""Fixtures that tests in several folders take (a live server and org; server processes)."""
 
 
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
     """A PostgreSQL database migrated to head; tests clone it. Fails (never skips) without PG."""
     try:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"'))
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"'))
     except OSError as exc:
         pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc}")
-    asyncio.run(_admin(f'CREATE DATABASE "{TEMPLATE_DB}"'))
-    migrate.upgrade(Settings(database_url=_postgres_url(TEMPLATE_DB)))
+    asyncio.run(admin(f'CREATE DATABASE "{TEMPLATE_DB}"'))
+    migrate.upgrade(Settings(database_url=postgres_url(TEMPLATE_DB)))
     yield TEMPLATE_DB
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)'))
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -85,9 +67,9 @@ def database_url(
         return
     template_name: str = request.getfixturevalue("postgres_template")
     name = f"wiremesh_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
-    yield _postgres_url(name)
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
+    yield postgres_url(name)
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

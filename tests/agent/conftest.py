@@ -1,37 +1,19 @@
-"""Servers for agent tests: the real app on a real socket, and a scripted fake."""
+"""Agent test fixtures: enrollments, a scripted fake server and a state directory.
+
+The real app on a real socket is the shared ``live_server`` fixture (:mod:`tests.support.live`)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 from websockets.asyncio.server import ServerConnection, serve
 
-from tests.live import serve_app
-from tests.server.presence.conftest import OrgFixture, org
 from wiremesh.agent.keys import KeyPair, generate_keypair
 from wiremesh.agent.state import EnrolledDevice, EnrolledNetwork, Enrollment
-
-# The org with an owner is the presence tests' fixture, shared as the device tests share it.
-__all__ = ["OrgFixture", "org"]
-
-
-@dataclass
-class LiveServer:
-    url: str
-    app: FastAPI
-
-
-@pytest.fixture
-async def live_server(app: FastAPI) -> AsyncIterator[LiveServer]:
-    """The app (lifespan already running) served by uvicorn on a free port in this loop."""
-    async with serve_app(app) as url:
-        yield LiveServer(url=url, app=app)
 
 
 def make_enrollment(public_key: str, **overrides: object) -> Enrollment:
@@ -120,18 +102,3 @@ async def fake_server() -> AsyncIterator[Callable[[Handler], Awaitable[FakeServe
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "agent-state"
-
-
-async def wait_until(probe: Callable[[], Awaitable[bool] | bool], seconds: float = 5.0) -> None:
-    """Poll ``probe`` (sync or async) until true; fail after ``seconds``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while True:
-        result = probe()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if loop.time() >= deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)

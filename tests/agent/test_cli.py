@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from tests.agent.conftest import make_enrollment
-from tests.e2e.processes import free_port
+from tests.support.ports import free_port
 from wiremesh.agent.keys import generate_keypair
 from wiremesh.agent.state import STATE_FILE, load_enrollment, save_enrollment
 from wiremesh.cli import app

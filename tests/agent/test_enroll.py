@@ -11,13 +11,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.agent.conftest import LiveServer, OrgFixture
-from tests.e2e.processes import free_port
-from tests.factories import auth
+from tests.support.live import LiveServer, OrgFixture, create_setup_key
+from tests.support.ports import free_port
 from wiremesh.agent.enroll import EnrollError, enroll, websocket_url
 from wiremesh.agent.keys import public_key_of
 from wiremesh.agent.servers import normalize_server_url
-from wiremesh.agent.state import load_enrollment, load_private_key
+from wiremesh.agent.state import LISTEN_PORTS, load_enrollment, load_private_key
 from wiremesh.server.devices.models import VirtualIPMapping
 
 SERVER = "http://wiremesh.test"
@@ -59,14 +58,7 @@ def transport(app: FastAPI) -> RecordingTransport:
 
 @pytest.fixture
 async def setup_key(client: httpx.AsyncClient, org: OrgFixture) -> str:
-    response = await client.post(
-        f"/api/v1/orgs/{org.org_id}/setup-keys",
-        json={"name": "enroll-tests", "reusable": True},
-        headers=auth(org.admin_token),
-    )
-    assert response.status_code == 201, response.text
-    key: str = response.json()["key"]
-    return key
+    return await create_setup_key(client, org)
 
 
 async def test_enroll_registers_the_public_key_and_stores_the_state(
@@ -80,6 +72,7 @@ async def test_enroll_registers_the_public_key_and_stores_the_state(
     assert load_enrollment(state_dir) == enrollment
     assert enrollment.server_urls == (SERVER,)
     assert enrollment.device.hostname == "laptop"
+    assert enrollment.listen_port in LISTEN_PORTS  # the device's own, drawn at enrollment
     assert enrollment.network.org_id == org.org_id
     assert enrollment.credential.startswith("wmd_")
     private_key = load_private_key(state_dir, enrollment)
@@ -139,11 +132,11 @@ async def test_a_server_that_is_down_is_skipped_and_every_server_is_stored(
     live_server: LiveServer, setup_key: str, state_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    enrollment = await enroll(state_dir, [down, live_server.url + "/"], setup_key, "laptop")
-    assert enrollment.server_urls == (down, live_server.url)
+    enrollment = await enroll(state_dir, [down, live_server.base_url + "/"], setup_key, "laptop")
+    assert enrollment.server_urls == (down, live_server.base_url)
     assert load_enrollment(state_dir) == enrollment
     assert f"cannot reach the server at {down}" in caplog.text
-    assert f"trying {live_server.url}" in caplog.text
+    assert f"trying {live_server.base_url}" in caplog.text
 
 
 async def test_a_failing_server_is_skipped(app: FastAPI, setup_key: str, state_dir: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from tests.protocol.helpers import wg_key
+from wiremesh.agent.backend import PeerState
 from wiremesh.agent.paths import (
     KNOCK_SECONDS,
     RELAY_RETRY_SECONDS,
+    SILENT_SECONDS,
     PathSelector,
     ordered_candidates,
 )
@@ -53,12 +55,26 @@ def test_relayed_until_the_knocking_peer_handshakes_then_direct() -> None:
     assert table[B_KEY].allowed_ips == frozenset()
     assert table[RELAY.public_key].allowed_ips == {"100.64.0.2/32"}
     assert table[RELAY2.public_key].allowed_ips == frozenset()  # discovery only
-    assert [p.path for p in selector.paths({"b": B}, {}, 1000.0)] == ["relay"]
+    relayed = selector.paths({"b": B}, {})
+    assert [(p.path, p.endpoint, p.last_handshake) for p in relayed] == [
+        ("relay", RELAY.endpoint, None)
+    ]
     table, readd = selector.target({"b": B}, [RELAY, RELAY2], {B_KEY: 1000.5}, 1000.6)
     assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
     assert table[RELAY.public_key].allowed_ips == frozenset()
     assert readd == set()
-    assert [p.path for p in selector.paths({"b": B}, {B_KEY: 1000.5}, 1000.6)] == ["direct"]
+    seen = {B_KEY: PeerState(frozenset(), "198.18.0.202:40000", latest_handshake=1000.5)}
+    direct = selector.paths({"b": B}, seen)
+    # the endpoint WireGuard uses (the peer may have roamed), and the peer's own handshake
+    assert [(p.path, p.endpoint, p.last_handshake) for p in direct] == [
+        ("direct", "198.18.0.202:40000", 1000.5)
+    ]
+
+
+def test_a_knocking_peer_without_a_relay_has_no_path_yet() -> None:
+    selector = PathSelector(own_public_key=ME)
+    selector.target({"b": B}, [], {}, 1000.0)
+    assert [(p.path, p.endpoint) for p in selector.paths({"b": B}, {})] == [("none", None)]
 
 
 def test_relay_gone_moves_relayed_routes_to_the_next() -> None:
@@ -116,3 +132,110 @@ def test_one_address_to_knock_is_not_re_added_again_and_again() -> None:
     for step in (1, 2, 3):
         _, readd = selector.target({"b": only}, [], {}, 1000.0 + step * KNOCK_SECONDS)
         assert readd == set()
+
+
+def test_a_peer_back_online_is_knocked_at_anew() -> None:
+    """It may have restarted: our WireGuard session with it is dead, and behind a NAT only
+    our knock opens the path again (WireGuard alone would wait for its rekey)."""
+    selector = PathSelector(own_public_key=ME)
+    relays = [RELAY]
+    selector.target({"b": B}, relays, {}, 1000.0)
+    table, _ = selector.target({"b": B}, relays, {B_KEY: 1000.2}, 1000.5)
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}  # direct
+    offline = B.model_copy(update={"online": False})
+    table, readd = selector.target({"b": offline}, relays, {B_KEY: 1000.2}, 1001.0)
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}  # going offline changes nothing
+    assert B_KEY not in readd
+    # back 1.8 s after our last handshake with it: a quick restart, still a dead session
+    table, readd = selector.target({"b": B}, relays, {B_KEY: 1000.2}, 1002.0)
+    assert table[B_KEY].allowed_ips == frozenset()  # knocking; the relay carries it meanwhile
+    assert table[B_KEY].endpoint == "198.18.0.202:51820"  # from the first candidate
+    assert table[RELAY.public_key].allowed_ips == {"100.64.0.2/32"}
+    assert B_KEY in readd  # re-added: WireGuard sends an initiation at once
+    # the old handshake does not count; a new one does
+    table, _ = selector.target({"b": B}, relays, {B_KEY: 1000.2}, 1002.5)
+    assert table[B_KEY].allowed_ips == frozenset()
+    table, _ = selector.target({"b": B}, relays, {B_KEY: 1002.6}, 1002.7)
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
+
+
+def test_a_fresh_handshake_is_never_knocked_over() -> None:
+    """The peer's knock got through before the server said it is back (or while this side
+    knocked elsewhere): re-adding its entry would drop the session the peer now uses, and it
+    would not knock again for minutes."""
+    selector = PathSelector(own_public_key=ME)
+    offline = B.model_copy(update={"online": False})
+    selector.target({"b": offline}, [RELAY], {}, 1000.0)
+    table, readd = selector.target({"b": B}, [RELAY], {B_KEY: 1000.9}, 1001.0)
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
+    assert B_KEY not in readd
+    # new candidates while knocking, and a handshake that came from an earlier knock
+    moved = peer(B_KEY, "100.64.0.2", ("198.18.0.202:40000", "public"))
+    selector = PathSelector(own_public_key=ME)
+    selector.target({"b": B}, [RELAY], {}, 1000.0)
+    table, readd = selector.target({"b": moved}, [RELAY], {B_KEY: 1002.5}, 1005.0)
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
+    assert B_KEY not in readd
+
+
+def test_a_silent_direct_peer_is_knocked_at_anew() -> None:
+    """Its keepalives stopped while the server says it is online: its end of the session is
+    gone (a re-add raced its knock, its NAT forgot the mapping), and it will not knock."""
+    selector = PathSelector(own_public_key=ME)
+    selector.target({"b": B}, [RELAY], {}, 1000.0, {B_KEY: 0})
+    table, _ = selector.target({"b": B}, [RELAY], {B_KEY: 1000.2}, 1000.5, {B_KEY: 148})
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}  # direct
+    # keepalives keep coming: still direct long after the handshake
+    for tick in range(1, 5):
+        table, readd = selector.target(
+            {"b": B}, [RELAY], {B_KEY: 1000.2}, 1000.5 + 25 * tick, {B_KEY: 148 + 32 * tick}
+        )
+        assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
+        assert B_KEY not in readd
+    heard = 1000.5 + 25 * 4
+    table, readd = selector.target(
+        {"b": B}, [RELAY], {B_KEY: 1000.2}, heard + SILENT_SECONDS - 1, {B_KEY: 276}
+    )
+    assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
+    table, readd = selector.target(
+        {"b": B}, [RELAY], {B_KEY: 1000.2}, heard + SILENT_SECONDS + 1, {B_KEY: 276}
+    )
+    assert table[B_KEY].allowed_ips == frozenset()  # the relay carries it while we knock
+    assert B_KEY in readd
+
+
+def test_a_peer_back_online_without_an_old_session_is_not_re_added() -> None:
+    """Nothing to drop: a re-add could only drop the session its own knock just made."""
+    selector = PathSelector(own_public_key=ME)
+    offline = B.model_copy(update={"online": False, "candidates": []})
+    selector.target({"b": offline}, [RELAY], {}, 1000.0)
+    table, readd = selector.target({"b": B}, [RELAY], {}, 1000.5)
+    assert table[B_KEY].endpoint == "198.18.0.202:51820"  # knocking (the endpoint turns
+    assert B_KEY not in readd  # the keepalive on, which starts a handshake by itself)
+
+
+def test_a_peer_that_goes_direct_is_named_once_for_a_confirming_packet() -> None:
+    """Only the initiator sees a handshake at once; the answering side counts it with the
+    first packet, which an idle initiator would never send."""
+    selector = PathSelector(own_public_key=ME)
+    selector.target({"b": B}, [RELAY], {}, 1000.0)
+    assert selector.take_newly_direct() == []
+    selector.target({"b": B}, [RELAY], {B_KEY: 1000.2}, 1000.5)
+    assert selector.take_newly_direct() == ["100.64.0.2"]
+    selector.target({"b": B}, [RELAY], {B_KEY: 1000.2}, 1001.0)
+    assert selector.take_newly_direct() == []
+
+
+def test_a_first_endpoint_is_set_in_place_a_changed_one_re_added() -> None:
+    """Setting a first endpoint turns the keepalive on, which knocks by itself; only moving
+    away from an endpoint in use needs the re-add (WireGuard would wait 5 s)."""
+    selector = PathSelector(own_public_key=ME)
+    bare = B.model_copy(update={"candidates": []})
+    selector.target({"b": bare}, [RELAY], {}, 1000.0)
+    table, readd = selector.target({"b": B}, [RELAY], {}, 1000.5)
+    assert table[B_KEY].endpoint == "198.18.0.202:51820"
+    assert B_KEY not in readd
+    moved = peer(B_KEY, "100.64.0.2", ("198.18.0.202:40000", "public"))
+    table, readd = selector.target({"b": moved}, [RELAY], {}, 1001.0)
+    assert table[B_KEY].endpoint == "198.18.0.202:40000"
+    assert B_KEY in readd

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection
 
-from tests.agent.conftest import FakeServer, Handler, fake_enrollment, wait_until
-from tests.e2e.processes import free_port
+from tests.agent.conftest import FakeServer, Handler, fake_enrollment
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 from wiremesh import __version__
 from wiremesh.agent.backend import DeviceConfig, MemoryBackend, PeerChange
 from wiremesh.agent.lan import lan_candidates
@@ -42,9 +43,13 @@ def welcome(
     timeout: float = 10.0,
     virtual_ip: str = "10.0.0.1",
     peers: list[Peer] | None = None,
+    version: int = 2,
 ) -> str:
+    """A welcome; version 2 unless a test is about paths reports, so that scripts reading
+    the agent's frames see no ``paths`` among them."""
     return encode(
         WelcomeMessage(
+            version=version,
             connection_id=uuid.uuid4(),
             device=Device(peer_id="self", virtual_ip=virtual_ip, network="10.0.0.0/24"),
             heartbeat=Heartbeat(interval=interval, timeout=timeout),
@@ -114,7 +119,7 @@ async def run_until(runner: AgentRunner, condition: Callable[[], bool]) -> Refus
     """Run the agent until ``condition`` holds, then stop it; what run() returned."""
     task = asyncio.create_task(runner.run())
     try:
-        await wait_until(lambda: condition() or task.done())
+        await eventually(lambda: condition() or task.done())
     finally:
         runner.stop()
     return await asyncio.wait_for(task, 5)
@@ -135,7 +140,7 @@ async def test_auth_carries_the_credential_the_listen_port_and_the_agent_version
     assert frames == [
         {
             "type": "auth",
-            "version": 2,
+            "version": 3,
             "credential": "wmd_fake_credential",
             "listen_port": 51999,
             "candidates": lan_candidates(51999, "100.64.0.0/24"),
@@ -253,7 +258,7 @@ async def test_an_unsupported_welcome_version_ends_the_run(fake_server: StartSer
     async def script(ws: ServerConnection, n: int) -> None:
         await ws.recv()
         frame = json.loads(welcome())
-        frame["version"] = 3
+        frame["version"] = 4
         await ws.send(json.dumps(frame))
         await ws.wait_closed()
 
@@ -275,7 +280,7 @@ async def test_a_welcome_with_another_address_reconfigures_the_interface(
     backend = MemoryBackend()
     runner = runner_for(fake, backend)
     task = asyncio.create_task(runner.run())
-    await wait_until(lambda: runner.sessions == 1)
+    await eventually(lambda: runner.sessions == 1)
     assert backend.device is not None
     assert str(backend.device.address) == "10.0.0.9/24"
     runner.stop()
@@ -322,7 +327,7 @@ async def test_a_stop_during_a_long_backoff_returns_at_once(fake_server: StartSe
     fake = await fake_server(script)
     runner = runner_for(fake, backoff=Backoff(base=60, cap=60), rng=random.Random(1))
     task = asyncio.create_task(runner.run())
-    await wait_until(lambda: fake.connections == 1)
+    await eventually(lambda: fake.connections == 1)
     await asyncio.sleep(0.1)
     runner.stop()
     assert await asyncio.wait_for(task, 1) is None
@@ -369,7 +374,7 @@ async def test_a_backend_failure_stops_the_agent_and_closes_with_1011(
     with pytest.raises(BackendError, match=r"could not apply peer changes: .*not permitted"):
         await asyncio.wait_for(runner_for(fake, backend).run(), 5)
     assert backend.torn_down
-    await wait_until(lambda: fake.close_codes == [1011])
+    await eventually(lambda: fake.close_codes == [1011])
 
 
 async def test_cancelling_the_agent_closes_with_1001_and_tears_down(
@@ -384,12 +389,12 @@ async def test_cancelling_the_agent_closes_with_1001_and_tears_down(
     backend = MemoryBackend()
     runner = runner_for(fake, backend)
     task = asyncio.create_task(runner.run())
-    await wait_until(lambda: runner.sessions == 1)
+    await eventually(lambda: runner.sessions == 1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert backend.torn_down
-    await wait_until(lambda: fake.close_codes == [1001])
+    await eventually(lambda: fake.close_codes == [1001])
 
 
 class PortHoppingBackend(MemoryBackend):
@@ -549,12 +554,12 @@ async def test_a_changed_server_list_is_used_from_the_next_reconnect(
     runner = saved_runner(server_a.url, state_dir)
     task = asyncio.create_task(runner.run())
     try:
-        await wait_until(lambda: runner.sessions == 1)
+        await eventually(lambda: runner.sessions == 1)
         set_server_urls(state_dir, [server_b.url])
         await asyncio.sleep(0.2)  # a working session is not cut for a new list
         assert (runner.sessions, server_a.close_codes) == (1, [])
         leave.set()
-        await wait_until(lambda: runner.sessions == 2)
+        await eventually(lambda: runner.sessions == 2)
     finally:
         runner.stop()
         assert await asyncio.wait_for(task, 5) is None

@@ -9,8 +9,9 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.agent.conftest import LiveServer, OrgFixture, wait_until
 from tests.factories import auth
+from tests.support.live import LiveServer, OrgFixture, live_setup_key
+from tests.support.waiting import eventually
 from wiremesh.agent.backend import MemoryBackend
 from wiremesh.agent.enroll import enroll
 from wiremesh.agent.keys import generate_keypair
@@ -21,22 +22,12 @@ from wiremesh.server.presence.models import ConnectionStatus
 HEARTBEAT_TIMEOUT = 2.0  # the settings fixture's
 
 
-async def setup_key(server: LiveServer, org: OrgFixture) -> str:
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        response = await client.post(
-            f"/api/v1/orgs/{org.org_id}/setup-keys",
-            json={"name": "agent-tests", "reusable": True},
-            headers=auth(org.admin_token),
-        )
-    assert response.status_code == 201, response.text
-    key: str = response.json()["key"]
-    return key
-
-
 async def enrolled_runner(
     server: LiveServer, org: OrgFixture, state_dir: Path, backend: MemoryBackend
 ) -> tuple[AgentRunner, Enrollment]:
-    enrollment = await enroll(state_dir, [server.url], await setup_key(server, org), "self")
+    enrollment = await enroll(
+        state_dir, [server.base_url], await live_setup_key(server, org), "self"
+    )
     runner = AgentRunner(
         enrollment,
         load_private_key(state_dir, enrollment),
@@ -62,24 +53,24 @@ async def test_the_agent_stays_connected_and_follows_every_peer_change(
     backend = MemoryBackend()
     runner, me = await enrolled_runner(live_server, org, state_dir, backend)
     task = asyncio.create_task(runner.run())
-    await wait_until(lambda: runner.sessions == 1)
+    await eventually(lambda: runner.sessions == 1)
     assert backend.device is not None
     assert str(backend.device.address) == f"{me.device.virtual_ip}/24"
     assert backend.state == {}
 
-    async with httpx.AsyncClient(base_url=live_server.url) as client:
+    async with httpx.AsyncClient(base_url=live_server.base_url) as client:
         other_key = generate_keypair().public_key
         response = await client.post(
             "/api/v1/enroll",
             json={
-                "setup_key": await setup_key(live_server, org),
+                "setup_key": await live_setup_key(live_server, org),
                 "hostname": "other",
                 "public_key": other_key,
             },
         )
         assert response.status_code == 201, response.text
         other = response.json()
-        await wait_until(lambda: other_key in backend.state)
+        await eventually(lambda: other_key in backend.state)
         assert backend.state[other_key].allowed_ips == {f"{other['device']['virtual_ip']}/32"}
 
         # Past a whole heartbeat timeout: still the first session, answering pings.
@@ -96,14 +87,14 @@ async def test_the_agent_stays_connected_and_follows_every_peer_change(
             headers=auth(other["credential"]),
         )
         assert response.status_code == 200, response.text
-        await wait_until(lambda: set(backend.state) == {rotated})
+        await eventually(lambda: set(backend.state) == {rotated})
 
         response = await client.post(
             f"/api/v1/orgs/{org.org_id}/devices/{other['device']['id']}/revoke",
             headers=auth(org.admin_token),
         )
         assert response.status_code == 200, response.text
-        await wait_until(lambda: backend.state == {})
+        await eventually(lambda: backend.state == {})
 
     runner.stop()
     assert await asyncio.wait_for(task, 5) is None
@@ -112,7 +103,7 @@ async def test_the_agent_stays_connected_and_follows_every_peer_change(
     async def ended() -> bool:
         return (await rows(sessionmaker))[0].status != "connected"
 
-    await wait_until(ended)
+    await eventually(ended)
     (row,) = await rows(sessionmaker)
     assert (row.status, row.close_code) == ("disconnected", 1000)
 
@@ -126,8 +117,8 @@ async def test_a_revoked_device_is_refused_and_not_retried(
     backend = MemoryBackend()
     runner, me = await enrolled_runner(live_server, org, state_dir, backend)
     task = asyncio.create_task(runner.run())
-    await wait_until(lambda: runner.sessions == 1)
-    async with httpx.AsyncClient(base_url=live_server.url) as client:
+    await eventually(lambda: runner.sessions == 1)
+    async with httpx.AsyncClient(base_url=live_server.base_url) as client:
         response = await client.post(
             f"/api/v1/orgs/{org.org_id}/devices/{me.device.id}/revoke",
             headers=auth(org.admin_token),

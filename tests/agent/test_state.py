@@ -17,11 +17,13 @@ from wiremesh.agent.keys import generate_keypair
 from wiremesh.agent.state import (
     DEFAULT_STATE_DIR,
     KEY_FILE,
+    LISTEN_PORTS,
     LOCK_FILE,
     STATE_DIR_ENV,
     STATE_FILE,
     NotEnrolled,
     StateError,
+    ensure_listen_port,
     load_enrollment,
     load_private_key,
     resolve_state_dir,
@@ -265,3 +267,17 @@ def test_a_change_waits_for_the_state_lock(tmp_path: Path) -> None:
                 setting.result(timeout=0.3)  # blocked as long as another holds the lock
             assert load_enrollment(tmp_path).server_urls == ("https://wiremesh.example.com",)
         assert setting.result(timeout=5).server_urls == ("http://b.test",)
+
+
+def test_an_enrollment_without_a_port_gets_one_drawn_once_and_kept(tmp_path: Path) -> None:
+    """Older state files have no port: the first start draws one, later starts keep it, so
+    NATs and peers see the same port across restarts."""
+    keys = generate_keypair()
+    enrollment = make_enrollment(keys.public_key)
+    assert enrollment.listen_port is None
+    save_enrollment(tmp_path, enrollment, keys.private_key)
+    port = ensure_listen_port(tmp_path)
+    assert port in LISTEN_PORTS
+    assert load_enrollment(tmp_path).listen_port == port
+    assert ensure_listen_port(tmp_path) == port
+    assert mode(tmp_path / STATE_FILE) == 0o600

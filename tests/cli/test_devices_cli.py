@@ -17,6 +17,7 @@ from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices import service
 from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
 from wiremesh.server.errors import ApiError
+from wiremesh.server.paths.models import PeerPath
 from wiremesh.server.presence.models import ConnectionStatus
 
 
@@ -271,3 +272,41 @@ def test_device_history_of_a_new_device_counts_from_its_enrollment(settings: Set
     assert history["summary"]["availability"] == 1.0
     text = ok("device", "history", "laptop")
     assert f"availability 100.0% since its enrollment at {enrolled.isoformat()[:19]}" in text
+
+
+def test_device_paths_shows_what_the_agent_reported(settings: Settings) -> None:
+    make_org("acme", "100.64.0.0/24")
+    key = key_for("acme")
+    laptop = enroll(settings, key, "laptop")
+    enroll(settings, key, "server")
+    assert ok("device", "paths", "laptop", "--json") == "[]\n"
+    handshake = utcnow() - timedelta(seconds=90)
+
+    async def report(session: AsyncSession) -> None:
+        peers = {
+            row.hostname: row for row in (await session.execute(select(VirtualIPMapping))).scalars()
+        }
+        session.add(
+            PeerPath(
+                device_id=laptop["id"],
+                peer_id=peers["server"].peer_id,
+                org_id=peers["server"].org_id,
+                path="relay",
+                endpoint="198.18.0.30:3478",
+                last_handshake_at=handshake,
+                reported_at=utcnow(),
+            )
+        )
+        await session.commit()
+
+    query(settings, report)
+    (row,) = json.loads(ok("device", "paths", "laptop", "--org", "acme", "--json"))
+    assert (row["hostname"], row["path"], row["endpoint"]) == (
+        "server",
+        "relay",
+        "198.18.0.30:3478",
+    )
+    assert 90 <= row["handshake_age_seconds"] < 120
+    text = ok("device", "paths", "laptop")
+    assert "PEER" in text
+    assert "server  relay  198.18.0.30:3478  0:01:3" in text

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 import uvicorn
 
 from tests.cli.operator_cli import invoke, point_cli_at
+from tests.support.ports import free_port
 from wiremesh.cli import server as server_cli
 from wiremesh.server.config import Settings
 
@@ -74,20 +74,13 @@ def test_ipv6_hosts_are_bracketed_in_the_url() -> None:
     assert server_cli.server_url("127.0.0.1", 80) == "http://127.0.0.1:80"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_the_server_really_serves(settings: Settings, tmp_path: Path) -> None:
     """Start `wiremesh server` as a process; its printed token works against its API."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("WIREMESH_")}
     env["WIREMESH_DATA_DIR"] = str(settings.data_dir)
     if settings.database_url:
         env["WIREMESH_DATABASE_URL"] = settings.database_url
-    port = _free_port()
+    port = free_port()
     wiremesh = Path(sys.executable).parent / "wiremesh"
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:

@@ -15,9 +15,10 @@ import signal
 import httpx
 import pytest
 
-from tests.e2e.conftest import Deployment
-from tests.e2e.processes import HEARTBEAT_TIMEOUT, REPLICA_LEASE_TTL, AgentProcess, eventually
 from tests.factories import auth
+from tests.support.deployment import Deployment
+from tests.support.processes import HEARTBEAT_TIMEOUT, REPLICA_LEASE_TTL, AgentProcess
+from tests.support.waiting import eventually
 from wiremesh import __version__
 from wiremesh.agent.state import Enrollment, load_private_key
 

@@ -23,16 +23,16 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.e2e.conftest import Deployment, StartDeployment
-from tests.e2e.processes import (
+from tests.server.devices.agents import LiveAgent, Message, removal_of, upsert_of, wait_for_change
+from tests.support.deployment import Deployment, StartDeployment
+from tests.support.processes import (
     HAPROXY_CHECK_INTERVAL_MS,
     HAPROXY_FALL,
     REPLICA_LEASE_TTL,
     AgentProcess,
     ServerProcess,
-    eventually,
 )
-from tests.server.devices.agents import LiveAgent, Message, removal_of, upsert_of, wait_for_change
+from tests.support.waiting import eventually
 from wiremesh.protocol import CloseCode
 from wiremesh.server.presence.models import ConnectionState, ConnectionStatus
 

@@ -9,260 +9,26 @@ are removed first. Skipped (with the reason) without root or the tools.
 ``nat_lab`` is the same lab where routers need nftables too; ``udp`` opens
 :class:`~tests.netns.udp.UdpSocket` s on its machines and closes them after the test.
 
-``start_deployment`` and ``processes`` are the end-to-end tests' fixtures (tests/e2e):
+``start_deployment`` and ``processes`` are the shared fixtures of :mod:`tests.support`:
 ``start_deployment(2, host=lab.host_address)`` runs server replicas on one PostgreSQL
-database where the lab's machines reach them. The helpers below (``configured``,
-``mesh_pings``, ``dropped``, ``exits_revoked``) check a mesh from outside, whichever server
-runs it.
+database where the lab's machines reach them. ``nat_mesh`` is ``mesh`` with relays
+allowed and relay ``r1`` on machine 1. The classes and probes they use are in
+:mod:`tests.netns.mesh`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import re
-import sys
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.e2e.conftest import processes, start_deployment
-from tests.e2e.processes import (
-    AGENT_ENV,
-    SERVER_ENV,
-    ProcessGroup,
-    ServerProcess,
-    clean_environ,
-    eventually,
-    free_port,
-)
-from tests.netns.lab import Lab, Machine, missing_requirements, ping_argv, remove_stale
+from tests.netns.lab import Lab, Machine, missing_requirements, remove_stale
+from tests.netns.mesh import RELAY_TOKEN, Mesh, NatMesh
 from tests.netns.udp import UdpSocket
-from wiremesh.agent.cli import EXIT_REFUSED
-from wiremesh.agent.enroll import enroll
-from wiremesh.agent.state import load_enrollment
-
-__all__ = ["processes", "start_deployment"]
-"""Fixtures of the end-to-end tests that these tests use too (server replicas)."""
-
-NETWORK = "100.64.0.0/24"
-PYTHON = sys.executable
-_TOKEN_LINE = re.compile(r"Its API token, shown only this once: (\S+)")
-
-
-class Agent:
-    """One enrolled device on one machine, and its ``agent up`` process (in ``group``)."""
-
-    def __init__(
-        self, lab: Lab, group: ProcessGroup, name: str, machine: Machine, state_dir: Path
-    ) -> None:
-        self.name = name
-        self.lab = lab
-        self.machine = machine
-        self.enrollment = load_enrollment(state_dir)
-        self.state_dir = state_dir
-        self.process = group.add(
-            f"agent-{name}",
-            machine.argv(
-                PYTHON, "-m", "wiremesh.agent", "up", "--state-dir", str(self.state_dir),
-                "--backend", "wireguard-go", "--interface", "wm0", "--listen-port", "51820",
-            ),
-            {**clean_environ(), **AGENT_ENV},
-        )  # fmt: skip
-
-    @property
-    def virtual_ip(self) -> str:
-        return self.enrollment.device.virtual_ip
-
-    @property
-    def public_key(self) -> str:
-        key = self.enrollment.device.public_key
-        assert key is not None
-        return key
-
-    def start(self) -> None:
-        self.process.start()
-        self.lab.record(self.process.pid)
-
-    def log(self) -> str:
-        return self.process.log()
-
-    def wg_peers(self) -> set[str] | None:
-        """``wg show wm0 peers`` on its machine; ``None`` when there is no wm0."""
-        result = self.machine.sh("wg", "show", "wm0", "peers", check=False)
-        return set(result.stdout.split()) if result.returncode == 0 else None
-
-    def wg_endpoints(self) -> dict[str, str]:
-        result = self.machine.sh("wg", "show", "wm0", "endpoints", check=False)
-        pairs = (line.split("\t") for line in result.stdout.splitlines() if "\t" in line)
-        return {key: endpoint for key, endpoint in pairs}
-
-
-class Mesh:
-    """The server, the org and its setup key, the machines and their agents."""
-
-    def __init__(
-        self,
-        lab: Lab,
-        processes: ProcessGroup,
-        directory: Path,
-        extra_env: Mapping[str, str] | None = None,
-    ) -> None:
-        self.lab = lab
-        self.processes = processes
-        self.directory = directory
-        env = {
-            **clean_environ(),
-            **SERVER_ENV,
-            "WIREMESH_DATA_DIR": str(directory / "server"),
-            **(extra_env or {}),
-        }
-        self.server = ServerProcess(
-            processes, env, free_port(lab.host_address), host=lab.host_address
-        )
-        self.url = self.server.url
-        self.token = ""
-        self.org_id = 0
-        self.setup_key = ""
-
-    def state_dir(self, name: str) -> Path:
-        return self.directory / "agents" / name
-
-    async def start_server(self) -> None:
-        """The server on the lab's bridge; its first start prints the administrator's token."""
-        await self.server.start()
-        self.lab.record(self.server.process.pid)
-        match = _TOKEN_LINE.search(self.server.process.log())
-        assert match is not None, self.server.process.log()
-        self.token = match[1]
-
-    async def api(self, method: str, path: str, body: Any = None) -> Any:
-        async with httpx.AsyncClient(base_url=f"{self.url}/api/v1", timeout=10) as client:
-            response = await client.request(
-                method, path, json=body, headers={"Authorization": f"Bearer {self.token}"}
-            )
-        assert response.is_success, f"{method} {path}: {response.status_code} {response.text}"
-        return response.json() if response.content else None
-
-    async def create_org(self) -> None:
-        me = await self.api("GET", "/users/me")
-        org = await self.api(
-            "POST", "/orgs", {"name": "mesh", "network_cidr": NETWORK, "owner_user_id": me["id"]}
-        )
-        self.org_id = org["id"]
-        key = await self.api(
-            "POST", f"/orgs/{self.org_id}/setup-keys", {"name": "mesh", "reusable": True}
-        )
-        self.setup_key = key["key"]
-
-    async def enroll(self, name: str, machine: Machine) -> Agent:
-        """Enrolled from this process (the same code as the command, without its start-up)."""
-        await enroll(self.state_dir(name), [self.url], self.setup_key, name)
-        return Agent(self.lab, self.processes, name, machine, self.state_dir(name))
-
-    async def enroll_on_machine(self, name: str, machine: Machine) -> Agent:
-        """``agent enroll`` run on the machine itself, as a person would."""
-        state_dir = self.state_dir(name)
-        process = await asyncio.create_subprocess_exec(
-            *machine.argv(
-                PYTHON, "-m", "wiremesh.agent", "enroll", "--server", self.url,
-                "--state-dir", str(state_dir), "--hostname", name,
-            ),
-            env={**clean_environ(), "WIREMESH_SETUP_KEY": self.setup_key},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        output, _ = await process.communicate()
-        assert process.returncode == 0, output.decode()
-        return Agent(self.lab, self.processes, name, machine, state_dir)
-
-    async def devices(self) -> dict[str, dict[str, Any]]:
-        """The org's devices by hostname, as the API lists them."""
-        items = await self.api("GET", f"/orgs/{self.org_id}/devices")
-        return {item["hostname"]: item for item in items}
-
-    async def connections(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self.api(
-            "GET", f"/orgs/{self.org_id}/connections?limit=1000"
-        )
-        return result
-
-
-async def ping(machine: Machine, address: str, wait: float = 1.0) -> bool:
-    """One echo request from ``machine`` to ``address``; whether the answer came in ``wait`` s."""
-    process = await asyncio.create_subprocess_exec(
-        *ping_argv(machine, address, wait),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    return await process.wait() == 0
-
-
-async def first_reply(
-    machine: Machine, address: str, seconds: float, wait: float = 1.0
-) -> float | None:
-    """Ping until a reply comes; the wall-clock time of that reply (None: none in time)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if await ping(machine, address, wait):
-            return time.time()
-    return None
-
-
-async def configured(agent: Agent, others: Sequence[Agent], seconds: float = 20) -> None:
-    """Wait until ``agent``'s wm0 has every one of ``others`` as a peer, at its underlay
-    endpoint."""
-    wanted = {other.public_key: f"{other.machine.address}:51820" for other in others}
-
-    async def probe() -> bool:
-        endpoints = await asyncio.to_thread(agent.wg_endpoints)
-        return all(endpoints.get(key) == endpoint for key, endpoint in wanted.items())
-
-    await eventually(probe, seconds, f"{agent.name} configures {[o.name for o in others]}")
-
-
-async def mesh_pings(pairs: Sequence[tuple[Agent, Agent]], seconds: float) -> dict[str, float]:
-    """Every ``source`` pings ``target`` until a reply (handshakes may need a retry); the
-    seconds each pair took, by ``source->target``."""
-    started = time.time()
-    replies = await asyncio.gather(
-        *(first_reply(source.machine, target.virtual_ip, seconds) for source, target in pairs)
-    )
-    failed = [
-        f"{s.name}->{t.name}" for (s, t), when in zip(pairs, replies, strict=True) if not when
-    ]
-    assert not failed, f"no reply within {seconds} s: {failed}"
-    return {
-        f"{s.name}->{t.name}": round(when - started, 2)
-        for (s, t), when in zip(pairs, replies, strict=True)
-        if when is not None
-    }
-
-
-async def exits_revoked(agent: Agent, seconds: float) -> None:
-    """The agent of a revoked device stops for good within ``seconds``, saying why, and takes
-    its interface with it."""
-    assert await agent.process.exit_code(seconds) == EXIT_REFUSED
-    assert "device revoked (4004)" in agent.log()
-    assert agent.wg_peers() is None
-
-
-async def dropped(gone: Agent, peers: Sequence[Agent], seconds: float) -> float:
-    """Wait until ``gone``'s key has left the WireGuard peers of every one of ``peers`` (each
-    still with its interface); the seconds that took, from the call."""
-    started = time.monotonic()
-
-    async def probe() -> bool:
-        tables = [await asyncio.to_thread(agent.wg_peers) for agent in peers]
-        return all(table is not None and gone.public_key not in table for table in tables)
-
-    names = [agent.name for agent in peers]
-    await eventually(probe, seconds, f"{gone.name}'s key leaves the WireGuard peers of {names}")
-    return time.monotonic() - started
+from tests.support.processes import ProcessGroup
 
 
 @contextlib.contextmanager
@@ -319,3 +85,16 @@ async def mesh(lab: Lab, processes: ProcessGroup, tmp_path: Path) -> AsyncIterat
         yield mesh
     finally:
         processes.cleanup()  # agents first, so their namespaces empty before the lab goes
+
+
+@pytest.fixture
+async def nat_mesh(nat_lab: Lab, processes: ProcessGroup, tmp_path: Path) -> AsyncIterator[NatMesh]:
+    mesh = Mesh(nat_lab, processes, tmp_path, {"WIREMESH_RELAY_TOKEN": RELAY_TOKEN})
+    try:
+        await mesh.start_server()
+        await mesh.create_org()
+        nat = NatMesh(mesh)
+        await nat.add_relay("r1", nat_lab.machine(1))
+        yield nat
+    finally:
+        processes.cleanup()

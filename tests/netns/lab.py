@@ -228,6 +228,7 @@ class NatMode(StrEnum):
 
 _MASQUERADE_FLAGS: Final = {NatMode.MASQUERADE: "", NatMode.SYMMETRIC: " fully-random"}
 NAT_TABLE: Final = "wmnat"
+BLOCK_TABLE: Final = "wmblock"
 DROP_COUNTER: Final = "inbound_dropped"
 LAN_BRIDGE: Final = "lan"
 MACHINE_HOSTS: Final = 10
@@ -284,6 +285,28 @@ class Router(Machine):
         """Translate with ``mode`` from now on (flows already translated keep their ports)."""
         self.sh("nft", "-f", "-", stdin=nat_ruleset(NatMode(mode)))
         self.nat = NatMode(mode)
+
+    def block(self, address: str) -> None:
+        """Drop what the LAN sends to ``address`` (a firewall between two sites); replaces an
+        earlier block, leaves the NAT alone."""
+        self.sh(
+            "nft",
+            "-f",
+            "-",
+            stdin=f"""
+table ip {BLOCK_TABLE}
+delete table ip {BLOCK_TABLE}
+table ip {BLOCK_TABLE} {{
+    chain forward {{
+        type filter hook forward priority filter - 10; policy accept;
+        ip daddr {address} drop
+    }}
+}}
+""",
+        )
+
+    def unblock(self) -> None:
+        self.sh("nft", "delete", "table", "ip", BLOCK_TABLE, check=False)
 
     def dropped(self) -> int:
         """Packets dropped so far because they came in on ``eth0`` unasked."""

@@ -19,8 +19,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.e2e.processes import eventually
-from tests.netns.conftest import (
+from tests.netns.mesh import (
     PYTHON,
     Agent,
     Mesh,
@@ -31,6 +30,7 @@ from tests.netns.conftest import (
     mesh_pings,
     ping,
 )
+from tests.support.waiting import eventually
 from wiremesh.agent.state import load_enrollment
 
 pytestmark = pytest.mark.netns

@@ -14,85 +14,23 @@ Two machines sit behind two routers of their own and run ``agent up``:
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import (
-    CONNECT_SECONDS,
-    Process,
-    ProcessGroup,
-    clean_environ,
-    eventually,
-)
-from tests.netns.conftest import PYTHON, Agent, Mesh, first_reply
-from tests.netns.lab import Lab, Machine, NatMode, Router
-from wiremesh.agent.keys import public_key_of
+from tests.netns.lab import NatMode, Router
+from tests.netns.mesh import Agent, NatMesh, first_reply
+from tests.support.processes import CONNECT_SECONDS
+from tests.support.waiting import eventually
+from wiremesh.agent.paths import KNOCK_SECONDS, RETRY_SECONDS
 
 pytestmark = pytest.mark.netns
 
-RELAY_TOKEN = "lab-relay-token-0123456789abcdef"
-RELAY_PORT = 3478
 DIRECT_SECONDS = 20.0
 """From both agents started to a direct path on both ends (knocks succeed in ~50 ms in the
 lab; the rest is Python start-up, enrolment into the relay and the server's deltas)."""
-
-
-@dataclass
-class NatMesh:
-    mesh: Mesh
-    relay_machine: Machine
-    relay: Process
-
-    def relay_key(self) -> str:
-        """The relay's public key (it keeps its private key in its state dir)."""
-        return public_key_of((self.mesh.directory / "relay" / "relay.key").read_text().strip())
-
-
-@pytest.fixture
-async def nat_mesh(nat_lab: Lab, processes: ProcessGroup, tmp_path: Path) -> AsyncIterator[NatMesh]:
-    mesh = Mesh(nat_lab, processes, tmp_path, {"WIREMESH_RELAY_TOKEN": RELAY_TOKEN})
-    try:
-        await mesh.start_server()
-        await mesh.create_org()
-        machine = nat_lab.machine(1)
-        relay = processes.add(
-            "relay",
-            machine.argv(
-                PYTHON, "-m", "wiremesh.relay", "up", "--server", mesh.url, "--name", "r1",
-                "--endpoint", f"{machine.address}:{RELAY_PORT}",
-                "--listen-port", str(RELAY_PORT), "--interface", "wmr0",
-                "--state-dir", str(tmp_path / "relay"),
-            ),
-            {**clean_environ(), "WIREMESH_RELAY_TOKEN": RELAY_TOKEN},
-        )  # fmt: skip
-        relay.start()
-        nat_lab.record(relay.pid)
-
-        async def relay_up() -> bool:
-            return "relay r1 up" in relay.log()
-
-        await eventually(relay_up, CONNECT_SECONDS, f"the relay starts: {relay.log()}")
-        yield NatMesh(mesh, machine, relay)
-    finally:
-        processes.cleanup()
-
-
-def allowed_ips(agent: Agent) -> dict[str, set[str]]:
-    """``wg show wm0 allowed-ips`` on the agent's machine: key -> its routes."""
-    result = agent.machine.sh("wg", "show", "wm0", "allowed-ips", check=False)
-    table: dict[str, set[str]] = {}
-    for line in result.stdout.splitlines():
-        key, _, routes = line.partition("\t")
-        table[key] = {r for r in routes.split() if r != "(none)"}
-    return table
-
-
-def host_route(agent: Agent) -> str:
-    return f"{agent.virtual_ip}/32"
 
 
 async def _pair(nat: NatMesh, mode: NatMode) -> tuple[Agent, Agent, Router, Router]:
@@ -125,15 +63,15 @@ async def test_two_masquerade_nats_meet_directly(nat_mesh: NatMesh) -> None:
             asyncio.to_thread(a.wg_endpoints), asyncio.to_thread(b.wg_endpoints)
         )
         routes = await asyncio.gather(
-            asyncio.to_thread(allowed_ips, a), asyncio.to_thread(allowed_ips, b)
+            asyncio.to_thread(a.allowed_ips), asyncio.to_thread(b.allowed_ips)
         )
         return (
             ends[0].get(b.public_key) == f"{r2.address}:51820"
             and ends[1].get(a.public_key) == f"{r1.address}:51820"
-            and host_route(b) in routes[0].get(b.public_key, set())
-            and host_route(a) in routes[1].get(a.public_key, set())
-            and host_route(b) not in routes[0].get(relay_key, set())
-            and host_route(a) not in routes[1].get(relay_key, set())
+            and b.host_route in routes[0].get(b.public_key, set())
+            and a.host_route in routes[1].get(a.public_key, set())
+            and b.host_route not in routes[0].get(relay_key, set())
+            and a.host_route not in routes[1].get(relay_key, set())
         )
 
     await eventually(direct, CONNECT_SECONDS + DIRECT_SECONDS, "a and b on a direct path")
@@ -155,16 +93,16 @@ async def test_two_symmetric_nats_meet_through_the_relay(nat_mesh: NatMesh) -> N
 
     async def relayed() -> bool:
         routes = await asyncio.gather(
-            asyncio.to_thread(allowed_ips, a), asyncio.to_thread(allowed_ips, b)
+            asyncio.to_thread(a.allowed_ips), asyncio.to_thread(b.allowed_ips)
         )
         on_relay_a, on_relay_b = (table.get(relay_key, set()) for table in routes)
-        return host_route(b) in on_relay_a and host_route(a) in on_relay_b
+        return b.host_route in on_relay_a and a.host_route in on_relay_b
 
     await eventually(relayed, CONNECT_SECONDS, "a and b route each other via the relay")
     took = await _pings_both_ways(a, b, 15)
     # the routes stay on the relay: no direct handshake can happen through symmetric NATs
-    routes = allowed_ips(a)
-    assert host_route(b) in routes[relay_key], routes
+    routes = a.allowed_ips()
+    assert b.host_route in routes[relay_key], routes
     print(
         f"through the relay between two symmetric NATs: replies both ways "
         f"{time.monotonic() - started:.2f} s after the routers' creation ({took:.2f} s "
@@ -190,14 +128,14 @@ async def test_two_behind_one_nat_meet_at_their_lan_addresses(nat_mesh: NatMesh)
             asyncio.to_thread(a.wg_endpoints), asyncio.to_thread(b.wg_endpoints)
         )
         routes = await asyncio.gather(
-            asyncio.to_thread(allowed_ips, a), asyncio.to_thread(allowed_ips, b)
+            asyncio.to_thread(a.allowed_ips), asyncio.to_thread(b.allowed_ips)
         )
         return (
             ends[0].get(b.public_key) == f"{b.machine.address}:51820"
             and ends[1].get(a.public_key) == f"{a.machine.address}:51820"
-            and host_route(b) in routes[0].get(b.public_key, set())
-            and host_route(a) in routes[1].get(a.public_key, set())
-            and host_route(b) not in routes[0].get(relay_key, set())
+            and b.host_route in routes[0].get(b.public_key, set())
+            and a.host_route in routes[1].get(a.public_key, set())
+            and b.host_route not in routes[0].get(relay_key, set())
         )
 
     await eventually(local, CONNECT_SECONDS + DIRECT_SECONDS, "a and b on their LAN path")
@@ -207,4 +145,59 @@ async def test_two_behind_one_nat_meet_at_their_lan_addresses(nat_mesh: NatMesh)
     print(
         f"two behind one NAT at their LAN addresses: path after {local_at:.2f} s from the "
         f"router's creation, replies both ways {took:.2f} s later"
+    )
+
+
+async def test_a_relayed_pair_moves_to_a_direct_path_once_one_opens(nat_mesh: NatMesh) -> None:
+    """A firewall between the two sites keeps the pair on the relay; once it goes, the direct
+    path forms by itself: while the agents rest between rounds of knocks, WireGuard keeps
+    retrying the first candidate every 5 s. Traffic flowing all along loses at most a
+    packet or two in the move."""
+    lab = nat_mesh.mesh.lab
+    r1, r2 = lab.router(1, NatMode.MASQUERADE), lab.router(2, NatMode.MASQUERADE)
+    r1.block(r2.address)
+    r2.block(r1.address)
+    a = await nat_mesh.mesh.enroll("a", lab.machine(2, behind=r1))
+    b = await nat_mesh.mesh.enroll("b", lab.machine(3, behind=r2))
+    for agent in (a, b):
+        agent.start()
+
+    def on(agent: Agent, other: Agent) -> str:
+        return agent.paths().get(other.name, ("-", None))[0]
+
+    async def relayed() -> bool:
+        return on(a, b) == on(b, a) == "relay"
+
+    await eventually(relayed, CONNECT_SECONDS, "a and b on the relay behind the firewall")
+    await _pings_both_ways(a, b, 10)
+    pinger = await asyncio.create_subprocess_exec(
+        *a.machine.argv("ping", "-n", "-i", "0.2", b.virtual_ip),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        # every candidate has failed by now: the agents rest for RETRY_SECONDS
+        await asyncio.sleep(KNOCK_SECONDS * 3 + 1)
+        r1.unblock()
+        r2.unblock()
+        opened = time.monotonic()
+
+        async def direct() -> bool:
+            return on(a, b) == on(b, a) == "direct"
+
+        await eventually(direct, RETRY_SECONDS + 15, "a and b move to the direct path")
+        moved = time.monotonic() - opened
+        await asyncio.sleep(2)  # traffic on the direct path for a while
+    finally:
+        pinger.send_signal(signal.SIGINT)
+        raw, _ = await asyncio.wait_for(pinger.communicate(), 10)
+    output = raw.decode()
+    summary = re.search(r"(\d+) packets transmitted, (\d+) received", output)
+    assert summary is not None, output
+    sent, received = int(summary[1]), int(summary[2])
+    assert b.host_route in a.allowed_ips()[b.public_key]  # WireGuard agrees: its own entry
+    assert sent - received <= 2, f"{sent - received} of {sent} echo requests lost: {output}"
+    print(
+        f"relay -> direct: direct {moved:.1f} s after the firewall opened; "
+        f"{sent - received} of {sent} pings lost"
     )

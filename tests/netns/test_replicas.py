@@ -23,10 +23,11 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import Deployment, StartDeployment
-from tests.e2e.processes import CONNECT_SECONDS, ServerProcess, eventually
-from tests.netns.conftest import Agent, configured, dropped, exits_revoked, mesh_pings, ping
 from tests.netns.lab import Lab
+from tests.netns.mesh import Agent, configured, dropped, exits_revoked, mesh_pings, ping
+from tests.support.deployment import Deployment, StartDeployment
+from tests.support.processes import CONNECT_SECONDS, ServerProcess
+from tests.support.waiting import eventually
 from wiremesh.server.presence.models import ConnectionState
 
 pytestmark = [pytest.mark.netns, pytest.mark.parametrize("backend", ["postgresql"])]

@@ -69,7 +69,7 @@ def test_second_welcome_is_not_authenticated() -> None:
 
 
 def test_welcome_of_another_version_is_unsupported() -> None:
-    text = encode(make_welcome().model_copy(update={"version": 3}))
+    text = encode(make_welcome().model_copy(update={"version": 4}))
     expect_close(AgentSession(0.0), text, 0.0, CloseCode.UNSUPPORTED_VERSION)
 
 

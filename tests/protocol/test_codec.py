@@ -122,7 +122,7 @@ def test_unknown_string_type_from_server_is_unknown_type(type_: str) -> None:
 
 
 def test_auth_of_another_version_is_unsupported_even_with_unknown_fields() -> None:
-    newer = auth_frame(version=3, capabilities=["ipv6"])
+    newer = auth_frame(version=4, capabilities=["ipv6"])
     assert agent_error(newer) is CloseCode.UNSUPPORTED_VERSION
     # ...but an unknown field with our own version is just malformed.
     assert agent_error(auth_frame(capabilities=["ipv6"])) is CloseCode.MALFORMED
@@ -130,7 +130,7 @@ def test_auth_of_another_version_is_unsupported_even_with_unknown_fields() -> No
 
 def test_welcome_of_another_version_is_unsupported_even_with_unknown_fields() -> None:
     fields = make_welcome().model_dump(mode="json")
-    fields.update(version=3, features={})
+    fields.update(version=4, features={})
     assert server_error(json.dumps(fields)) is CloseCode.UNSUPPORTED_VERSION
 
 

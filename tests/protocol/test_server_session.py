@@ -70,7 +70,7 @@ def test_auth_twice_is_not_authenticated() -> None:
     expect_close(established_session(), auth_frame(), 1.0, CloseCode.NOT_AUTHENTICATED)
 
 
-@pytest.mark.parametrize("version", [0, 3, 99])
+@pytest.mark.parametrize("version", [0, 4, 99])
 def test_other_protocol_version_is_unsupported(version: int) -> None:
     session = ServerSession(0.0)
     expect_close(session, auth_frame(version=version), 0.0, CloseCode.UNSUPPORTED_VERSION)

@@ -34,6 +34,7 @@ from wiremesh.server.db.models import (
     VirtualIPMapping,
 )
 from wiremesh.server.orgs.models import Organization, OrgRole
+from wiremesh.server.paths.models import PeerPath
 from wiremesh.server.users.models import User
 
 REFUSED = {403, 404}
@@ -247,6 +248,8 @@ async def make_tenants(session: AsyncSession) -> Tenants:
         org_id=org_a.id, smtp_server="smtp.a.example", smtp_port=587, from_email="a@a.example"
     )
     session.add_all([device, connection, smtp])
+    await session.flush()
+    session.add(PeerPath(device_id=device.id, peer_id="peer-a2", org_id=org_a.id, path="relay"))
     await session.flush()
     token_id = (
         await session.execute(select(ApiToken.id).where(ApiToken.lookup == a_token))

@@ -78,6 +78,9 @@ class PeerState:
     endpoint: str | None = None
     latest_handshake: float = field(default=0.0, compare=False)
     """Unix time of the last handshake (0: never); read-only, for path selection."""
+    rx_bytes: int = field(default=0, compare=False)
+    tx_bytes: int = field(default=0, compare=False)
+    """Bytes received from and sent to the peer; read-only, for ``agent status``."""
 
 
 @dataclass(frozen=True, slots=True)

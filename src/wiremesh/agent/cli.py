@@ -20,7 +20,6 @@ import typer
 
 from wiremesh.agent.backend import (
     DEFAULT_INTERFACE,
-    DEFAULT_LISTEN_PORT,
     BackendName,
     BackendUnavailable,
     create_backend,
@@ -33,12 +32,14 @@ from wiremesh.agent.state import (
     STATE_DIR_ENV,
     Enrollment,
     StateError,
+    ensure_listen_port,
     load_enrollment,
     load_private_key,
     resolve_state_dir,
     set_server_urls,
     state_summary,
 )
+from wiremesh.agent.status import read_status, render_status
 from wiremesh.agent.wireguard.keywatch import KeyFollower
 from wiremesh.agent.wireguard.prereq import missing_prerequisites, prerequisites_message
 from wiremesh.agent.wireguard.rotate import RotateError, rotate_key
@@ -181,13 +182,15 @@ def up(
         envvar="WIREMESH_AGENT_INTERFACE",
         help="The WireGuard interface the agent creates (and removes on exit)",
     ),
-    listen_port: int = typer.Option(
-        DEFAULT_LISTEN_PORT,
+    listen_port: int | None = typer.Option(
+        None,
         "--listen-port",
         min=0,
         max=65535,
         envvar="WIREMESH_AGENT_LISTEN_PORT",
-        help="WireGuard's UDP port (0: any free port)",
+        help="WireGuard's UDP port (0: any free port each start); else the device's own, "
+        "drawn once and kept in the state dir",
+        show_default=False,
     ),
     log_level: str = typer.Option(
         "info", "--log-level", envvar="WIREMESH_AGENT_LOG_LEVEL", help="debug, info, ..."
@@ -212,6 +215,11 @@ def up(
         _fail(str(exc))
     directory = resolve_state_dir(state_dir)
     enrollment, private_key = _load(directory)
+    if listen_port is None:
+        try:
+            listen_port = ensure_listen_port(directory)
+        except StateError as exc:
+            _fail(str(exc))
     missing = missing_prerequisites(backend)
     if missing:
         _fail(prerequisites_message(backend, missing))
@@ -309,12 +317,14 @@ def status(
     state_dir: Path | None = StateDirOption,
     as_json: bool = typer.Option(False, "--json", help="Print JSON"),
 ) -> None:
-    """Show this machine's enrollment (never the credential or the private key)."""
+    """Show this machine's enrollment (never the credential or the private key) and what
+    the agent reports: connected or not, the server, and each peer's path."""
     directory = resolve_state_dir(state_dir)
     enrollment, _private_key = _load(directory)
     summary = state_summary(enrollment)
+    live = read_status(directory)
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(json.dumps({**summary, "agent": live}, indent=2))
         return
     for number, server_url in enumerate(enrollment.server_urls):
         typer.echo(f"{'servers:' if number == 0 else '':<12}{server_url}")
@@ -322,7 +332,11 @@ def status(
     typer.echo(f"device:     {enrollment.device.hostname} ({enrollment.device.peer_id})")
     typer.echo(f"virtual IP: {enrollment.device.virtual_ip}")
     typer.echo(f"public key: {enrollment.device.public_key}")
+    port = enrollment.listen_port
+    typer.echo(f"UDP port:   {port if port is not None else 'drawn at the first start'}")
     typer.echo(f"state dir:  {directory}")
+    for line in render_status(live):
+        typer.echo(line)
 
 
 _SERVERS_HELP: Final = (

@@ -28,6 +28,7 @@ from wiremesh.agent.state import (
     NotEnrolled,
     StateError,
     check_writable,
+    draw_listen_port,
     load_enrollment,
     save_enrollment,
 )
@@ -177,6 +178,7 @@ async def enroll(
             device=EnrolledDevice.model_validate(body["device"]),
             network=EnrolledNetwork.model_validate(body["network"]),
             enrolled_at=datetime.now(UTC),
+            listen_port=draw_listen_port(),
         )
     except (ValueError, KeyError, TypeError, ValidationError):
         raise EnrollError(

@@ -14,6 +14,10 @@ returns the peer table WireGuard should have. Rules (docs/nat-traversal.md):
 - Every relay up is a peer (so each sees this device's NAT mapping); the first in the
   server's order carries the relayed /32s, so both ends of a relayed pair use the same one.
 - A direct peer whose last handshake is older than ``STALE_SECONDS`` goes back to the relay.
+- A peer that comes back online (the server says so) is knocked at anew: it may have
+  restarted, and only a knock from this side opens a path through this side's NAT.
+- A direct peer that is online but sends nothing (not even its keepalive) for
+  ``SILENT_SECONDS`` has lost its end of the session: it is knocked at anew.
 - Moving a knocking entry to another candidate address removes and re-adds it: WireGuard
   then sends at once instead of at its next 5 s retry (none when the address stays). New
   candidates that leave the endpoint in use first change nothing: a re-add would throw
@@ -38,6 +42,9 @@ STALE_SECONDS: Final = 180.0
 """WireGuard re-handshakes a live session every 2 minutes; 3 without one means it is gone."""
 RETRY_SECONDS: Final = 30.0
 """After every candidate failed, wait this long before knocking again (relay carries it)."""
+SILENT_SECONDS: Final = 40.0
+"""A direct peer that is online sends at least a keepalive every 25 s; nothing for this long
+means its end of the session is gone."""
 RELAY_RETRY_SECONDS: Final = 1.0
 """A relay entry with no handshake yet is re-added this often (see the module doc)."""
 
@@ -73,16 +80,29 @@ class _PeerPath:
     direct: bool = False
     readd: bool = True
     pause_until: float = 0.0
+    online: bool = True
+    """As the server last said; a peer coming back online is knocked at anew."""
+    offline_since: float = 0.0
+    """When this side learnt the peer was offline: a later handshake is with its new run."""
+    received: int = 0
+    heard_at: float = 0.0
+    """Bytes received from the peer, and when that count last grew (direct peers)."""
 
 
 @dataclass(frozen=True, slots=True)
 class PeerPath:
-    """What ``agent status`` shows for one peer."""
+    """One peer's path as ``agent status`` and the server show it.
+
+    ``endpoint``: where this device sends the peer's packets: the peer's own address on a
+    direct or local path (the one WireGuard uses, which follows a roaming peer), the relay's
+    on a relayed one, ``None`` while nothing carries the peer.
+    """
 
     peer_id: str
     path: Path
     endpoint: str | None
-    handshake_age: float | None
+    last_handshake: float | None
+    """Unix time of the last handshake with the peer itself (not the relay)."""
 
 
 @dataclass(slots=True)
@@ -92,6 +112,9 @@ class PathSelector:
     _state: dict[str, _PeerPath] = field(default_factory=dict)
     _relay_tried: dict[str, float] = field(default_factory=dict)
     """Relay key -> when its entry was last (re-)added while it had no handshake."""
+    _carrier: Relay | None = None
+    """The relay that carries relayed peers, as of the last :meth:`target`."""
+    _newly_direct: list[str] = field(default_factory=list)
 
     def target(
         self,
@@ -99,15 +122,17 @@ class PathSelector:
         relays: Sequence[Relay],
         handshakes: Mapping[str, float],
         now: float,
+        received: Mapping[str, int] | None = None,
     ) -> tuple[dict[str, PeerState], set[str]]:
         """The peer table to configure (public key -> state) and the keys to re-add.
 
         ``handshakes``: unix time of each key's last handshake (0: never); ``now`` is unix
-        time too, so the two compare.
+        time too, so the two compare. ``received``: bytes received from each key so far
+        (``None``: unknown, and a silent direct peer is not noticed).
         """
         table: dict[str, PeerState] = {}
         readd: set[str] = set()
-        relay = relays[0] if relays else None
+        relay = self._carrier = relays[0] if relays else None
         relayed: set[str] = set()
         for peer_id in sorted(peers):
             peer = peers[peer_id]
@@ -115,33 +140,10 @@ class PathSelector:
             if key is None or key == self.own_public_key:
                 continue
             candidates = ordered_candidates(peer, self.own_public_ip)
-            state = self._state.get(key)
-            if state is None or state.candidates != candidates:
-                previous = state
-                state = self._state[key] = _PeerPath(candidates, knock_started=now)
-                if previous is not None:
-                    state.direct = previous.direct
-                    in_use = previous.candidates[previous.index][0] if previous.candidates else None
-                    if candidates and candidates[0][0] == in_use:
-                        state.knock_started = previous.knock_started
-                        state.readd = False
-            last = handshakes.get(key, 0.0)
-            if state.direct and (last <= 0 or now - last > STALE_SECONDS):
-                state.direct = False
-                state.knock_started = now
-                state.readd = True
-            if not state.direct and last > 0 and last >= state.knock_started - 1.0:
-                state.direct = True
-            knocking = not state.direct and candidates and now >= state.pause_until
-            if knocking and now - state.knock_started >= KNOCK_SECONDS:
-                was = candidates[state.index][0]
-                state.index += 1
-                state.knock_started = now
-                if state.index >= len(candidates):
-                    state.index = 0
-                    state.pause_until = now + RETRY_SECONDS if relay else now
-                # the same address again: WireGuard retries it by itself every 5 s
-                state.readd = candidates[state.index][0] != was
+            state = self._track(key, peer, candidates, now)
+            rx = None if received is None else received.get(key, 0)
+            if self._advance(state, peer, handshakes.get(key, 0.0), rx, now, relay is not None):
+                self._newly_direct.append(peer.virtual_ip)
             # a direct peer keeps the endpoint WireGuard uses now (it may have roamed)
             endpoint = candidates[state.index][0] if candidates and not state.direct else None
             own_route = state.direct or relay is None
@@ -172,19 +174,115 @@ class PathSelector:
                 del self._relay_tried[key]
         return table, readd
 
-    def paths(
-        self, peers: Mapping[str, Peer], handshakes: Mapping[str, float], now: float
-    ) -> list[PeerPath]:
+    def _track(
+        self, key: str, peer: Peer, candidates: list[tuple[str, str]], now: float
+    ) -> _PeerPath:
+        """The peer's state, made anew when its candidates change (keeping what still
+        holds: the path, whether it is online, the knock under way at the same address)."""
+        state = self._state.get(key)
+        if state is not None and state.candidates == candidates:
+            return state
+        previous = state
+        state = self._state[key] = _PeerPath(candidates, knock_started=now)
+        if previous is None:
+            if not peer.online:
+                state.online, state.offline_since = False, now
+            return state
+        state.direct, state.online = previous.direct, previous.online
+        state.offline_since = previous.offline_since
+        state.received, state.heard_at = previous.received, previous.heard_at
+        in_use = previous.candidates[previous.index][0] if previous.candidates else None
+        if candidates and candidates[0][0] == in_use:
+            state.knock_started = previous.knock_started
+        # Re-added only to knock at once at a new address after one in use (WireGuard
+        # would wait 5 s); a first endpoint turns the keepalive on, which sends by itself.
+        state.readd = in_use is not None and (not candidates or candidates[0][0] != in_use)
+        return state
+
+    def take_newly_direct(self) -> list[str]:
+        """Virtual IPs of the peers that went direct since the last call.
+
+        The side that answered a handshake counts it only once the first packet comes
+        over the new session; a peer whose knock got through but that has nothing to send
+        would leave this side knocking (and re-adding, which kills that session). Sending
+        each of these one packet over the tunnel closes the handshake on their side.
+        """
+        taken, self._newly_direct = self._newly_direct, []
+        return taken
+
+    @staticmethod
+    def _advance(
+        state: _PeerPath, peer: Peer, last: float, rx: int | None, now: float, relayed: bool
+    ) -> bool:
+        """One tick of the peer's path: who came back, what went stale or silent, which
+        handshake proves a path, and the knock's next address. Whether it went direct."""
+        if peer.online and not state.online and last <= state.offline_since:
+            # Back online, perhaps restarted with its WireGuard session gone, while ours
+            # lives on and waits minutes for a rekey: knock now, from the first candidate
+            # (behind a NAT only this side's knock opens the path). The entry is re-added
+            # only to drop such a session: a re-add could drop the one its knock just made.
+            state.direct, state.index, state.pause_until = False, 0, 0.0
+            state.knock_started, state.readd = now, last > 0
+            last = 0.0  # the handshake we saw was with its earlier run
+        elif state.online and not peer.online:
+            state.offline_since = now
+        state.online = peer.online
+        if state.direct and rx is not None:
+            if rx != state.received:
+                state.received, state.heard_at = rx, now
+            elif peer.online and now - state.heard_at > SILENT_SECONDS:
+                # Its keepalives stopped while it is online: our session is one-sided (the
+                # peer dropped its own, say a re-add raced its knock) and, behind its NAT,
+                # only our knock opens the path again.
+                state.direct, state.index, state.pause_until = False, 0, 0.0
+                state.knock_started, state.readd = now, True
+                last = 0.0
+        if state.direct and (last <= 0 or now - last > STALE_SECONDS):
+            state.direct = False
+            state.knock_started = now
+            state.readd = True
+        fresh = now - last < KNOCK_SECONDS and last > state.offline_since
+        if not state.direct and last > 0 and (fresh or last >= state.knock_started - 1.0):
+            # A handshake on the peer's own entry proves the path, whichever knock made it:
+            # re-adding the entry now would drop a session the peer keeps using.
+            state.direct = True
+            state.received, state.heard_at = rx if rx is not None else 0, now
+            return True
+        if state.direct or not state.candidates or now < state.pause_until:
+            return False
+        if now - state.knock_started >= KNOCK_SECONDS:
+            was = state.candidates[state.index][0]
+            state.index += 1
+            state.knock_started = now
+            if state.index >= len(state.candidates):
+                state.index = 0
+                state.pause_until = now + RETRY_SECONDS if relayed else now
+            # the same address again: WireGuard retries it by itself every 5 s
+            state.readd = state.candidates[state.index][0] != was
+        return False
+
+    def paths(self, peers: Mapping[str, Peer], actual: Mapping[str, PeerState]) -> list[PeerPath]:
+        """Each peer's path as of the last :meth:`target`, with what WireGuard reports
+        (``actual``: public key -> state) for endpoints and handshakes."""
         result = []
+        carrier = self._carrier
         for peer_id in sorted(peers):
             peer = peers[peer_id]
-            state = self._state.get(peer.public_key or "")
+            key = peer.public_key or ""
+            state = self._state.get(key)
             if state is None:
                 continue
-            last = handshakes.get(peer.public_key or "", 0.0)
-            kind = state.candidates[state.index][1] if state.candidates else None
-            path: Path = "relay" if not state.direct else ("local" if kind == "lan" else "direct")
-            endpoint = state.candidates[state.index][0] if state.candidates else None
-            age = now - last if last > 0 else None
-            result.append(PeerPath(peer_id, path, endpoint, age))
+            wireguard = actual.get(key)
+            last = wireguard.latest_handshake if wireguard is not None else 0.0
+            path: Path
+            endpoint: str | None
+            if state.direct:
+                kind = state.candidates[state.index][1] if state.candidates else None
+                path = "local" if kind == "lan" else "direct"
+                endpoint = wireguard.endpoint if wireguard is not None else None
+            elif carrier is not None:
+                path, endpoint = "relay", carrier.endpoint
+            else:
+                path, endpoint = "none", None  # knocking, with no relay to fall back on
+            result.append(PeerPath(peer_id, path, endpoint, last if last > 0 else None))
         return result

@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,9 +32,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from wiremesh import __version__
 from wiremesh.agent.backend import BackendUnavailable, DeviceConfig, WireGuardBackend
+from wiremesh.agent.backoff import Backoff
 from wiremesh.agent.enroll import websocket_url
 from wiremesh.agent.lan import lan_candidates
-from wiremesh.agent.paths import PathSelector
+from wiremesh.agent.pathreport import PathReporter
+from wiremesh.agent.paths import PathSelector, PeerPath
 from wiremesh.agent.reconcile import plan_table
 from wiremesh.agent.servers import ServerRotation
 from wiremesh.agent.state import (
@@ -44,6 +46,7 @@ from wiremesh.agent.state import (
     file_signature,
     load_enrollment,
 )
+from wiremesh.agent.status import STATUS_INTERVAL, AgentStatus, Connection
 from wiremesh.protocol import (
     DEFAULT_WELCOME_TIMEOUT,
     MAX_SERVER_MESSAGE_BYTES,
@@ -78,36 +81,10 @@ ABNORMAL_CLOSURE: Final = 1006
 
 PATH_TICK: Final = 0.5
 """How often WireGuard's handshakes are read to move peers between paths."""
-PATHS_FILE: Final = "paths.json"
 DEFAULT_OPEN_TIMEOUT: Final = 10.0
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Reconnect delays: "full jitter" exponential backoff.
-
-    The n-th retry in a row (n from 0) waits a uniformly random time in
-    ``[0, min(cap, base * 2**n)]``, so agents cut off together do not return together.
-    A session that lasted longer than ``reset_after`` seconds starts the count again.
-    """
-
-    base: float = 0.5
-    cap: float = 30.0
-    reset_after: float = 60.0
-
-    def __post_init__(self) -> None:
-        if not (self.base > 0 and self.cap >= self.base and self.reset_after >= 0):
-            raise ValueError("backoff needs base > 0, cap >= base and reset_after >= 0")
-
-    def ceiling(self, attempt: int) -> float:
-        """The longest delay of retry number ``attempt`` (0-based)."""
-        return min(self.cap, self.base * 2.0 ** min(max(attempt, 0), 64))
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, self.ceiling(attempt))
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +225,13 @@ class AgentRunner:
         self._known_peers: frozenset[str] = frozenset()
         self.paths = PathSelector(own_public_key=enrollment.device.public_key)
         """Per-peer path state; kept across sessions, like the WireGuard peers."""
+        self._peer_paths: list[PeerPath] = []
+        self.reporter = PathReporter()
+        """What the server was told of the paths (version 3); restarted at each welcome."""
         self._state_seen: tuple[int, int, int] | None = None
+        self.status = AgentStatus()
+        """What ``agent status`` shows; published in the state dir."""
+        self._status_written = 0.0
 
     # ------------------------------------------------------------------ control
 
@@ -262,11 +245,19 @@ class AgentRunner:
 
     async def run(self) -> Refused | None:
         self._stop_waiter = asyncio.ensure_future(self._stop.wait())
+        self._publish("connecting")
+        refused: Refused | None = None
         try:
             await self._backend_call("set up the interface", self.backend.setup(self._device))
-            return await self._loop()
+            refused = await self._loop()
+            return refused
         finally:
             self._stop_waiter.cancel()
+            self.status.peers = []
+            if refused is not None:
+                self._publish("refused", refused.message)
+            else:
+                self._publish("stopped")
             try:
                 await self.backend.teardown()
             except Exception as exc:
@@ -339,6 +330,7 @@ class AgentRunner:
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             reason = str(exc) or type(exc).__name__
             logger.warning("cannot connect to %s: %s", self.servers.current, reason)
+            self._publish("disconnected", f"cannot connect to {self.servers.current}: {reason}")
             return _Ended(ABNORMAL_CLOSURE, reason, None)
         try:
             return await self._converse(websocket)
@@ -359,7 +351,10 @@ class AgentRunner:
 
         def ended(code: int, reason: str) -> _Ended:
             lasted = None if welcomed_at is None else loop.time() - welcomed_at
+            self._publish("disconnected", f"{code} {_code_name(code)} ({reason})")
             return _Ended(code, reason, lasted)
+
+        self.status.server = self.servers.current
 
         try:
             await websocket.send(
@@ -379,6 +374,7 @@ class AgentRunner:
                 if welcomed_at is not None and loop.time() >= next_path_tick:
                     next_path_tick = loop.time() + PATH_TICK
                     await self._reconcile(session)  # paths move with handshakes
+                    await self._report_paths(websocket)
                 receiving = asyncio.create_task(websocket.recv())
                 timeout = max(
                     0.0, min(session.deadline - loop.time(), next_path_tick - loop.time())
@@ -395,6 +391,7 @@ class AgentRunner:
                         return await self._fail(websocket, exc, ended)
                     continue
                 frame = receiving.result()
+                self.status.last_contact = time.time()
                 try:
                     events = session.receive(frame, loop.time())
                 except ProtocolError as exc:
@@ -406,9 +403,13 @@ class AgentRunner:
                         welcomed_at = loop.time()
                         self.sessions += 1
                         self.servers.connected()
+                        self.status.reason = None
+                        self.reporter.start(event.welcome.version, loop.time())
                         announced_port = await self._on_welcome(
                             websocket, session, event, announced_port
                         )
+                        self._publish("connected")
+                        await self._report_paths(websocket)
                     elif isinstance(event, PeersChanged):
                         await self._on_peers_changed(session, event)
                     elif isinstance(event, RelaysChanged):
@@ -492,23 +493,33 @@ class AgentRunner:
         actual = await self._backend_call("read the peers", self.backend.peers())
         self.paths.own_public_key = self.enrollment.device.public_key
         handshakes = {key: state.latest_handshake for key, state in actual.items()}
-        target, readd = self.paths.target(session.peers, session.relays, handshakes, time.time())
+        received = {key: state.rx_bytes for key, state in actual.items()}
+        target, readd = self.paths.target(
+            session.peers, session.relays, handshakes, time.time(), received
+        )
         changes = plan_table(target, actual, readd)
         if changes:
             await self._backend_call("apply peer changes", self.backend.apply(changes))
             logger.info("WireGuard: applied %d peer changes", len(changes))
-            self._write_paths(session, handshakes)
+        for address in self.paths.take_newly_direct():
+            _send_one_packet(address)
+        paths = self._peer_paths = self.paths.paths(session.peers, actual)
+        self.status.set_peers(session.peers, paths, actual)
+        if changes or time.monotonic() - self._status_written >= STATUS_INTERVAL:
+            self._publish(self.status.connection)
 
-    def _write_paths(self, session: AgentSession, handshakes: dict[str, float]) -> None:
-        """Each peer's path, for ``wiremesh agent status`` (best effort)."""
-        if self.state_dir is None:
-            return
-        rows = [
-            {"peer_id": p.peer_id, "path": p.path, "endpoint": p.endpoint}
-            for p in self.paths.paths(session.peers, handshakes, time.time())
-        ]
-        with contextlib.suppress(OSError):
-            (self.state_dir / PATHS_FILE).write_text(json.dumps(rows, indent=1) + "\n")
+    async def _report_paths(self, websocket: ClientConnection) -> None:
+        """Tell a version 3 server the paths of the last reconcile, if they are news."""
+        loop = asyncio.get_running_loop()
+        for frame in self.reporter.frames(self._peer_paths, loop.time()):
+            await websocket.send(frame)
+
+    def _publish(self, connection: Connection, reason: str | None = None) -> None:
+        """Record the state and write the status file (when there is a state dir)."""
+        self.status.set_connection(connection, reason)
+        if self.state_dir is not None:
+            self.status.write(self.state_dir)
+            self._status_written = time.monotonic()
 
     # ------------------------------------------------------------------ helpers
 
@@ -535,3 +546,16 @@ class AgentRunner:
         if self._stop_waiter in done:
             return _Wake.STOPPED
         return _Wake.TIMEOUT
+
+
+CONFIRM_PORT: Final = 9
+"""The discard port: what :func:`_send_one_packet` sends is dropped (or refused) there."""
+
+
+def _send_one_packet(virtual_ip: str) -> None:
+    """An empty UDP datagram to a peer's overlay address, through the tunnel: it completes a
+    handshake the peer started (see ``PathSelector.take_newly_direct``). Best effort."""
+    family = socket.AF_INET6 if ipaddress.ip_address(virtual_ip).version == 6 else socket.AF_INET
+    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.sendto(b"", (virtual_ip, CONFIRM_PORT))

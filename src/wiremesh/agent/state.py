@@ -108,11 +108,35 @@ class Enrollment(_Model):
     device: EnrolledDevice
     network: EnrolledNetwork
     enrolled_at: datetime
+    listen_port: int | None = Field(default=None, ge=1, le=65535)
+    """WireGuard's UDP port, drawn once for this device (``--listen-port`` overrides it)."""
 
     @field_validator("server_urls")
     @classmethod
     def _normalized_server_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
         return normalize_server_urls(urls)
+
+
+LISTEN_PORTS: Final = range(20000, 32768)
+"""Where a device's port is drawn from: below Linux's ephemeral ports (32768 and up), so no
+program's outgoing socket holds it. Devices behind one NAT each need their own: a NAT keeps
+one public port per socket only while no other device behind it uses the same port."""
+
+
+def draw_listen_port() -> int:
+    return secrets.choice(LISTEN_PORTS)
+
+
+def ensure_listen_port(state_dir: Path) -> int:
+    """The device's own port: the stored one, or one drawn now and stored (an enrollment
+    made before ports were stored has none)."""
+    with state_lock(state_dir):
+        enrollment = load_enrollment(state_dir)
+        if enrollment.listen_port is not None:
+            return enrollment.listen_port
+        port = draw_listen_port()
+        _write_state(state_dir, enrollment.model_copy(update={"listen_port": port}))
+        return port
 
 
 def resolve_state_dir(flag: Path | None) -> Path:

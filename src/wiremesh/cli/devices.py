@@ -1,4 +1,4 @@
-"""`wiremesh device`: enrolled devices, their lifecycle and their connection history."""
+"""`wiremesh device`: enrolled devices, their lifecycle, connection history and paths."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from wiremesh.server.devices import repository, service
 from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.devices.schemas import DeviceUpdate
 from wiremesh.server.orgs.service import resolve_org
+from wiremesh.server.paths import service as paths_service
 from wiremesh.server.presence import monitoring
 from wiremesh.server.users.schemas import parse_input
 
@@ -176,6 +177,42 @@ def history(
         ],
         False,
     )
+
+
+@app.command("paths")
+def paths(
+    device: str = DeviceArgument, org: str | None = OrgFilter, as_json: bool = JsonOption
+) -> None:
+    """How the device reaches each peer, as its agent last reported: the path (direct,
+    local, relay or none), the endpoint and the age of the last handshake."""
+
+    async def work() -> list[dict[str, Any]]:
+        async with unit_of_work() as session:
+            found = await _resolve(session, device, org)
+            rows = await paths_service.device_paths(session, found)
+            return [row.model_dump(mode="json") for row in rows]
+
+    rows = run(work)
+    if as_json:
+        emit(rows, True)
+        return
+    emit(
+        [
+            {
+                "peer": row["hostname"],
+                "path": row["path"],
+                "endpoint": row["endpoint"],
+                "handshake": _age(row["handshake_age_seconds"]),
+                "reported_at": row["reported_at"],
+            }
+            for row in rows
+        ],
+        False,
+    )
+
+
+def _age(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{_duration(seconds)} ago"
 
 
 def _duration(seconds: float | None) -> str | None:

@@ -18,6 +18,7 @@ from .codec import MAX_SERVER_MESSAGE_BYTES, decode_server_message
 from .errors import CloseCode, ProtocolError
 from .messages import (
     PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
     Heartbeat,
     Peer,
     PeersDeltaMessage,
@@ -125,6 +126,11 @@ class AgentSession:
         return MappingProxyType(self._peers)
 
     @property
+    def version(self) -> int | None:
+        """The version this session speaks: the welcome's, once welcomed."""
+        return None if self.welcome is None else self.welcome.version
+
+    @property
     def heartbeat(self) -> Heartbeat | None:
         """The server's heartbeat parameters, known once welcomed."""
         return None if self.welcome is None else self.welcome.heartbeat
@@ -165,7 +171,9 @@ class AgentSession:
         if self.state is AgentState.AWAITING_WELCOME:
             if not isinstance(message, WelcomeMessage):
                 raise self._fail(CloseCode.NOT_AUTHENTICATED, f"{message.type} before welcome")
-            if message.version != PROTOCOL_VERSION:
+            if message.version not in SUPPORTED_VERSIONS or message.version > PROTOCOL_VERSION:
+                # An older server answers in the version it speaks; the I/O layer then
+                # sends nothing that version lacks (``version``).
                 raise self._fail(CloseCode.UNSUPPORTED_VERSION, f"version {message.version}")
             self.welcome = message
             self._peers = {peer.peer_id: peer for peer in message.peers}

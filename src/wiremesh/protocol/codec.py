@@ -8,17 +8,20 @@ one pass inside pydantic-core.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Final, TypeVar
 
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
 from .errors import CloseCode, ProtocolError
 from .messages import (
+    MAX_PATHS_PER_MESSAGE,
     SUPPORTED_VERSIONS,
     V2_ONLY_PEER_FIELDS,
     AuthMessage,
     EndpointMessage,
+    PathReport,
+    PathsMessage,
     Peer,
     PeerRemove,
     PeersDeltaMessage,
@@ -31,6 +34,7 @@ from .messages import (
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "MAX_PATHS_MESSAGE_BYTES",
     "MAX_SERVER_MESSAGE_BYTES",
     "AgentMessage",
     "Message",
@@ -40,11 +44,16 @@ __all__ = [
     "encode",
     "encode_peers_delta",
     "frame_size",
+    "paths_frames",
     "peer_json",
 ]
 
 MAX_MESSAGE_BYTES: Final = 4096
 """Largest agent -> server frame. Agents only send small messages; this caps server work."""
+
+MAX_PATHS_MESSAGE_BYTES: Final = 64 * 1024
+"""Largest frame of an established version 3 session (its ``paths`` reports): the server's
+WebSocket layer stops larger frames anyway. About 500 rows fit."""
 
 MAX_SERVER_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 """Largest server -> agent frame: a welcome listing tens of thousands of peers fits."""
@@ -60,7 +69,7 @@ def _message_type(value: Any) -> str | None:
     return tag if isinstance(tag, str) else None
 
 
-AgentMessage = AuthMessage | PongMessage | EndpointMessage
+AgentMessage = AuthMessage | PongMessage | EndpointMessage | PathsMessage
 ServerMessage = WelcomeMessage | PingMessage | PeersDeltaMessage | RelaysMessage
 Message = AgentMessage | ServerMessage
 
@@ -68,7 +77,8 @@ _AGENT_ADAPTER: Final[TypeAdapter[AgentMessage]] = TypeAdapter(
     Annotated[
         Annotated[AuthMessage, Tag("auth")]
         | Annotated[PongMessage, Tag("pong")]
-        | Annotated[EndpointMessage, Tag("endpoint")],
+        | Annotated[EndpointMessage, Tag("endpoint")]
+        | Annotated[PathsMessage, Tag("paths")],
         Discriminator(_message_type),
     ]
 )
@@ -103,6 +113,39 @@ def encode_peers_delta(changes: Iterable[PeerUpsert | PeerRemove], version: int 
     return message.model_dump_json(
         exclude={"changes": {"__all__": {"peer": set(V2_ONLY_PEER_FIELDS)}}}
     )
+
+
+def paths_frames(
+    rows: Sequence[PathReport],
+    *,
+    full: bool,
+    max_bytes: int = MAX_PATHS_MESSAGE_BYTES,
+    max_rows: int = MAX_PATHS_PER_MESSAGE,
+) -> list[str]:
+    """One report as ``paths`` frames within both limits; only the first carries ``full``.
+
+    Rows are encoded once each and joined, so chunking 10,000 rows costs one encoding pass.
+    A full report of no rows is still one frame: it clears what the server holds.
+    """
+    frames: list[str] = []
+    heads = ('{"type":"paths","full":true,"paths":[', '{"type":"paths","full":false,"paths":[')
+    chunk: list[str] = []
+    size = 0
+
+    def head() -> str:
+        return heads[0] if full and not frames else heads[1]
+
+    for row in rows:
+        encoded = row.model_dump_json()
+        extra = frame_size(encoded) + (1 if chunk else 0)
+        if chunk and (len(chunk) >= max_rows or len(head()) + size + extra + 2 > max_bytes):
+            frames.append(head() + ",".join(chunk) + "]}")
+            chunk, size, extra = [], 0, frame_size(encoded)
+        chunk.append(encoded)
+        size += extra
+    if chunk or (full and not frames):
+        frames.append(head() + ",".join(chunk) + "]}")
+    return frames
 
 
 def frame_size(frame: str | bytes) -> int:

@@ -1,4 +1,4 @@
-"""Message models for protocol version 2 (version 1 agents are still served).
+"""Message models for protocol version 3 (version 1 and 2 agents are still served).
 
 Models are frozen and strict: a frame either matches the schema exactly or is rejected,
 so a buggy or hostile peer cannot smuggle in coerced values (``"1"`` for ``1``, ``true``
@@ -23,7 +23,9 @@ from pydantic import (
 )
 
 __all__ = [
+    "MAX_PATHS_PER_MESSAGE",
     "MAX_SEQ",
+    "MAX_TIMESTAMP",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "AuthMessage",
@@ -31,6 +33,9 @@ __all__ = [
     "Device",
     "EndpointMessage",
     "Heartbeat",
+    "PathKind",
+    "PathReport",
+    "PathsMessage",
     "Peer",
     "PeerRemove",
     "PeerUpsert",
@@ -42,17 +47,27 @@ __all__ = [
     "WelcomeMessage",
 ]
 
-PROTOCOL_VERSION: Final = 2
-"""The version this code speaks. Version 2 added path candidates and relays."""
+PROTOCOL_VERSION: Final = 3
+"""The version this code speaks. Version 2 added path candidates and relays; version 3
+the agent's ``paths`` report."""
 
-SUPPORTED_VERSIONS: Final = frozenset({1, 2})
+SUPPORTED_VERSIONS: Final = frozenset({1, 2, 3})
 """Versions the server accepts; a version 1 agent gets frames without version 2 fields."""
+
+PATHS_VERSION: Final = 3
+"""The first version whose sessions may carry ``paths``."""
 
 V2_ONLY_PEER_FIELDS: Final = frozenset({"candidates"})
 V2_ONLY_WELCOME_FIELDS: Final = frozenset({"relays", "public_ip"})
 
 MAX_CANDIDATES: Final = 8
 """Addresses one device may announce, and candidates one peer may carry (plus two)."""
+
+MAX_PATHS_PER_MESSAGE: Final = 1024
+"""Rows in one ``paths`` message; an agent with more peers sends several."""
+
+MAX_TIMESTAMP: Final = 253_402_300_799.0
+"""Latest unix time a report may carry (9999-12-31T23:59:59Z): every datetime type holds it."""
 
 MAX_SEQ: Final = 2**53 - 1
 """Largest ping sequence number: the largest integer every JSON implementation keeps exact."""
@@ -110,6 +125,7 @@ Hostname = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 Seconds = Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
+UnixTime = Annotated[float, Field(ge=0, le=MAX_TIMESTAMP, allow_inf_nan=False)]
 
 
 class _Model(BaseModel):
@@ -167,6 +183,42 @@ class EndpointMessage(_Model):
 
     type: Literal["endpoint"] = "endpoint"
     listen_port: Port
+
+
+PathKind = Literal["direct", "local", "relay", "none"]
+
+
+class PathReport(_Model):
+    """How this device reaches one peer right now (``agent status`` shows the same).
+
+    ``direct``/``local``: the peer's own address (its NAT mapping / its LAN address);
+    ``relay``: through the relay at ``endpoint``; ``none``: nothing carries it yet.
+    """
+
+    peer_id: PeerId
+    path: PathKind
+    endpoint: Endpoint | None = None
+    last_handshake: UnixTime | None = None
+    """Unix time of the last WireGuard handshake with the peer itself; ``None``: never."""
+
+
+class PathsMessage(_Model):
+    """Version 3: the agent's paths to its peers, so the server can show them.
+
+    ``full``: these rows replace everything the device reported before (the first chunk of
+    a report that does not fit one message); otherwise only these rows changed.
+    """
+
+    type: Literal["paths"] = "paths"
+    full: bool
+    paths: list[PathReport] = Field(max_length=MAX_PATHS_PER_MESSAGE)
+
+    @model_validator(mode="after")
+    def _unique_peer_ids(self) -> PathsMessage:
+        # Two rows for one peer would make the stored path depend on row order.
+        if len({row.peer_id for row in self.paths}) != len(self.paths):
+            raise ValueError("duplicate peer_id in paths")
+        return self
 
 
 # --- server -> agent -------------------------------------------------------------------

@@ -11,14 +11,30 @@ import math
 from enum import Enum
 from typing import Final
 
-from .codec import MAX_MESSAGE_BYTES, AgentMessage, decode_agent_message, frame_size
+from .codec import (
+    MAX_MESSAGE_BYTES,
+    MAX_PATHS_MESSAGE_BYTES,
+    AgentMessage,
+    decode_agent_message,
+    frame_size,
+)
 from .errors import CloseCode, ProtocolError
-from .messages import SUPPORTED_VERSIONS, AuthMessage, Heartbeat, PingMessage, PongMessage
+from .messages import (
+    PATHS_VERSION,
+    SUPPORTED_VERSIONS,
+    AuthMessage,
+    Heartbeat,
+    PathsMessage,
+    PingMessage,
+    PongMessage,
+)
 
 __all__ = [
     "DEFAULT_AUTH_TIMEOUT",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_HEARTBEAT_TIMEOUT",
+    "DEFAULT_PATHS_RATE_BURST",
+    "DEFAULT_PATHS_RATE_PER_SECOND",
     "DEFAULT_RATE_BURST",
     "DEFAULT_RATE_PER_SECOND",
     "ServerSession",
@@ -33,6 +49,10 @@ with pings up to 10 % late (three intervals of 16.5 s)."""
 DEFAULT_AUTH_TIMEOUT: Final = 10.0
 DEFAULT_RATE_BURST: Final = 20
 DEFAULT_RATE_PER_SECOND: Final = 10.0
+DEFAULT_PATHS_RATE_BURST: Final = 16
+"""``paths`` frames at once: a full report of about 8,000 peers (the agent keeps 4 spare)."""
+DEFAULT_PATHS_RATE_PER_SECOND: Final = 1.0
+"""Sustained ``paths`` frames: each is one database transaction on the server."""
 
 
 class SessionState(Enum):
@@ -91,6 +111,7 @@ class ServerSession:
     __slots__ = (
         "_awaiting_seq",
         "_deadline",
+        "_paths_rate",
         "_rate",
         "auth_timeout",
         "close_code",
@@ -103,6 +124,7 @@ class ServerSession:
         "max_message_bytes",
         "ping_seq",
         "state",
+        "version",
     )
 
     def __init__(
@@ -115,6 +137,8 @@ class ServerSession:
         rate_burst: int = DEFAULT_RATE_BURST,
         rate_per_second: float = DEFAULT_RATE_PER_SECOND,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        paths_rate_burst: int = DEFAULT_PATHS_RATE_BURST,
+        paths_rate_per_second: float = DEFAULT_PATHS_RATE_PER_SECOND,
     ) -> None:
         # Same rules as the Heartbeat message, checked here so a bad config fails at once.
         Heartbeat(interval=heartbeat_interval, timeout=heartbeat_timeout)
@@ -125,6 +149,9 @@ class ServerSession:
         self.auth_timeout: Final = auth_timeout
         self.max_message_bytes: Final = max_message_bytes
         self._rate = TokenBucket(rate_burst, rate_per_second, now)
+        self._paths_rate = TokenBucket(paths_rate_burst, paths_rate_per_second, now)
+        self.version: int | None = None
+        """The protocol version the agent's ``auth`` named, once received."""
         self.state = SessionState.AWAITING_AUTH
         self.close_code: CloseCode | None = None
         self.connected_at: Final = now
@@ -159,6 +186,14 @@ class ServerSession:
         assert last is not None  # set on establishment
         return last + self.heartbeat_interval
 
+    @property
+    def frame_limit(self) -> int:
+        """Largest frame accepted now: ``paths`` reports need more room, but only an
+        authenticated version 3 agent gets it (a stranger's frames stay small)."""
+        if self.state is SessionState.ESTABLISHED and (self.version or 0) >= PATHS_VERSION:
+            return max(self.max_message_bytes, MAX_PATHS_MESSAGE_BYTES)
+        return self.max_message_bytes
+
     def is_expired(self, now: float) -> bool:
         """Whether the auth or heartbeat deadline has passed."""
         return now >= self.deadline
@@ -183,13 +218,14 @@ class ServerSession:
         # A frame arriving after the deadline must not revive a session the timer has
         # not reaped yet: expiry depends only on the clock, not on timer jitter.
         self.check_deadline(now)
-        if frame_size(frame) > self.max_message_bytes:
-            raise self._fail(CloseCode.MESSAGE_TOO_BIG, f"limit {self.max_message_bytes}")
+        limit = self.frame_limit
+        if frame_size(frame) > limit:
+            raise self._fail(CloseCode.MESSAGE_TOO_BIG, f"limit {limit}")
         # Before decoding, so a flood costs as little as possible to refuse.
         if not self._rate.take(now):
             raise self._fail(CloseCode.RATE_LIMITED)
         try:
-            message = decode_agent_message(frame, self.max_message_bytes)
+            message = decode_agent_message(frame, limit)
         except ProtocolError as exc:
             self._close(exc.code)
             raise
@@ -197,6 +233,12 @@ class ServerSession:
         if self.state is SessionState.ESTABLISHED:
             if isinstance(message, PongMessage):
                 self._on_pong(message.seq, now)
+            elif isinstance(message, PathsMessage):
+                if (self.version or 0) < PATHS_VERSION:
+                    # Unknown in the version this session speaks, as any newer type is.
+                    raise self._fail(CloseCode.UNKNOWN_TYPE, f"paths in version {self.version}")
+                if not self._paths_rate.take(now):
+                    raise self._fail(CloseCode.RATE_LIMITED, "paths reports too often")
             elif isinstance(message, AuthMessage):
                 raise self._fail(CloseCode.NOT_AUTHENTICATED, "auth sent twice")
             return message
@@ -208,6 +250,7 @@ class ServerSession:
         if message.version not in SUPPORTED_VERSIONS:
             raise self._fail(CloseCode.UNSUPPORTED_VERSION, f"version {message.version}")
         self.state = SessionState.AUTHENTICATING
+        self.version = message.version
         return message
 
     def authenticated(self, now: float) -> None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.agent.conftest import wait_until
 from tests.netns.lab import missing_requirements, remove_stale, run_prefix, sh
+from tests.support.waiting import eventually
 from wiremesh.agent.backend import (
     AddPeer,
     BackendUnavailable,
@@ -179,8 +179,8 @@ async def test_a_killed_wireguard_go_comes_back_with_its_peers(
     first = userspace.pid
     assert first is not None
     os.kill(first, signal.SIGKILL)
-    await wait_until(lambda: userspace.restarts == 1, seconds=15)
-    await wait_until(lambda: PEER_A in dump(namespace), seconds=5)
+    await eventually(lambda: userspace.restarts == 1, seconds=15)
+    await eventually(lambda: PEER_A in dump(namespace), seconds=5)
     assert dump(namespace)[PEER_A] == ("198.18.0.12:51820", "100.64.0.2/32", "25")
     assert int(namespace.run("wg", "show", namespace.interface, "listen-port")) == port
     assert "inet 100.64.0.7/24" in namespace.run("ip", "-o", "address", "show", "dev",

@@ -10,10 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.agent.conftest import LiveServer, OrgFixture, make_enrollment, wait_until
-from tests.agent.test_runner_live_server import setup_key
-from tests.e2e.processes import free_port
+from tests.agent.conftest import make_enrollment
 from tests.factories import auth
+from tests.support.live import LiveServer, OrgFixture, live_setup_key
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 from wiremesh.agent.backend import MemoryBackend
 from wiremesh.agent.enroll import enroll
 from wiremesh.agent.keys import generate_keypair, public_key_of
@@ -36,7 +37,7 @@ def snapshot(state_dir: Path) -> tuple[bytes, bytes]:
 
 
 async def devices(server: LiveServer, org: OrgFixture) -> dict[str, dict[str, object]]:
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
         response = await client.get(
             f"/api/v1/orgs/{org.org_id}/devices", headers=auth(org.admin_token)
         )
@@ -57,10 +58,10 @@ def runner_for(enrollment: Enrollment, private_key: str, backend: object) -> Age
 async def test_a_rotated_key_reaches_the_server_the_files_the_agent_and_its_peers(
     live_server: LiveServer, org: OrgFixture, tmp_path: Path
 ) -> None:
-    key = await setup_key(live_server, org)
+    key = await live_setup_key(live_server, org)
     alpha_dir, beta_dir = tmp_path / "alpha", tmp_path / "beta"
-    alpha = await enroll(alpha_dir, [live_server.url], key, "alpha")
-    beta = await enroll(beta_dir, [live_server.url], key, "beta")
+    alpha = await enroll(alpha_dir, [live_server.base_url], key, "alpha")
+    beta = await enroll(beta_dir, [live_server.base_url], key, "beta")
     old_private = load_private_key(alpha_dir, alpha)
 
     # alpha runs with the key follower; beta watches alpha as a peer.
@@ -75,7 +76,7 @@ async def test_a_rotated_key_reaches_the_server_the_files_the_agent_and_its_peer
         asyncio.create_task(follower.watch()),
     ]
     try:
-        await wait_until(lambda: alpha.device.public_key in beta_backend.state)
+        await eventually(lambda: alpha.device.public_key in beta_backend.state)
         assert alpha_backend.device is not None
         assert alpha_backend.device.private_key == old_private
 
@@ -94,12 +95,12 @@ async def test_a_rotated_key_reaches_the_server_the_files_the_agent_and_its_peer
             assert stat.S_IMODE((alpha_dir / name).stat().st_mode) == 0o600
         assert rotated.credential == alpha.credential
         # The running agent re-keyed its interface without a restart.
-        await wait_until(lambda: alpha_backend.device is not None
+        await eventually(lambda: alpha_backend.device is not None
                          and alpha_backend.device.private_key == new_private)  # fmt: skip
         assert alpha_runner.enrollment.device.public_key == new_public
         assert alpha_runner.sessions == 1
         # The peer swapped the old key for the new one (same address, same endpoint).
-        await wait_until(lambda: new_public in beta_backend.state)
+        await eventually(lambda: new_public in beta_backend.state)
         assert alpha.device.public_key not in beta_backend.state
         assert beta_backend.state[new_public].allowed_ips == frozenset(
             {f"{alpha.device.virtual_ip}/32"}
@@ -114,9 +115,11 @@ async def test_a_rotated_key_reaches_the_server_the_files_the_agent_and_its_peer
 async def test_a_revoked_device_cannot_rotate_and_nothing_changes(
     live_server: LiveServer, org: OrgFixture, state_dir: Path
 ) -> None:
-    enrollment = await enroll(state_dir, [live_server.url], await setup_key(live_server, org), "x")
+    enrollment = await enroll(
+        state_dir, [live_server.base_url], await live_setup_key(live_server, org), "x"
+    )
     device_id = (await devices(live_server, org))[enrollment.device.peer_id]["id"]
-    async with httpx.AsyncClient(base_url=live_server.url) as client:
+    async with httpx.AsyncClient(base_url=live_server.base_url) as client:
         response = await client.post(
             f"/api/v1/orgs/{org.org_id}/devices/{device_id}/revoke", headers=auth(org.admin_token)
         )
@@ -144,10 +147,10 @@ async def test_the_new_key_goes_to_the_first_server_that_answers(
 ) -> None:
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     enrollment = await enroll(
-        state_dir, [down, live_server.url], await setup_key(live_server, org), "x"
+        state_dir, [down, live_server.base_url], await live_setup_key(live_server, org), "x"
     )
     rotated = await rotate_key(state_dir)
-    assert rotated.server_urls == (down, live_server.url)
+    assert rotated.server_urls == (down, live_server.base_url)
     server_key = (await devices(live_server, org))[enrollment.device.peer_id]["public_key"]
     assert server_key == rotated.device.public_key != enrollment.device.public_key
 
@@ -185,8 +188,8 @@ class ServersSetMeanwhile(httpx.AsyncBaseTransport):
 async def test_a_server_list_set_during_the_rotation_is_kept(
     live_server: LiveServer, org: OrgFixture, state_dir: Path
 ) -> None:
-    await enroll(state_dir, [live_server.url], await setup_key(live_server, org), "x")
-    servers = [live_server.url, "https://replica.example.com"]
+    await enroll(state_dir, [live_server.base_url], await live_setup_key(live_server, org), "x")
+    servers = [live_server.base_url, "https://replica.example.com"]
     transport = ServersSetMeanwhile(state_dir, servers)
     rotated = await rotate_key(state_dir, transport=transport)
     assert load_enrollment(state_dir) == rotated
@@ -202,7 +205,9 @@ async def test_rotating_before_enrolling_says_to_enroll(tmp_path: Path) -> None:
 async def test_the_rotate_key_command(
     live_server: LiveServer, org: OrgFixture, state_dir: Path
 ) -> None:
-    enrollment = await enroll(state_dir, [live_server.url], await setup_key(live_server, org), "x")
+    enrollment = await enroll(
+        state_dir, [live_server.base_url], await live_setup_key(live_server, org), "x"
+    )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "wiremesh.agent", "rotate-key", "--state-dir", str(state_dir),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

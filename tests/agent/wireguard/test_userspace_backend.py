@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.conftest import wait_until
 from tests.agent.wireguard.fakes import FakeRunner
+from tests.support.waiting import eventually
 from wiremesh.agent.backend import AddPeer, BackendUnavailable, DeviceConfig
 from wiremesh.agent.keys import generate_keypair
 from wiremesh.agent.wireguard.userspace import WireGuardGoBackend
@@ -81,7 +81,7 @@ async def test_setup_starts_wireguard_go_in_the_foreground_and_waits_for_its_soc
         await backend.setup(device())
         pid = backend.pid
         assert pid is not None
-        await wait_until(lambda: "UAPI listener started" in caplog.text)
+        await eventually(lambda: "UAPI listener started" in caplog.text)
     argv, env = runner.started[0]
     assert argv == ("wireguard-go", "-f", "wm0")
     assert env["WG_PROCESS_FOREGROUND"] == "1"
@@ -132,7 +132,7 @@ async def test_a_crashed_wireguard_go_is_restarted_with_device_and_peers(
     runner.calls.clear()
     with caplog.at_level(logging.INFO, logger="wiremesh.agent.wireguard"):
         os.kill(first, signal.SIGKILL)  # leaves its socket behind, like a real crash
-        await wait_until(lambda: backend.restarts == 1 and "restored" in caplog.text)
+        await eventually(lambda: backend.restarts == 1 and "restored" in caplog.text)
     assert backend.pid not in (None, first)
     assert "exited unexpectedly with status -9" in caplog.text
     commands = runner.commands()
@@ -186,7 +186,7 @@ async def test_a_wireguard_go_left_by_an_earlier_run_is_replaced(
     backend: WireGuardGoBackend, runner: FakeRunner, socket_dir: Path
 ) -> None:
     leftover = await runner.start(["wireguard-go", "-f", "wm0"], env={})
-    await wait_until(lambda: (socket_dir / "wm0.sock").is_socket())
+    await eventually(lambda: (socket_dir / "wm0.sock").is_socket())
 
     async def delete_link_stops_it() -> None:  # what the kernel does for wireguard-go
         leftover.terminate()

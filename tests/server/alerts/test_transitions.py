@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from websockets.asyncio.client import connect
 
 from tests.factories import auth
-from tests.server.presence.conftest import LiveServer, OrgFixture, create_setup_key, enroll
+from tests.support.live import LiveServer, OrgFixture, create_setup_key, enroll
 from wiremesh.server.mail.models import MailOutbox
 
 

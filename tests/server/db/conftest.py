@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _admin, _postgres_url
+from tests.support.postgres import admin, postgres_url
 from wiremesh.server.config import Settings
 
 
@@ -21,10 +21,10 @@ def empty_settings(backend: str, tmp_path: Path) -> Iterator[Settings]:
         return
     name = f"wiremesh_empty_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     except OSError as exc:
         pytest.fail(f"PostgreSQL is not reachable: {exc}")
     try:
-        yield Settings(data_dir=tmp_path / "data", database_url=_postgres_url(name), secret_keys=[])
+        yield Settings(data_dir=tmp_path / "data", database_url=postgres_url(name), secret_keys=[])
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -180,11 +180,3 @@ async def close_code(ws: AgentSocket, seconds: float = 5.0) -> int | None:
             await next_message(ws, seconds)
     except ConnectionClosed as closed:
         return closed.rcvd.code if closed.rcvd is not None else None
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)

@@ -15,12 +15,12 @@ from tests.factories import auth, make_member, make_token, make_user
 from tests.server.devices.agents import (
     close_code,
     connect_agent,
-    eventually,
     removal_of,
     upsert_of,
     wait_for_change,
 )
-from tests.server.presence.conftest import LiveServer, OrgFixture, create_setup_key, enroll
+from tests.support.live import LiveServer, OrgFixture, create_setup_key, enroll
+from tests.support.waiting import eventually
 from wiremesh.protocol import CloseCode
 from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.orgs.models import Organization, OrgRole

@@ -9,7 +9,7 @@ from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.factories import auth, make_member, make_token, make_user
-from tests.server.presence.conftest import OrgFixture, create_setup_key, enroll
+from tests.support.live import OrgFixture, create_setup_key, enroll
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices.models import SetupKey
 from wiremesh.server.orgs.models import Organization, OrgRole

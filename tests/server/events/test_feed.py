@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tests.e2e.processes import eventually
+from tests.support.waiting import eventually
 from wiremesh.server.config import Settings
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.db.session import create_sessionmaker

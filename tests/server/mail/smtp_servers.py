@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -25,6 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.support.ports import free_port
 
 HOST = "127.0.0.1"
 
@@ -75,13 +76,6 @@ def make_certificate(directory: Path, common_name: str = "wiremesh-test-smtp") -
         )
     )
     return Certificate(pem=pem, cert_path=cert_path, key_path=key_path)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

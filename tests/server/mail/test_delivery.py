@@ -20,7 +20,8 @@ from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.server.mail.helpers import PASSWORD, make_world, outbox_rows, smtp_body
-from tests.server.mail.smtp_servers import Certificate, SmtpServer, free_port, start_server
+from tests.server.mail.smtp_servers import Certificate, SmtpServer, start_server
+from tests.support.ports import free_port
 from wiremesh.server.config import Settings
 from wiremesh.server.mail import outbox, service
 from wiremesh.server.mail.models import MailOutbox

@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.server.mail.helpers import API, PASSWORD, make_world, outbox_rows, smtp_body
-from tests.server.mail.smtp_servers import Certificate, SilentServer, SmtpServer, free_port
+from tests.server.mail.smtp_servers import Certificate, SilentServer, SmtpServer
+from tests.support.ports import free_port
 from wiremesh.server.mail import outbox
 from wiremesh.server.mail.api import get_mail_transport
 from wiremesh.server.mail.render import RenderedMail

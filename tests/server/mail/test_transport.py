@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from tests.server.mail.smtp_servers import HOST, Certificate, SilentServer, SmtpServer, free_port
+from tests.server.mail.smtp_servers import HOST, Certificate, SilentServer, SmtpServer
+from tests.support.ports import free_port
 from wiremesh.server.mail.models import TlsMode
 from wiremesh.server.mail.transport import (
     Outcome,

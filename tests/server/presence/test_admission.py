@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.server.presence.conftest import LiveServer, OrgFixture, create_setup_key, enroll
+from tests.support.live import LiveServer, OrgFixture, create_setup_key, enroll
 from wiremesh.protocol import CloseCode, should_reconnect
 from wiremesh.server.presence.models import ConnectionStatus
 

@@ -14,14 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.server.presence.conftest import (
-    LiveServer,
-    OrgFixture,
-    connection_rows,
-    create_setup_key,
-    enroll,
-    silent_close_code,
-)
+from tests.server.presence.conftest import connection_rows, silent_close_code
+from tests.support.live import LiveServer, OrgFixture, create_setup_key, enroll
 from wiremesh.protocol import PROTOCOL_VERSION, CloseCode
 from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.presence.models import ConnectionStatus

@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 from tests.factories import make_org, make_user
 from tests.protocol.helpers import auth_frame
 from tests.server.devices.agents import close_code, connect_agent, removal_of, wait_for_change
-from tests.server.presence.conftest import LiveServer, OrgFixture, create_setup_key, enroll
+from tests.support.live import LiveServer, OrgFixture, create_setup_key, enroll
 from wiremesh.protocol import (
     CloseCode,
     PeersDeltaMessage,

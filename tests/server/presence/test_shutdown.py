@@ -10,14 +10,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.server.devices.agents import connect_agent
-from tests.server.presence.conftest import (
-    LiveServer,
-    OrgFixture,
-    connection_rows,
-    create_setup_key,
-    enroll,
-    silent_close_code,
-)
+from tests.server.presence.conftest import connection_rows, silent_close_code
+from tests.support.live import LiveServer, OrgFixture, create_setup_key, enroll
 from wiremesh.protocol import CloseCode
 from wiremesh.server.presence import repository
 

@@ -139,7 +139,13 @@ class ToolsBackend(ABC):
             for key, peer in dump.peers.items():
                 ours = self._configured.get(key)
                 endpoint = ours.endpoint if ours is not None and ours.endpoint else peer.endpoint
-                peers[key] = PeerState(peer.allowed_ips, endpoint, float(peer.latest_handshake))
+                peers[key] = PeerState(
+                    peer.allowed_ips,
+                    endpoint,
+                    float(peer.latest_handshake),
+                    peer.transfer_rx,
+                    peer.transfer_tx,
+                )
             return peers
 
     async def teardown(self) -> None:

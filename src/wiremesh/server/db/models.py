@@ -7,7 +7,7 @@ from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
 from wiremesh.server.events.models import MeshEvent
 from wiremesh.server.mail.models import MailOutbox, SMTPSettings
 from wiremesh.server.orgs.models import Membership, Organization, OrgInvitation
-from wiremesh.server.paths.models import DeviceCandidates, Relay
+from wiremesh.server.paths.models import DeviceCandidates, PeerPath, Relay
 from wiremesh.server.presence.models import ConnectionStatus, ServerReplica
 from wiremesh.server.users.models import User
 
@@ -23,6 +23,7 @@ __all__ = [
     "OrgAlertSettings",
     "OrgInvitation",
     "Organization",
+    "PeerPath",
     "Relay",
     "SMTPSettings",
     "ServerReplica",

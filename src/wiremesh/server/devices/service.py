@@ -18,6 +18,7 @@ from wiremesh.server.events import recorder
 from wiremesh.server.events.schemas import DeviceChanged, DeviceRemoved
 from wiremesh.server.ipam.service import allocate_virtual_ip, lock_org_network
 from wiremesh.server.orgs.models import Membership, Organization, OrgRole
+from wiremesh.server.paths import repository as paths_repository
 from wiremesh.server.sqlalchemy_helpers import scalar_exists
 
 SETUP_KEY_KIND = "wmk"
@@ -187,7 +188,9 @@ async def _removed(
     device: VirtualIPMapping,
     kind: Literal["device_revoked", "device_deleted"],
 ) -> None:
-    """Tell every replica, in this transaction: peers drop it, its session closes."""
+    """Tell every replica, in this transaction: peers drop it, its session closes; and
+    forget the paths it reported and the paths to it."""
+    await paths_repository.forget_device_paths(session, device)
     await recorder.record(
         session,
         DeviceRemoved(org_id=device.org_id, kind=kind, device_id=device.id, peer_id=device.peer_id),

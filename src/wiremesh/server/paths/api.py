@@ -1,4 +1,4 @@
-"""The relay check-in endpoint (see ``wiremesh.protocol.relay``)."""
+"""The relay check-in endpoint (see ``wiremesh.protocol.relay``) and devices' paths."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from fastapi import APIRouter, Header
 
 from wiremesh.protocol.relay import RelaySyncRequest, RelaySyncResponse
 from wiremesh.server.auth.deps import DbSession, State
+from wiremesh.server.devices import service as devices_service
+from wiremesh.server.orgs.deps import IdPath, OrgIdPath, OrgMember
 from wiremesh.server.paths import service
+from wiremesh.server.paths.schemas import PeerPathOut
 
 router = APIRouter(tags=["relays"])
 
@@ -29,3 +32,17 @@ async def relay_sync(
     response = await service.sync(session, body)
     await session.commit()
     return response
+
+
+@router.get(
+    "/orgs/{org_id}/devices/{device_id}/paths",
+    tags=["devices"],
+    summary="How the device reaches each peer: path, endpoint, age of the last handshake",
+)
+async def device_paths(
+    org_id: OrgIdPath, device_id: IdPath, _role: OrgMember, session: DbSession
+) -> list[PeerPathOut]:
+    """As the device's agent (protocol version 3) last reported; peers it never reported
+    on, and every peer of an older agent, are not listed."""
+    device = await devices_service.get_device(session, org_id, device_id)
+    return await service.device_paths(session, device)

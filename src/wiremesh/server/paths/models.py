@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from wiremesh.server.db.base import Base, utcnow
@@ -39,3 +39,27 @@ class DeviceCandidates(Base):
     observed: Mapped[str | None] = mapped_column(String(53))
     observed_by: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PeerPath(Base):
+    """How a device reaches one peer, as its agent last reported (protocol version 3).
+
+    One row per (device, peer); a full report replaces the device's rows. Deleted with the
+    device, and with the peer when that is revoked or deleted (``peer_id`` is the peer's).
+    """
+
+    __tablename__ = "peer_path"
+    __table_args__ = (
+        # Revoking or deleting a device forgets it as everyone's peer: by (org, peer_id).
+        Index("ix_peer_path_org_id_peer_id", "org_id", "peer_id"),
+    )
+
+    device_id: Mapped[int] = mapped_column(
+        ForeignKey("virtual_ip_mapping.id", ondelete="CASCADE"), primary_key=True
+    )
+    peer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(8))
+    endpoint: Mapped[str | None] = mapped_column(String(53))
+    last_handshake_at: Mapped[datetime | None]
+    reported_at: Mapped[datetime] = mapped_column(default=utcnow)

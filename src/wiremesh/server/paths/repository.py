@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.orgs.models import Organization
-from wiremesh.server.paths.models import DeviceCandidates, Relay
+from wiremesh.server.paths.models import DeviceCandidates, PeerPath, Relay
 
 
 async def set_lan(session: AsyncSession, device_id: int, org_id: int, lan: Sequence[str]) -> None:
@@ -100,3 +102,84 @@ async def relay_view(session: AsyncSession) -> tuple[list[tuple[int, str]], list
         if key
     ]
     return orgs, devices
+
+
+# --- peer paths (what agents report) ----------------------------------------------------
+
+
+async def active_peer_ids(
+    session: AsyncSession, org_id: int, peer_ids: Collection[str]
+) -> set[str]:
+    """Which of ``peer_ids`` are active devices of this org: a report names no others."""
+    if not peer_ids:
+        return set()
+    rows = await session.execute(
+        select(VirtualIPMapping.peer_id).where(
+            VirtualIPMapping.org_id == org_id,
+            VirtualIPMapping.peer_id.in_(list(peer_ids)),
+            VirtualIPMapping.revoked_at.is_(None),
+        )
+    )
+    return set(rows.scalars())
+
+
+async def upsert_peer_paths(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or replace rows of ``peer_path`` (keyed by device and peer) in one statement."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(PeerPath)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[PeerPath.device_id, PeerPath.peer_id],
+            set_={
+                name: statement.excluded[name]
+                for name in ("org_id", "path", "endpoint", "last_handshake_at", "reported_at")
+            },
+        ),
+        list(rows),
+    )
+
+
+async def delete_peer_paths_except(
+    session: AsyncSession, device_id: int, keep: Collection[str]
+) -> None:
+    """Forget the device's rows for peers not in ``keep`` (a full report replaces them)."""
+    statement = delete(PeerPath).where(PeerPath.device_id == device_id)
+    if keep:
+        statement = statement.where(PeerPath.peer_id.not_in(list(keep)))
+    await session.execute(statement)
+
+
+async def forget_device_paths(session: AsyncSession, device: VirtualIPMapping) -> None:
+    """A revoked or deleted device: its own rows, and the rows naming it as a peer."""
+    await session.execute(
+        delete(PeerPath).where(
+            or_(
+                PeerPath.device_id == device.id,
+                (PeerPath.org_id == device.org_id) & (PeerPath.peer_id == device.peer_id),
+            )
+        )
+    )
+
+
+async def device_paths(
+    session: AsyncSession, device_id: int, org_id: int
+) -> list[tuple[PeerPath, str]]:
+    """The device's rows with each peer's hostname; peers no longer active are left out."""
+    rows = await session.execute(
+        select(PeerPath, VirtualIPMapping.hostname)
+        .join(
+            VirtualIPMapping,
+            (VirtualIPMapping.org_id == PeerPath.org_id)
+            & (VirtualIPMapping.peer_id == PeerPath.peer_id),
+        )
+        .where(
+            PeerPath.device_id == device_id,
+            PeerPath.org_id == org_id,
+            VirtualIPMapping.revoked_at.is_(None),
+        )
+        .order_by(VirtualIPMapping.hostname, PeerPath.peer_id)
+    )
+    return [(row, hostname) for row, hostname in rows]

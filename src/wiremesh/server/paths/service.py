@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hmac
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wiremesh.protocol import PathsMessage
 from wiremesh.protocol.relay import (
     RELAY_TIMEOUT,
     RelayDevice,
@@ -20,12 +22,14 @@ from wiremesh.protocol.relay import (
     RelaySyncResponse,
 )
 from wiremesh.server.db.base import utcnow
+from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.errors import ApiError
 from wiremesh.server.events import recorder
 from wiremesh.server.events.repository import last_event_id
 from wiremesh.server.events.schemas import EndpointObserved, Event, RelayChanged
 from wiremesh.server.paths import repository
 from wiremesh.server.paths.models import Relay
+from wiremesh.server.paths.schemas import PeerPathOut
 
 logger = logging.getLogger("wiremesh.paths")
 
@@ -100,3 +104,62 @@ async def take_silent_relays_offline(session: AsyncSession) -> list[str]:
                 ),
             )
     return taken
+
+
+async def store_report(
+    session: AsyncSession, device_id: int, org_id: int, peer_id: str, message: PathsMessage
+) -> int:
+    """Store one ``paths`` message of a device; how many rows were kept.
+
+    Rows naming anything but another active device of the same org are dropped (an agent
+    speaks only for its own org), and nothing is kept for a device revoked meanwhile.
+    """
+    named = {row.peer_id for row in message.paths}
+    known = await repository.active_peer_ids(session, org_id, named | {peer_id})
+    if peer_id not in known:
+        return 0
+    now = utcnow()
+    rows: list[dict[str, Any]] = [
+        {
+            "device_id": device_id,
+            "peer_id": row.peer_id,
+            "org_id": org_id,
+            "path": row.path,
+            "endpoint": row.endpoint,
+            "last_handshake_at": (
+                datetime.fromtimestamp(row.last_handshake, UTC)
+                if row.last_handshake is not None
+                else None
+            ),
+            "reported_at": now,
+        }
+        for row in message.paths
+        if row.peer_id in known and row.peer_id != peer_id
+    ]
+    if message.full:
+        await repository.delete_peer_paths_except(
+            session, device_id, [row["peer_id"] for row in rows]
+        )
+    await repository.upsert_peer_paths(session, rows)
+    return len(rows)
+
+
+async def device_paths(session: AsyncSession, device: VirtualIPMapping) -> list[PeerPathOut]:
+    """The device's paths to its peers, with handshake ages as of now."""
+    now = utcnow()
+    return [
+        PeerPathOut(
+            peer_id=row.peer_id,
+            hostname=hostname,
+            path=cast(Any, row.path),
+            endpoint=row.endpoint,
+            last_handshake_at=row.last_handshake_at,
+            handshake_age_seconds=(
+                max(0.0, (now - row.last_handshake_at).total_seconds())
+                if row.last_handshake_at is not None
+                else None
+            ),
+            reported_at=row.reported_at,
+        )
+        for row, hostname in await repository.device_paths(session, device.id, device.org_id)
+    ]

@@ -19,6 +19,7 @@ from wiremesh.protocol import (
     AuthMessage,
     CloseCode,
     EndpointMessage,
+    PathsMessage,
     PongMessage,
     ProtocolError,
     ServerSession,
@@ -280,6 +281,8 @@ async def _session_loop(
                 hub.record_pong(live)
         elif isinstance(message, EndpointMessage):
             await hub.update_endpoint(live, message.listen_port)
+        elif isinstance(message, PathsMessage):
+            await hub.report_paths(live, message)
     # Ended by another task (superseded, revoked, a failed send) that may still be writing
     # the row; it closes the socket too. Returning before its close frame is out would let
     # the server drop the socket bare, and the agent would not learn why.

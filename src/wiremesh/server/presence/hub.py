@@ -20,11 +20,13 @@ import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wiremesh.protocol import (
     CloseCode,
     Device,
+    PathsMessage,
     Relay,
     RelaysMessage,
     WelcomeMessage,
@@ -301,6 +303,22 @@ class PresenceHub:
         """The agent's WireGuard port changed: record it; peers learn it from the event."""
         if live.public_port != listen_port:
             await self.history.set_endpoint(live, listen_port)
+
+    async def report_paths(self, live: LiveSession, message: PathsMessage) -> None:
+        """Store the agent's paths report in one transaction.
+
+        The socket waits meanwhile, as for an endpoint change. A database failure costs
+        this report only: the paths are a view, the session need not end for it.
+        """
+        device = live.device
+        try:
+            async with self.sessionmaker() as session:
+                await paths_service.store_report(
+                    session, device.device_id, device.org_id, device.peer_id, message
+                )
+                await session.commit()
+        except SQLAlchemyError as exc:
+            logger.warning("could not store the paths of %s: %r", device.peer_id, exc)
 
     def is_online(self, device_id: int) -> bool:
         """Whether this replica holds a live session of the device."""

@@ -3,6 +3,9 @@
 ``deployment`` is one server (SQLite or PostgreSQL). ``start_deployment`` builds the same
 with several replicas on one PostgreSQL database, optionally behind HAProxy: the
 high-availability set-up of docs/high-availability.md.
+
+The fixtures are registered in ``tests/conftest.py``: the end-to-end tests use them, and the
+network-namespace tests run replicas with ``start_deployment`` too.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.e2e.processes import (
+from tests.factories import auth, make_member, make_org, make_token, make_user
+from tests.server.devices.agents import LiveAgent
+from tests.support.ports import free_port
+from tests.support.processes import (
     AGENT_ONLY,
     CLUSTER_ENV,
     CONNECT_SECONDS,
@@ -32,11 +38,8 @@ from tests.e2e.processes import (
     ProcessGroup,
     ServerProcess,
     clean_environ,
-    eventually,
-    free_port,
 )
-from tests.factories import auth, make_member, make_org, make_token, make_user
-from tests.server.devices.agents import LiveAgent
+from tests.support.waiting import eventually
 from wiremesh.agent.enroll import enroll
 from wiremesh.agent.state import Enrollment, load_enrollment
 from wiremesh.server.orgs.models import OrgRole
