@@ -16,6 +16,8 @@ from wiremesh.server.config import Settings, load_settings
 from wiremesh.server.db import migrate
 from wiremesh.server.db.session import create_engine, create_sessionmaker
 from wiremesh.server.errors import ApiError
+from wiremesh.server.orgs.service import resolve_org
+from wiremesh.server.tenancy import SERVER_SCOPE, OrgScope, TenantScope
 
 T = TypeVar("T")
 
@@ -59,6 +61,14 @@ async def unit_of_work(settings: Settings | None = None) -> AsyncIterator[AsyncS
             await session.commit()
     finally:
         await engine.dispose()
+
+
+async def operator_scope(session: AsyncSession, org: str | None) -> TenantScope:
+    """What the operator acts on: the org that ``--org`` names, else the whole server (the
+    operator is a server administrator)."""
+    if org is None:
+        return SERVER_SCOPE
+    return OrgScope((await resolve_org(session, org)).id)
 
 
 def run(work: Callable[[], Awaitable[T]]) -> T:

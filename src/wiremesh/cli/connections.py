@@ -8,10 +8,17 @@ from typing import Any
 
 import typer
 
-from wiremesh.cli._common import JsonOption, cli_settings, emit, fail, run, unit_of_work
+from wiremesh.cli._common import (
+    JsonOption,
+    cli_settings,
+    emit,
+    fail,
+    operator_scope,
+    run,
+    unit_of_work,
+)
 from wiremesh.durations import parse_duration
 from wiremesh.server.db.session import create_engine, create_sessionmaker
-from wiremesh.server.orgs.service import resolve_org
 from wiremesh.server.presence import monitoring
 from wiremesh.server.presence.cleanup import delete_old_connections
 from wiremesh.server.presence.models import ConnectionState
@@ -67,10 +74,8 @@ def list_connections(
 
     async def work() -> list[dict[str, Any]]:
         async with unit_of_work() as session:
-            org_id = (await resolve_org(session, org)).id if org else None
-            items = await monitoring.list_connections(
-                session, org_id=org_id, status=status, limit=limit
-            )
+            scope = await operator_scope(session, org)
+            items = await monitoring.list_connections(session, scope, status=status, limit=limit)
             return [i.model_dump(mode="json") if as_json else connection_row(i) for i in items]
 
     emit(run(work), as_json)
@@ -95,10 +100,8 @@ def at_risk(
 
     async def work() -> list[dict[str, Any]]:
         async with unit_of_work(settings) as session:
-            org_id = (await resolve_org(session, org)).id if org else None
-            items = await monitoring.at_risk(
-                session, org_id=org_id, silent_for=silence, limit=limit
-            )
+            scope = await operator_scope(session, org)
+            items = await monitoring.at_risk(session, scope, silent_for=silence, limit=limit)
             return [
                 i.model_dump(mode="json") if as_json else connection_row(i, ended=False)
                 for i in items
@@ -119,9 +122,9 @@ def stale(
 
     async def work() -> list[dict[str, Any]]:
         async with unit_of_work() as session:
-            org_id = (await resolve_org(session, org)).id if org else None
+            scope = await operator_scope(session, org)
             items = await monitoring.stale_addresses(
-                session, org_id=org_id, unused_for=timedelta(hours=hours), limit=100_000
+                session, scope, unused_for=timedelta(hours=hours), limit=100_000
             )
             return [i.model_dump(mode="json") for i in items]
 

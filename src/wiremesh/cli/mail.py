@@ -6,8 +6,7 @@ from typing import Any
 
 import typer
 
-from wiremesh.cli._common import JsonOption, emit, fail, run, unit_of_work
-from wiremesh.cli.smtp import org_id_of
+from wiremesh.cli._common import JsonOption, emit, fail, operator_scope, run, unit_of_work
 from wiremesh.server.mail import outbox
 from wiremesh.server.mail.models import MailStatus
 from wiremesh.server.mail.schemas import MailOut
@@ -44,10 +43,8 @@ def list_mail(
 
     async def work() -> list[dict[str, Any]]:
         async with unit_of_work() as session:
-            org_id = await org_id_of(session, org)
-            rows = await outbox.list_mail(
-                session, org_id=org_id, all_orgs=org is None, status=status, limit=limit
-            )
+            scope = await operator_scope(session, org)
+            rows = await outbox.list_mail(session, scope, status=status, limit=limit)
             return [mail_row(MailOut.of(row)) for row in rows]
 
     emit(run(work), as_json)

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from wiremesh.cli._common import JsonOption, emit, run, unit_of_work
-from wiremesh.server.auth.deps import operator_principal
+from wiremesh.server.auth.principal import operator_principal
 from wiremesh.server.orgs import service as orgs_service
 from wiremesh.server.orgs.models import Membership, OrgRole
 from wiremesh.server.orgs.schemas import MemberAdd

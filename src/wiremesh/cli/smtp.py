@@ -11,15 +11,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from wiremesh.cli._common import JsonOption, cli_settings, emit, fail, run, unit_of_work
+from wiremesh.cli._common import (
+    JsonOption,
+    cli_settings,
+    emit,
+    fail,
+    operator_scope,
+    run,
+    unit_of_work,
+)
 from wiremesh.server.mail import repository, service
 from wiremesh.server.mail.schemas import MailTestIn, MailTestOut, SMTPSettingsOut
 from wiremesh.server.mail.service import SMTPSettingsInput, TlsModeChoice, tls_mode_choice
 from wiremesh.server.mail.testmail import send_test_mail
 from wiremesh.server.mail.transport import SmtpTransport
-from wiremesh.server.orgs import service as orgs_service
 from wiremesh.server.users.schemas import parse_input
 
 app = typer.Typer(
@@ -45,12 +51,6 @@ T = TypeVar("T")
 def _pick(given: T | None, current: T) -> T:
     """An option given on the command line wins over the stored value."""
     return current if given is None else given
-
-
-async def org_id_of(session: AsyncSession, org: str | None) -> int | None:
-    if org is None:
-        return None
-    return (await orgs_service.resolve_org(session, org)).id
 
 
 def settings_row(out: SMTPSettingsOut) -> dict[str, Any]:
@@ -118,8 +118,8 @@ def set_settings(
 
     async def work() -> dict[str, Any]:
         async with unit_of_work(settings) as session:
-            org_id = await org_id_of(session, org)
-            current = await repository.get_settings(session, org_id)
+            scope = await operator_scope(session, org)
+            current = await repository.get_settings(session, scope)
             if current is None and (server is None or from_email is None):
                 fail("a new configuration needs at least --server and --from")
             use_tls = tls if tls is not None else (current.use_tls if current else True)
@@ -145,7 +145,7 @@ def set_settings(
                 ca_certificate=ca,
                 is_active=_pick(active, current.is_active if current else True),
             )
-            row, _created = await service.put_settings(session, settings, org_id, data)
+            row, _created = await service.put_settings(session, settings, scope, data)
             return settings_row(SMTPSettingsOut.of(row))
 
     emit(run(work), as_json)
@@ -157,8 +157,8 @@ def show(org: str | None = OrgOption, as_json: bool = JsonOption) -> None:
 
     async def work() -> dict[str, Any]:
         async with unit_of_work() as session:
-            org_id = await org_id_of(session, org)
-            return settings_row(SMTPSettingsOut.of(await service.get_settings(session, org_id)))
+            scope = await operator_scope(session, org)
+            return settings_row(SMTPSettingsOut.of(await service.get_settings(session, scope)))
 
     emit(run(work), as_json)
 
@@ -169,7 +169,7 @@ def delete(org: str | None = OrgOption) -> None:
 
     async def work() -> None:
         async with unit_of_work() as session:
-            await service.delete_settings(session, await org_id_of(session, org))
+            await service.delete_settings(session, await operator_scope(session, org))
 
     run(work)
     typer.echo("Deleted the " + (f"SMTP settings of {org}." if org else "global SMTP settings."))
@@ -193,8 +193,8 @@ def send_test(
     async def work() -> MailTestOut:
         address = parse_input(MailTestIn, to=to).to
         async with unit_of_work(settings) as session:
-            org_id = await org_id_of(session, org)
-            return await send_test_mail(session, settings, transport, org_id, address)
+            scope = await operator_scope(session, org)
+            return await send_test_mail(session, settings, transport, scope, address)
 
     result = run(work)
     if as_json:

@@ -8,8 +8,8 @@ import typer
 
 from wiremesh.cli._common import JsonOption, emit, fail, run, unit_of_work
 from wiremesh.server.auth import service as auth_service
-from wiremesh.server.auth.deps import operator_principal
 from wiremesh.server.auth.models import ApiToken
+from wiremesh.server.auth.principal import operator_principal
 from wiremesh.server.auth.schemas import MAX_TOKEN_DAYS, TokenCreate
 from wiremesh.server.users import service as users_service
 from wiremesh.server.users.schemas import MAX_DB_ID, parse_input

@@ -14,6 +14,8 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from wiremesh import __version__
+from wiremesh.server.alerts.transitions import alert_on_transition
+from wiremesh.server.alerts.worker import OfflineAlertChecker
 from wiremesh.server.config import Settings, load_settings
 from wiremesh.server.db import migrate
 from wiremesh.server.db.session import create_engine, create_sessionmaker
@@ -21,9 +23,7 @@ from wiremesh.server.errors import install_error_handlers
 from wiremesh.server.events.feed import EventFeed
 from wiremesh.server.events.pruning import EventPruner
 from wiremesh.server.limits import BodyLimitMiddleware
-from wiremesh.server.mail.alerts import OfflineAlertChecker
 from wiremesh.server.mail.outbox import RetryPolicy
-from wiremesh.server.presence.alerting import alert_on_transition
 from wiremesh.server.presence.cleanup import CleanupWorker
 from wiremesh.server.presence.gateway import serve_agent
 from wiremesh.server.presence.hub import PresenceHub
@@ -64,6 +64,7 @@ def _not_ready(reason: str) -> JSONResponse:
 
 def _api_routers() -> list[APIRouter]:
     """Every domain's endpoints; imported here so the app is the one place that lists them."""
+    from wiremesh.server.alerts.api import router as alerts_router
     from wiremesh.server.auth.api import router as auth_router
     from wiremesh.server.devices.api import router as devices_router
     from wiremesh.server.mail.api import router as mail_router
@@ -79,6 +80,7 @@ def _api_routers() -> list[APIRouter]:
         devices_router,
         presence_router,
         mail_router,
+        alerts_router,
         paths_router,
     ]
 

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.factories import make_user
 from wiremesh.server.auth import service
-from wiremesh.server.auth.deps import Principal, operator_principal
+from wiremesh.server.auth.principal import Principal, operator_principal
 from wiremesh.server.auth.secrets import hash_secret
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.errors import ApiError

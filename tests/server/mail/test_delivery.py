@@ -35,6 +35,7 @@ from wiremesh.server.mail.transport import (
     OutgoingMail,
     ResolvedSMTP,
 )
+from wiremesh.server.tenancy import SERVER_SCOPE, OrgScope
 from wiremesh.server.workers.mail_outbox import MailOutboxWorker, OutboxOptions
 
 FAST = OutboxOptions(poll_interval=0.05, send_timeout=5, retry=RetryPolicy(base_delay=0.0))
@@ -69,8 +70,9 @@ async def configure(
     """Store SMTP settings the way the API does (``smtp_body`` has the API's field names)."""
     body = smtp_body(server, certificate, **changes)
     async with sessionmaker() as session:
+        scope = SERVER_SCOPE if org_id is None else OrgScope(org_id)
         await service.put_settings(
-            session, settings, org_id, SMTPSettingsIn.model_validate(body).to_input()
+            session, settings, scope, SMTPSettingsIn.model_validate(body).to_input()
         )
         await session.commit()
 
@@ -343,7 +345,7 @@ async def test_unexpected_errors_are_logged_with_context_and_the_worker_goes_on(
         await service.put_settings(
             db,
             settings,
-            None,
+            SERVER_SCOPE,
             SMTPSettingsInput(smtp_server="smtp.example.com", smtp_port=587, from_email="a@b.co"),
         )
         await db.commit()

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.factories import make_member, make_org, make_user
-from wiremesh.server.auth.deps import Principal
+from wiremesh.server.auth.principal import Principal
 from wiremesh.server.config import Settings
 from wiremesh.server.errors import ApiError
 from wiremesh.server.orgs import service

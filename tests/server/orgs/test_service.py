@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.factories import make_member, make_org, make_user
-from wiremesh.server.auth.deps import Principal, operator_principal
+from wiremesh.server.auth.principal import Principal, operator_principal
 from wiremesh.server.config import Settings
 from wiremesh.server.errors import ApiError
 from wiremesh.server.orgs import service

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import wiremesh.server.presence
-from wiremesh.server.presence.alerting import NOT_A_DEVICE_FAILURE
+from wiremesh.server.alerts.transitions import NOT_A_DEVICE_FAILURE
 
 ROOT = Path(__file__).parents[3]
 PRESENCE = Path(wiremesh.server.presence.__file__).parent

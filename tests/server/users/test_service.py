@@ -7,8 +7,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.factories import make_member, make_org, make_user
-from wiremesh.server.auth.deps import operator_principal
 from wiremesh.server.auth.models import ApiToken
+from wiremesh.server.auth.principal import operator_principal
 from wiremesh.server.auth.service import authenticate_token
 from wiremesh.server.errors import ApiError
 from wiremesh.server.orgs.models import OrgRole

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.auth import service as auth_service
+from wiremesh.server.auth.principal import Principal
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.errors import ApiError
 from wiremesh.server.state import AppState
@@ -27,15 +27,6 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's unit of work: endpoints that write commit it; anything else rolls back."""
     async with get_state(request).sessionmaker() as session:
         yield session
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: a user, through one API token."""
-
-    user_id: int
-    is_server_admin: bool
-    token_id: int
 
 
 async def get_principal(
@@ -91,8 +82,3 @@ async def require_json_body(request: Request) -> None:
         raise ApiError(
             415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)"
         )
-
-
-def operator_principal() -> Principal:
-    """The operator at the server's console (the CLI): a server administrator with no user row."""
-    return Principal(user_id=0, is_server_admin=True, token_id=0)

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.auth import repository
 from wiremesh.server.auth.models import ApiToken
+from wiremesh.server.auth.principal import Principal
 from wiremesh.server.auth.secrets import issue_secret, parse_lookup, secret_matches
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.errors import ApiError, NotFound
 from wiremesh.server.users.models import User
-
-if TYPE_CHECKING:
-    from wiremesh.server.auth.deps import Principal
 
 TOKEN_KIND = "wm"  # noqa: S105 - the prefix of a token, not a secret
 LAST_USED_RESOLUTION = timedelta(minutes=1)

@@ -1,17 +1,12 @@
 """Imports every model so that ``Base.metadata`` is complete (Alembic and tests use it)."""
 
+from wiremesh.server.alerts.models import DeviceAlertState, OrgAlertSettings
 from wiremesh.server.auth.models import ApiToken
 from wiremesh.server.db.base import Base
 from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
 from wiremesh.server.events.models import MeshEvent
-from wiremesh.server.mail.models import (
-    DeviceAlertState,
-    MailOutbox,
-    OrgAlertSettings,
-    OrgInvitation,
-    SMTPSettings,
-)
-from wiremesh.server.orgs.models import Membership, Organization
+from wiremesh.server.mail.models import MailOutbox, SMTPSettings
+from wiremesh.server.orgs.models import Membership, Organization, OrgInvitation
 from wiremesh.server.paths.models import DeviceCandidates, PeerPath, Relay
 from wiremesh.server.presence.models import ConnectionStatus, ServerReplica
 from wiremesh.server.users.models import User

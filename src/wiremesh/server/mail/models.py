@@ -1,4 +1,4 @@
-"""Mail tables: ``smtp_settings`` (the seed's, plus TLS options), the outbox, invitations, alerts.
+"""Mail tables: ``smtp_settings`` (the seed's, plus TLS options) and the outbox.
 
 ``smtp_settings`` holds one row per organization and at most one global row (``org_id IS NULL``).
 """
@@ -17,7 +17,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    false,
     func,
     text,
     true,
@@ -141,69 +140,3 @@ class MailOutbox(Base):
     last_error: Mapped[str | None] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     sent_at: Mapped[datetime | None]
-
-
-class OrgInvitation(Base):
-    """An invitation to join an org; only a hash of its accept token is kept. Single use."""
-
-    __tablename__ = "org_invitation"
-    __table_args__ = (CheckConstraint("role IN ('owner', 'admin', 'member')", name="role"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    org_id: Mapped[int] = mapped_column(
-        ForeignKey("organization.id", ondelete="CASCADE"), index=True
-    )
-    email: Mapped[str] = mapped_column(String(320))
-    role: Mapped[str] = mapped_column(String(16))
-    lookup: Mapped[str] = mapped_column(String(16), unique=True)
-    token_hash: Mapped[str] = mapped_column(String(64))
-    invited_by_user_id: Mapped[int | None] = mapped_column(
-        ForeignKey("user.id", ondelete="SET NULL")
-    )
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
-    expires_at: Mapped[datetime]
-    accepted_at: Mapped[datetime | None]
-    accepted_by_user_id: Mapped[int | None] = mapped_column(
-        ForeignKey("user.id", ondelete="SET NULL")
-    )
-    revoked_at: Mapped[datetime | None]
-
-
-class OrgAlertSettings(Base):
-    """Offline alerts for one org: opt-in, with a threshold and a debounce window."""
-
-    __tablename__ = "org_alert_settings"
-    __table_args__ = (
-        CheckConstraint("offline_threshold_seconds >= 0", name="offline_threshold_seconds"),
-        CheckConstraint("debounce_seconds >= 0", name="debounce_seconds"),
-    )
-
-    org_id: Mapped[int] = mapped_column(
-        ForeignKey("organization.id", ondelete="CASCADE"), primary_key=True
-    )
-    enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    offline_threshold_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    debounce_seconds: Mapped[int] = mapped_column(Integer, default=3600, server_default="3600")
-    # When alerts were last switched on: devices offline since before then are not reported.
-    enabled_at: Mapped[datetime | None]
-    updated_at: Mapped[datetime] = mapped_column(
-        default=utcnow, onupdate=utcnow, server_default=func.now()
-    )
-
-
-class DeviceAlertState(Base):
-    """Per device: whether an offline alert is open (awaiting its recovery mail), and when the
-    last one went out (the debounce)."""
-
-    __tablename__ = "device_alert_state"
-
-    org_id: Mapped[int] = mapped_column(
-        ForeignKey("organization.id", ondelete="CASCADE"), primary_key=True
-    )
-    peer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    alert_open: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    offline_since: Mapped[datetime | None]
-    last_alert_at: Mapped[datetime | None]
-    updated_at: Mapped[datetime] = mapped_column(
-        default=utcnow, onupdate=utcnow, server_default=func.now()
-    )

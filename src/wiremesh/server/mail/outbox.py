@@ -20,6 +20,7 @@ from wiremesh.server.mail import repository
 from wiremesh.server.mail.models import MailOutbox, MailStatus
 from wiremesh.server.mail.render import RenderedMail
 from wiremesh.server.mail.transport import DeliveryReport, OutgoingMail
+from wiremesh.server.tenancy import TenantScope
 
 MAX_RECIPIENT_LENGTH = 320
 
@@ -107,16 +108,13 @@ async def record_report(
 
 async def list_mail(
     session: AsyncSession,
+    scope: TenantScope,
     *,
-    org_id: int | None = None,
-    all_orgs: bool = False,
     status: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> Sequence[MailOutbox]:
-    return await repository.list_mail(
-        session, org_id=org_id, all_orgs=all_orgs, status=status, limit=limit, offset=offset
-    )
+    return await repository.list_mail(session, scope, status=status, limit=limit, offset=offset)
 
 
 async def retry_failed(session: AsyncSession, mail_id: int) -> MailOutbox:

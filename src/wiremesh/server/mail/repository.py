@@ -10,6 +10,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.mail.models import MailOutbox, MailStatus, SMTPSettings
+from wiremesh.server.tenancy import TenantScope, owned_by, visible_to
 
 _QUEUED = MailStatus.QUEUED.value
 _SENDING = MailStatus.SENDING.value
@@ -18,10 +19,10 @@ _SENDING = MailStatus.SENDING.value
 # --- SMTP settings ------------------------------------------------------------------------------
 
 
-async def get_settings(session: AsyncSession, org_id: int | None) -> SMTPSettings | None:
-    """The org's own row (``org_id``), or the global row (None), active or not."""
-    condition = SMTPSettings.org_id.is_(None) if org_id is None else SMTPSettings.org_id == org_id
-    return (await session.execute(select(SMTPSettings).where(condition))).scalar_one_or_none()
+async def get_settings(session: AsyncSession, scope: TenantScope) -> SMTPSettings | None:
+    """The scope's own row, active or not: an org's, or the server's global one."""
+    statement = select(SMTPSettings).where(owned_by(scope, SMTPSettings.org_id))
+    return (await session.execute(statement)).scalar_one_or_none()
 
 
 async def resolve_settings(session: AsyncSession, org_id: int | None) -> SMTPSettings | None:
@@ -121,20 +122,10 @@ async def finish_claim(
 
 
 async def list_mail(
-    session: AsyncSession,
-    *,
-    org_id: int | None,
-    all_orgs: bool,
-    status: str | None,
-    limit: int,
-    offset: int,
+    session: AsyncSession, scope: TenantScope, *, status: str | None, limit: int, offset: int
 ) -> Sequence[MailOutbox]:
-    """Newest first; one org's mails, the global ones (``org_id`` None), or every mail."""
-    statement = select(MailOutbox)
-    if not all_orgs:
-        statement = statement.where(
-            MailOutbox.org_id.is_(None) if org_id is None else MailOutbox.org_id == org_id
-        )
+    """Newest first: one org's mails, or every mail in the server's scope."""
+    statement = select(MailOutbox).where(visible_to(scope, MailOutbox.org_id))
     if status is not None:
         statement = statement.where(MailOutbox.status == status)
     statement = statement.order_by(MailOutbox.id.desc()).limit(limit).offset(offset)

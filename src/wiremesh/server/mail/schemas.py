@@ -7,11 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wiremesh.server.mail import alerts
-from wiremesh.server.mail.models import MailOutbox, MailStatus, OrgInvitation, SMTPSettings
+from wiremesh.server.mail.models import MailOutbox, MailStatus, SMTPSettings
 from wiremesh.server.mail.service import SMTPSettingsInput, TlsModeChoice, tls_mode_choice
 from wiremesh.server.mail.transport import DeliveryReport, ResolvedSMTP
-from wiremesh.server.orgs.models import OrgRole
 from wiremesh.server.users.schemas import Email
 
 MailStatusName = Literal["queued", "sending", "sent", "failed"]
@@ -172,79 +170,3 @@ class MailOut(BaseModel):
             created_at=row.created_at,
             sent_at=row.sent_at,
         )
-
-
-class AlertSettingsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool
-    offline_threshold_seconds: int = Field(
-        default=0,
-        description="0: alert as soon as a device goes offline; else once it stays offline so long",
-    )
-    debounce_seconds: int = Field(
-        default=alerts.DEFAULT_DEBOUNCE_SECONDS,
-        description="At most one offline alert per device in this window",
-    )
-
-
-class AlertSettingsOut(BaseModel):
-    org_id: int
-    enabled: bool
-    offline_threshold_seconds: int
-    debounce_seconds: int
-    enabled_at: datetime | None
-    updated_at: datetime | None
-
-    @classmethod
-    def of(cls, view: alerts.AlertSettingsView) -> AlertSettingsOut:
-        return cls(
-            org_id=view.org_id,
-            enabled=view.enabled,
-            offline_threshold_seconds=view.offline_threshold_seconds,
-            debounce_seconds=view.debounce_seconds,
-            enabled_at=view.enabled_at,
-            updated_at=view.updated_at,
-        )
-
-
-class InvitationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    email: Email
-    role: OrgRole = OrgRole.MEMBER
-    expires_in_days: int = Field(default=7, ge=1, le=90)
-
-
-class InvitationOut(BaseModel):
-    id: int
-    org_id: int
-    email: str
-    role: OrgRole
-    created_at: datetime
-    expires_at: datetime
-    mail_id: int | None = None
-
-    @classmethod
-    def of(cls, row: OrgInvitation, mail_id: int | None = None) -> InvitationOut:
-        return cls(
-            id=row.id,
-            org_id=row.org_id,
-            email=row.email,
-            role=OrgRole(row.role),
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            mail_id=mail_id,
-        )
-
-
-class InvitationAcceptIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    token: str = Field(min_length=1, max_length=256)
-
-
-class InvitationAcceptOut(BaseModel):
-    org_id: int
-    role: OrgRole
-    membership_id: int

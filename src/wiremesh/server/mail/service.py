@@ -29,6 +29,7 @@ from wiremesh.server.mail.models import (
 from wiremesh.server.mail.render import render
 from wiremesh.server.mail.transport import OutgoingMail, ResolvedSMTP
 from wiremesh.server.orgs.models import Organization
+from wiremesh.server.tenancy import OrgScope, TenantScope, owner_org_id
 
 MAX_PASSWORD_LENGTH = 512
 MAX_USERNAME_LENGTH = 255
@@ -132,25 +133,30 @@ def tls_mode_choice(row: SMTPSettings) -> TlsModeChoice:
     return "auto"
 
 
-async def _org_exists(session: AsyncSession, org_id: int) -> None:
-    if await session.get(Organization, org_id) is None:
+async def _org_name(session: AsyncSession, scope: TenantScope) -> str | None:
+    """The name of the scope's org (404 when it does not exist); None in the server's scope."""
+    if not isinstance(scope, OrgScope):
+        return None
+    org = await session.get(Organization, scope.org_id)
+    if org is None:
         raise NotFound("organization")
+    return org.name
 
 
-async def get_settings(session: AsyncSession, org_id: int | None) -> SMTPSettings:
-    row = await repository.get_settings(session, org_id)
+async def get_settings(session: AsyncSession, scope: TenantScope) -> SMTPSettings:
+    """The scope's own configuration: the org's, or the global one in the server's scope."""
+    row = await repository.get_settings(session, scope)
     if row is None:
-        what = "global SMTP settings" if org_id is None else "SMTP settings of this organization"
-        raise NotFound(what)
+        own = isinstance(scope, OrgScope)
+        raise NotFound("SMTP settings of this organization" if own else "global SMTP settings")
     return row
 
 
 async def put_settings(
-    session: AsyncSession, settings: Settings, org_id: int | None, data: SMTPSettingsInput
+    session: AsyncSession, settings: Settings, scope: TenantScope, data: SMTPSettingsInput
 ) -> tuple[SMTPSettings, bool]:
-    """Create or replace the org's (or the global) configuration; True when it was created."""
-    if org_id is not None:
-        await _org_exists(session, org_id)
+    """Create or replace the scope's own configuration; True when it was created."""
+    await _org_name(session, scope)
     host = validate_host(data.smtp_server)
     port = validate_port(data.smtp_port)
     from_email = validate_address(data.from_email, code="invalid_from_email", what="from address")
@@ -186,10 +192,10 @@ async def put_settings(
             )
         ca_certificate = validate_ca_certificate(data.ca_certificate)
 
-    row = await repository.get_settings(session, org_id)
+    row = await repository.get_settings(session, scope)
     created = row is None
     if row is None:
-        row = SMTPSettings(org_id=org_id)
+        row = SMTPSettings(org_id=owner_org_id(scope))
     has_password = not data.clear_password and (
         data.smtp_password is not None or row.smtp_password is not None
     )
@@ -225,8 +231,8 @@ async def put_settings(
     return row, created
 
 
-async def delete_settings(session: AsyncSession, org_id: int | None) -> None:
-    row = await get_settings(session, org_id)
+async def delete_settings(session: AsyncSession, scope: TenantScope) -> None:
+    row = await get_settings(session, scope)
     await repository.delete_settings(session, row.id)
 
 
@@ -267,7 +273,7 @@ TEST_MAIL_LEASE = timedelta(minutes=5)
 
 
 async def prepare_test_mail(
-    session: AsyncSession, settings: Settings, org_id: int | None, to: str
+    session: AsyncSession, settings: Settings, scope: TenantScope, to: str
 ) -> PreparedTestMail:
     """Store a test mail already claimed by this caller, with the config it will go through.
 
@@ -275,12 +281,8 @@ async def prepare_test_mail(
     records the answer with ``outbox.record_report(..., retry=False)``: a test is a diagnosis,
     so it is not retried.
     """
-    org_name: str | None = None
-    if org_id is not None:
-        org = await session.get(Organization, org_id)
-        if org is None:
-            raise NotFound("organization")
-        org_name = org.name
+    org_name = await _org_name(session, scope)
+    org_id = owner_org_id(scope)
     config = await resolve(session, settings, org_id)
     rendered = render(
         "test",

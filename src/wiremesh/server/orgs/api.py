@@ -1,7 +1,8 @@
-"""HTTP endpoints of the orgs domain: organizations and their members."""
+"""HTTP endpoints of the orgs domain: organizations, their members and invitations."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -13,10 +14,14 @@ from wiremesh.server.auth.deps import (
     State,
     require_json_body,
 )
-from wiremesh.server.orgs import service
+from wiremesh.server.orgs import invitations, service
 from wiremesh.server.orgs.deps import IdPath, OrgAdmin, OrgIdPath, OrgMember
 from wiremesh.server.orgs.models import Membership, Organization, OrgRole
 from wiremesh.server.orgs.schemas import (
+    InvitationAcceptIn,
+    InvitationAcceptOut,
+    InvitationIn,
+    InvitationOut,
     MemberAdd,
     MemberOut,
     MemberUpdate,
@@ -202,3 +207,59 @@ async def remove_member(
     await service.remove_member(session, principal, org_id, user_id)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# --- invitations --------------------------------------------------------------------------------
+
+
+@router.post(
+    "/orgs/{org_id}/invitations", tags=["members"], response_model=InvitationOut, status_code=201
+)
+async def create_invitation(
+    org_id: OrgIdPath,
+    body: InvitationIn,
+    role: OrgAdmin,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    state: State,
+) -> InvitationOut:
+    """Mail an invitation; the accept token is only in the mail."""
+    invitation, mail = await invitations.create_invitation(
+        session,
+        state.settings,
+        org_id,
+        email=body.email,
+        role=body.role,
+        caller_role=role,
+        invited_by_user_id=principal.user_id or None,
+        ttl=timedelta(days=body.expires_in_days),
+    )
+    await session.commit()
+    return InvitationOut.of(invitation, mail.id)
+
+
+@router.get("/orgs/{org_id}/invitations", tags=["members"], response_model=list[InvitationOut])
+async def list_invitations(
+    org_id: OrgIdPath, _role: OrgAdmin, session: DbSession
+) -> list[InvitationOut]:
+    return [InvitationOut.of(row) for row in await invitations.list_pending(session, org_id)]
+
+
+@router.delete("/orgs/{org_id}/invitations/{invitation_id}", tags=["members"], status_code=204)
+async def revoke_invitation(
+    org_id: OrgIdPath, invitation_id: IdPath, _role: OrgAdmin, session: DbSession
+) -> Response:
+    await invitations.revoke_invitation(session, org_id, invitation_id)
+    await session.commit()
+    return Response(status_code=204)
+
+
+@router.post("/invitations/accept", tags=["members"], response_model=InvitationAcceptOut)
+async def accept_invitation(
+    body: InvitationAcceptIn, principal: CurrentPrincipal, session: DbSession
+) -> InvitationAcceptOut:
+    membership = await invitations.accept_invitation(session, principal, body.token)
+    await session.commit()
+    return InvitationAcceptOut(
+        org_id=membership.org_id, role=OrgRole(membership.role), membership_id=membership.id
+    )

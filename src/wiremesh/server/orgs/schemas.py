@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from wiremesh.server.orgs.models import OrgRole
+from wiremesh.server.orgs.models import OrgInvitation, OrgRole
 from wiremesh.server.validation import DbId, Email
 from wiremesh.server.validation import OrgName as OrgName
 
@@ -72,3 +72,45 @@ class MemberOut(BaseModel):
     name: str
     role: OrgRole
     joined_at: datetime
+
+
+class InvitationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email
+    role: OrgRole = OrgRole.MEMBER
+    expires_in_days: int = Field(default=7, ge=1, le=90)
+
+
+class InvitationOut(BaseModel):
+    id: int
+    org_id: int
+    email: str
+    role: OrgRole
+    created_at: datetime
+    expires_at: datetime
+    mail_id: int | None = None
+
+    @classmethod
+    def of(cls, row: OrgInvitation, mail_id: int | None = None) -> InvitationOut:
+        return cls(
+            id=row.id,
+            org_id=row.org_id,
+            email=row.email,
+            role=OrgRole(row.role),
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            mail_id=mail_id,
+        )
+
+
+class InvitationAcceptIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, max_length=256)
+
+
+class InvitationAcceptOut(BaseModel):
+    org_id: int
+    role: OrgRole
+    membership_id: int

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wiremesh.server.auth.deps import Principal
+from wiremesh.server.auth.principal import Principal
 from wiremesh.server.config import Settings
 from wiremesh.server.errors import Conflict, Forbidden, Invalid, NotFound
 from wiremesh.server.events import recorder

@@ -8,13 +8,21 @@ import os
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from wiremesh.server.auth.deps import DbSession, ServerAdmin, State
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices import service as devices_service
 from wiremesh.server.errors import Invalid
-from wiremesh.server.orgs.deps import IdPath, OrgIdPath, OrgMember
+from wiremesh.server.orgs.deps import (
+    IdPath,
+    OrgIdPath,
+    OrgMember,
+    ScopeDependency,
+    include_for_both_scopes,
+    org_member_scope,
+    server_scope_or_one_org,
+)
 from wiremesh.server.presence import monitoring
 from wiremesh.server.presence.cleanup import delete_old_connections
 from wiremesh.server.presence.models import ConnectionState
@@ -26,6 +34,7 @@ from wiremesh.server.presence.schemas import (
     StaleAddress,
 )
 from wiremesh.server.state import AppState
+from wiremesh.server.tenancy import TenantScope
 
 # No router-wide body check: a WebSocket route has no HTTP request body to check, and the
 # monitoring endpoints take none.
@@ -39,47 +48,10 @@ SilentSeconds = Annotated[
     Query(gt=0, le=86_400 * 365, description="No pong for longer than this; default 2 intervals"),
 ]
 UnusedHours = Annotated[float, Query(gt=0, le=24 * 3650, description="Unused for this long")]
-OrgFilter = Annotated[int | None, Query(ge=1, le=2_147_483_647, description="Only this org")]
 
 
 def _silence(state: AppState, seconds: float | None) -> timedelta:
     return timedelta(seconds=seconds or 2 * state.settings.heartbeat_interval)
-
-
-@router.get(
-    "/orgs/{org_id}/connections",
-    tags=["monitoring"],
-    summary="The org's connections, most recent activity first (status=connected: who is online)",
-)
-async def org_connections(
-    org_id: OrgIdPath,
-    _role: OrgMember,
-    session: DbSession,
-    status: StatusFilter = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
-) -> list[ConnectionOut]:
-    return await monitoring.list_connections(
-        session, org_id=org_id, status=status, limit=limit, offset=offset
-    )
-
-
-@router.get(
-    "/orgs/{org_id}/connections/at-risk",
-    tags=["monitoring"],
-    summary="Live connections of the org with no pong for longer than `seconds`",
-)
-async def org_at_risk(
-    org_id: OrgIdPath,
-    _role: OrgMember,
-    session: DbSession,
-    state: State,
-    seconds: SilentSeconds = None,
-    limit: Limit = 100,
-) -> list[ConnectionOut]:
-    return await monitoring.at_risk(
-        session, org_id=org_id, silent_for=_silence(state, seconds), limit=limit
-    )
 
 
 @router.get(
@@ -114,66 +86,63 @@ async def device_history(
     )
 
 
-@router.get(
-    "/orgs/{org_id}/ips/stale",
-    tags=["monitoring"],
-    summary="The org's virtual IPs unused for `hours` (or never used)",
-)
-async def org_stale_ips(
-    org_id: OrgIdPath, _role: OrgMember, session: DbSession, hours: UnusedHours = 24.0
-) -> list[StaleAddress]:
-    return await monitoring.stale_addresses(
-        session, org_id=org_id, unused_for=timedelta(hours=hours), limit=10_000
+# --- the same for one org (its members) and for every org (server administrators) -------------
+
+
+def _scoped_routes(scope_of: ScopeDependency) -> APIRouter:
+    """The monitoring endpoints that differ only in scope, for one scope dependency."""
+    scoped = APIRouter(tags=["monitoring"])
+
+    @scoped.get(
+        "/connections",
+        summary=(
+            "Connections of the org (of every org for a server administrator), most recent "
+            "activity first (status=connected: who is online)"
+        ),
     )
+    async def connections(
+        session: DbSession,
+        scope: TenantScope = Depends(scope_of),
+        status: StatusFilter = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> list[ConnectionOut]:
+        return await monitoring.list_connections(
+            session, scope, status=status, limit=limit, offset=offset
+        )
 
-
-@router.get(
-    "/connections",
-    tags=["monitoring"],
-    summary="Connections of every org (server administrator)",
-)
-async def all_connections(
-    _admin: ServerAdmin,
-    session: DbSession,
-    org_id: OrgFilter = None,
-    status: StatusFilter = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
-) -> list[ConnectionOut]:
-    return await monitoring.list_connections(
-        session, org_id=org_id, status=status, limit=limit, offset=offset
+    @scoped.get(
+        "/connections/at-risk",
+        summary="Live connections of the org (or every org) with no pong for longer than `seconds`",
     )
+    async def at_risk(
+        session: DbSession,
+        state: State,
+        scope: TenantScope = Depends(scope_of),
+        seconds: SilentSeconds = None,
+        limit: Limit = 100,
+    ) -> list[ConnectionOut]:
+        return await monitoring.at_risk(
+            session, scope, silent_for=_silence(state, seconds), limit=limit
+        )
 
-
-@router.get(
-    "/connections/at-risk",
-    tags=["monitoring"],
-    summary="Live connections of every org with no pong for `seconds` (server administrator)",
-)
-async def all_at_risk(
-    _admin: ServerAdmin,
-    session: DbSession,
-    state: State,
-    org_id: OrgFilter = None,
-    seconds: SilentSeconds = None,
-    limit: Limit = 100,
-) -> list[ConnectionOut]:
-    return await monitoring.at_risk(
-        session, org_id=org_id, silent_for=_silence(state, seconds), limit=limit
+    @scoped.get(
+        "/ips/stale",
+        summary="Virtual IPs of the org (or every org) unused for `hours`, or never used",
     )
+    async def stale_ips(
+        session: DbSession, scope: TenantScope = Depends(scope_of), hours: UnusedHours = 24.0
+    ) -> list[StaleAddress]:
+        return await monitoring.stale_addresses(
+            session, scope, unused_for=timedelta(hours=hours), limit=10_000
+        )
+
+    return scoped
 
 
-@router.get(
-    "/ips/stale",
-    tags=["monitoring"],
-    summary="Virtual IPs of every org unused for `hours` (server administrator)",
+include_for_both_scopes(
+    router, _scoped_routes, org=org_member_scope, server=server_scope_or_one_org
 )
-async def all_stale_ips(
-    _admin: ServerAdmin, session: DbSession, org_id: OrgFilter = None, hours: UnusedHours = 24.0
-) -> list[StaleAddress]:
-    return await monitoring.stale_addresses(
-        session, org_id=org_id, unused_for=timedelta(hours=hours), limit=10_000
-    )
 
 
 @router.post(

@@ -19,6 +19,7 @@ from wiremesh.server.presence.schemas import (
     HistorySummary,
     StaleAddress,
 )
+from wiremesh.server.tenancy import TenantScope, visible_to
 from wiremesh.server.users.models import User
 
 DEFAULT_FLAP_WINDOW = timedelta(seconds=60)
@@ -72,16 +73,14 @@ def connection_out(
 
 async def list_connections(
     session: AsyncSession,
+    scope: TenantScope,
     *,
-    org_id: int | None,
     status: ConnectionState | None,
     limit: int,
     offset: int = 0,
 ) -> list[ConnectionOut]:
     """Connections, most recent activity first (the seed's "active connections" order)."""
-    query = _connections_query()
-    if org_id is not None:
-        query = query.where(ConnectionStatus.org_id == org_id)
+    query = _connections_query().where(visible_to(scope, ConnectionStatus.org_id))
     if status is not None:
         query = query.where(ConnectionStatus.status == status.value)
     query = query.order_by(
@@ -92,7 +91,7 @@ async def list_connections(
 
 
 async def at_risk(
-    session: AsyncSession, *, org_id: int | None, silent_for: timedelta, limit: int
+    session: AsyncSession, scope: TenantScope, *, silent_for: timedelta, limit: int
 ) -> list[ConnectionOut]:
     """Live connections with no pong for longer than ``silent_for`` (or none at all yet)."""
     cutoff = utcnow() - silent_for
@@ -102,9 +101,8 @@ async def at_risk(
             ConnectionStatus.last_pong_at < cutoff,
             and_(ConnectionStatus.last_pong_at.is_(None), ConnectionStatus.connected_at < cutoff),
         ),
+        visible_to(scope, ConnectionStatus.org_id),
     )
-    if org_id is not None:
-        query = query.where(ConnectionStatus.org_id == org_id)
     query = query.order_by(ConnectionStatus.last_pong_at.asc().nulls_first()).limit(limit)
     return [connection_out(r[0], r[1], r[2]) for r in (await session.execute(query)).all()]
 
@@ -184,7 +182,7 @@ async def device_history(
 
 
 async def stale_addresses(
-    session: AsyncSession, *, org_id: int | None, unused_for: timedelta, limit: int
+    session: AsyncSession, scope: TenantScope, *, unused_for: timedelta, limit: int
 ) -> list[StaleAddress]:
     """Virtual IPs not seen for ``unused_for`` or never seen (the seed's 24 h query)."""
     cutoff = utcnow() - unused_for
@@ -192,12 +190,13 @@ async def stale_addresses(
         select(VirtualIPMapping, Organization.name, User.email)
         .join(Organization, Organization.id == VirtualIPMapping.org_id)
         .join(User, User.id == VirtualIPMapping.user_id)
-        .where(or_(VirtualIPMapping.last_seen_at.is_(None), VirtualIPMapping.last_seen_at < cutoff))
+        .where(
+            or_(VirtualIPMapping.last_seen_at.is_(None), VirtualIPMapping.last_seen_at < cutoff),
+            visible_to(scope, VirtualIPMapping.org_id),
+        )
         .order_by(VirtualIPMapping.last_seen_at.asc().nulls_first(), VirtualIPMapping.id)
         .limit(limit)
     )
-    if org_id is not None:
-        query = query.where(VirtualIPMapping.org_id == org_id)
     result = []
     for device, org_name, email in (await session.execute(query)).all():
         result.append(

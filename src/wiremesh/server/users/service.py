@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.auth import service as auth_service
-from wiremesh.server.auth.deps import Principal
+from wiremesh.server.auth.principal import Principal
 from wiremesh.server.errors import Conflict, NotFound
 from wiremesh.server.orgs import repository as orgs_repository
 from wiremesh.server.users import repository

@@ -1,7 +1,8 @@
 """Invitations to join an org: mailed with an accept token, of which only a hash is kept.
 
 An invitation is single use, expires (7 days by default), and is accepted by a signed-in
-user whose e-mail address is the invited one; accepting creates the membership.
+user whose e-mail address is the invited one; accepting creates the membership. The mail goes
+through the mail outbox, with the org's SMTP settings.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wiremesh.server.auth.deps import Principal
+from wiremesh.server.auth.principal import Principal
 from wiremesh.server.auth.secrets import issue_secret, parse_lookup, secret_matches
 from wiremesh.server.config import Settings
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.errors import ApiError, Conflict, Forbidden, NotFound
 from wiremesh.server.mail import outbox, repository
-from wiremesh.server.mail.models import MailKind, MailOutbox, OrgInvitation
+from wiremesh.server.mail.models import MailKind, MailOutbox
 from wiremesh.server.mail.render import format_time, render
 from wiremesh.server.mail.service import SmtpNotConfigured, validate_address
-from wiremesh.server.orgs.models import Membership, Organization, OrgRole
+from wiremesh.server.orgs.models import Membership, Organization, OrgInvitation, OrgRole
 from wiremesh.server.users.models import User
 
 TOKEN_KIND = "wminv"  # noqa: S105 - a prefix, not a secret

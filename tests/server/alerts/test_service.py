@@ -17,9 +17,13 @@ from tests.server.mail.helpers import (
     make_world,
     session_row,
 )
+from wiremesh.server.alerts import service as alerts
+from wiremesh.server.alerts.service import (
+    check_offline_devices,
+    on_device_offline,
+    on_device_online,
+)
 from wiremesh.server.devices.models import VirtualIPMapping
-from wiremesh.server.mail import alerts
-from wiremesh.server.mail.alerts import check_offline_devices, on_device_offline, on_device_online
 from wiremesh.server.mail.models import MailOutbox
 
 

@@ -1,4 +1,4 @@
-"""Connects presence transitions to the org's offline/online alert mails."""
+"""The alerts side of presence's transition hook: a transition queues the due mail."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wiremesh.server.mail import alerts
+from wiremesh.server.alerts import service as alerts
 from wiremesh.server.presence.models import ConnectionState
 from wiremesh.server.presence.sessions import LiveSession
 

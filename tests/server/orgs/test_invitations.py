@@ -13,8 +13,7 @@ from tests.factories import auth, make_token, make_user
 from tests.server.mail.helpers import API, make_world, outbox_rows, smtp_body
 from tests.server.mail.smtp_servers import free_port
 from wiremesh.server.db.base import utcnow
-from wiremesh.server.mail.models import OrgInvitation
-from wiremesh.server.orgs.models import Membership
+from wiremesh.server.orgs.models import Membership, OrgInvitation
 
 TOKEN = re.compile(r"wminv_[0-9a-f]{12}_[A-Za-z0-9_-]+")
 
