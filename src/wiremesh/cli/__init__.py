@@ -13,6 +13,7 @@ from wiremesh.cli import (
     mail,
     members,
     orgs,
+    relays,
     secrets,
     server,
     setup_keys,
@@ -20,7 +21,6 @@ from wiremesh.cli import (
     tokens,
     users,
 )
-from wiremesh.relay import cli as relay_cli
 
 app = typer.Typer(
     name="wiremesh",
@@ -43,7 +43,7 @@ app.add_typer(smtp.app, name="smtp")
 app.add_typer(mail.app, name="mail")
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(agent.app, name="agent")
-app.add_typer(relay_cli.app, name="relay")
+app.add_typer(relays.app, name="relay")
 
 
 def main() -> None:

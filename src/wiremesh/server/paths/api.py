@@ -26,8 +26,11 @@ async def relay_sync(
     """A relay's heartbeat, its endpoint reports, and the devices it forwards between."""
     token = authorization.removeprefix("Bearer ").strip() if authorization else None
     configured = state.settings.relay_token
-    service.check_relay_token(
-        configured.get_secret_value() if configured is not None else None, token
+    await service.authorize_relay(
+        session,
+        configured.get_secret_value() if configured is not None else None,
+        token,
+        body.relay.name,
     )
     response = await service.sync(session, body)
     await session.commit()

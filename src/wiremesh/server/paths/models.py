@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from wiremesh.server.db.base import Base, utcnow
@@ -23,6 +23,20 @@ class Relay(Base):
     endpoint: Mapped[str] = mapped_column(String(53))
     online: Mapped[bool] = mapped_column(Boolean, default=False)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RelayCredential(Base):
+    """A relay's own credential: only the relay of this name may check in with it, and the
+    global relay token may no longer claim the name, so deleting the row shuts out exactly
+    one relay. Only a hash of the secret is kept (see ``server.auth.secrets``)."""
+
+    __tablename__ = "relay_credential"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    lookup: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
 
 class DeviceCandidates(Base):

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.orgs.models import Organization
-from wiremesh.server.paths.models import DeviceCandidates, PeerPath, Relay
+from wiremesh.server.paths.models import DeviceCandidates, PeerPath, Relay, RelayCredential
 
 
 async def set_lan(session: AsyncSession, device_id: int, org_id: int, lan: Sequence[str]) -> None:
@@ -58,6 +58,32 @@ async def devices_by_key(
 
 async def relay_by_name(session: AsyncSession, name: str) -> Relay | None:
     return (await session.execute(select(Relay).where(Relay.name == name))).scalar_one_or_none()
+
+
+async def all_relays(session: AsyncSession) -> list[Relay]:
+    rows = await session.execute(select(Relay).order_by(Relay.name))
+    return list(rows.scalars())
+
+
+async def credential_by_lookup(session: AsyncSession, lookup: str) -> RelayCredential | None:
+    return (
+        await session.execute(select(RelayCredential).where(RelayCredential.lookup == lookup))
+    ).scalar_one_or_none()
+
+
+async def credential_by_name(session: AsyncSession, name: str) -> RelayCredential | None:
+    return (
+        await session.execute(select(RelayCredential).where(RelayCredential.name == name))
+    ).scalar_one_or_none()
+
+
+async def any_credential(session: AsyncSession) -> bool:
+    return (await session.execute(select(RelayCredential.id).limit(1))).first() is not None
+
+
+async def all_credentials(session: AsyncSession) -> list[RelayCredential]:
+    rows = await session.execute(select(RelayCredential).order_by(RelayCredential.name))
+    return list(rows.scalars())
 
 
 async def online_relays(session: AsyncSession) -> list[Relay]:

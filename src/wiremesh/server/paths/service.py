@@ -21,25 +21,63 @@ from wiremesh.protocol.relay import (
     RelaySyncRequest,
     RelaySyncResponse,
 )
+from wiremesh.server.auth.secrets import issue_secret, parse_lookup, secret_matches
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices.models import VirtualIPMapping
-from wiremesh.server.errors import ApiError
+from wiremesh.server.errors import ApiError, Conflict, NotFound
 from wiremesh.server.events import recorder
 from wiremesh.server.events.repository import last_event_id
 from wiremesh.server.events.schemas import EndpointObserved, Event, RelayChanged
 from wiremesh.server.paths import repository
-from wiremesh.server.paths.models import Relay
-from wiremesh.server.paths.schemas import PeerPathOut
+from wiremesh.server.paths.models import Relay, RelayCredential
+from wiremesh.server.paths.schemas import PeerPathOut, RelayOut
 
 logger = logging.getLogger("wiremesh.paths")
 
 
-def check_relay_token(configured: str | None, given: str | None) -> None:
-    """Relays present the server's relay token; without one configured, none may sync."""
-    if not configured:
-        raise ApiError(403, "relays_disabled", "this server has no relay token configured")
-    if given is None or not hmac.compare_digest(configured.encode(), given.encode()):
-        raise ApiError(401, "bad_relay_token", "the relay token is not accepted")
+RELAY_CREDENTIAL_KIND = "wmr"
+"""The prefix of a relay credential (``wmr_<lookup>_<random>``)."""
+
+
+async def authorize_relay(
+    session: AsyncSession, global_token: str | None, given: str | None, name: str
+) -> None:
+    """May the relay that presents ``given`` check in as ``name``? Raises if not.
+
+    A relay's own credential is good for its own name only; the global token for any name
+    that has no credential of its own, so that deleting a credential shuts that relay out.
+    Both are compared in constant time (the credential by its hash). Reads, never writes.
+    """
+    if given:
+        lookup = parse_lookup(RELAY_CREDENTIAL_KIND, given)
+        credential = (
+            await repository.credential_by_lookup(session, lookup) if lookup is not None else None
+        )
+        if credential is not None and secret_matches(given, credential.secret_hash):
+            if credential.name != name:
+                raise ApiError(
+                    403,
+                    "relay_name_mismatch",
+                    f"this credential is relay {credential.name!r}'s; it cannot check in as "
+                    f"{name!r}",
+                )
+            return
+        if global_token and hmac.compare_digest(global_token.encode(), given.encode()):
+            if await repository.credential_by_name(session, name) is not None:
+                raise ApiError(
+                    403,
+                    "relay_has_credential",
+                    f"relay {name!r} has its own credential; the global relay token cannot "
+                    "check in as it",
+                )
+            return
+    if not global_token and not await repository.any_credential(session):
+        raise ApiError(
+            403,
+            "relays_disabled",
+            "this server has no relay token configured and no relay credentials",
+        )
+    raise ApiError(401, "bad_relay_token", "the relay token is not accepted")
 
 
 async def sync(session: AsyncSession, request: RelaySyncRequest) -> RelaySyncResponse:
@@ -104,6 +142,72 @@ async def take_silent_relays_offline(session: AsyncSession) -> list[str]:
                 ),
             )
     return taken
+
+
+async def add_relay_credential(session: AsyncSession, name: str) -> tuple[RelayCredential, str]:
+    """A credential for the relay ``name``; the plaintext is returned once, never stored.
+
+    From now on the global token cannot check in as ``name``: a relay of that name running
+    on it is refused at its next check-in and goes off the list with the sweep.
+    """
+    if await repository.credential_by_name(session, name) is not None:
+        raise Conflict(
+            "relay_credential_exists",
+            f"relay {name!r} already has a credential; remove it first to issue a new one",
+        )
+    issued = issue_secret(RELAY_CREDENTIAL_KIND)
+    credential = RelayCredential(name=name, lookup=issued.lookup, secret_hash=issued.secret_hash)
+    session.add(credential)
+    await session.flush()
+    return credential, issued.plaintext
+
+
+async def list_relays(session: AsyncSession) -> list[RelayOut]:
+    """Every relay that has a credential or has checked in, by name."""
+    credentials = {row.name: row for row in await repository.all_credentials(session)}
+    relays = {row.name: row for row in await repository.all_relays(session)}
+    listed: list[RelayOut] = []
+    for name in sorted(credentials.keys() | relays.keys()):
+        credential, relay = credentials.get(name), relays.get(name)
+        listed.append(
+            RelayOut(
+                name=name,
+                credential="own" if credential is not None else "global",
+                online=relay is not None and relay.online,
+                endpoint=relay.endpoint if relay is not None and relay.endpoint else None,
+                last_seen_at=relay.last_seen_at if relay is not None else None,
+                created_at=credential.created_at if credential is not None else None,
+            )
+        )
+    return listed
+
+
+async def remove_relay(session: AsyncSession, name: str) -> None:
+    """Forget the relay ``name``: its credential (it can no longer check in with it) and its
+    row; if it is online, it goes off every agent's list with a ``relay_changed`` event.
+
+    A relay on the global token comes back at its next check-in: to keep one out, give it
+    a credential of its own and remove that, or change the global token.
+    """
+    credential = await repository.credential_by_name(session, name)
+    relay = await repository.relay_by_name(session, name)
+    if credential is None and relay is None:
+        raise NotFound(f"relay {name!r}")
+    if credential is not None:
+        await session.delete(credential)
+    if relay is not None:
+        if relay.online:
+            await recorder.record(
+                session,
+                RelayChanged(
+                    name=relay.name,
+                    public_key=relay.public_key,
+                    endpoint=relay.endpoint,
+                    online=False,
+                ),
+            )
+        await session.delete(relay)
+    await session.flush()
 
 
 async def store_report(

@@ -89,6 +89,7 @@ class PresenceHub:
         self.relays: dict[str, Relay] = {}
         """The relays that are up, by name; moved only by ``relay_changed`` events."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._sweeping = False
         self._sends: set[asyncio.Task[bool]] = set()
         self.started = False
         self.stopping = False
@@ -114,12 +115,19 @@ class PresenceHub:
             asyncio.create_task(self._lease_loop(), name="wiremesh-replica-lease"),
         ]
         if self.settings.relay_token is not None or self.relays:
-            # Without a relay token no relay can check in: no sweep, no transaction every
-            # half second (on SQLite each one would take the write lock).
-            self._tasks.append(
-                asyncio.create_task(self._relay_sweep_loop(), name="wiremesh-relay-sweep")
-            )
+            self._start_relay_sweep()
         self.started = True
+
+    def _start_relay_sweep(self) -> None:
+        """Sweep only where relays can be: with the global token, or once a relay is up (one
+        with its own credential needs no token). Otherwise no transaction every half second
+        (on SQLite each one would take the write lock)."""
+        if self._sweeping:
+            return
+        self._sweeping = True
+        self._tasks.append(
+            asyncio.create_task(self._relay_sweep_loop(), name="wiremesh-relay-sweep")
+        )
 
     async def stop(self) -> None:
         """Close every session as ``disconnected`` (server shutdown) and flush what is pending.
@@ -392,6 +400,8 @@ class PresenceHub:
             if not isinstance(event, RelayChanged):
                 continue
             if event.online:
+                if self.started and not self.stopping:
+                    self._start_relay_sweep()
                 try:
                     self.relays[event.name] = _relay_of(
                         event.name, event.public_key, event.endpoint
