@@ -18,14 +18,10 @@ from typing import Final, NoReturn
 
 import typer
 
-from wiremesh.agent.backend import (
-    DEFAULT_INTERFACE,
-    BackendName,
-    BackendUnavailable,
-    create_backend,
-)
+from wiremesh.agent.backend import DEFAULT_INTERFACE, BackendName, BackendUnavailable
 from wiremesh.agent.enroll import EnrollError
 from wiremesh.agent.enroll import enroll as enroll_device
+from wiremesh.agent.factory import create_backend
 from wiremesh.agent.runner import AgentRunner, BackendError, Backoff, Refused
 from wiremesh.agent.state import (
     KEY_FILE,
