@@ -31,9 +31,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from wiremesh import __version__
+from wiremesh.agent.api import USER_AGENT, websocket_url
 from wiremesh.agent.backend import BackendUnavailable, DeviceConfig, WireGuardBackend
 from wiremesh.agent.backoff import Backoff
-from wiremesh.agent.enroll import websocket_url
 from wiremesh.agent.lan import lan_candidates
 from wiremesh.agent.pathreport import PathReporter
 from wiremesh.agent.paths import PathSelector, PeerPath
@@ -315,7 +315,7 @@ class AgentRunner:
             ping_interval=None,  # the protocol's own heartbeat covers liveness
             open_timeout=self.open_timeout,
             close_timeout=self.close_timeout,
-            user_agent_header=f"wiremesh-agent/{__version__}",
+            user_agent_header=USER_AGENT,
         )
 
     async def _session(self) -> _Ended | None:
