@@ -19,16 +19,8 @@ KEY_A = "A" * 43 + "="
 KEY_B = "B" * 43 + "="
 
 
-def device(port: int = 51820) -> DeviceConfig:
-    return DeviceConfig(
-        address=ipaddress.ip_interface("100.64.0.7/24"),
-        private_key=generate_keypair().private_key,
-        listen_port=port,
-    )
-
-
 def test_device_config_never_shows_the_private_key() -> None:
-    config = device()
+    config = DeviceConfig(ipaddress.ip_interface("100.64.0.7/24"), generate_keypair().private_key)
     assert config.private_key not in repr(config)
 
 

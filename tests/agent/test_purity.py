@@ -93,16 +93,21 @@ def test_no_agent_module_imports_the_server() -> None:
     assert not offenders
 
 
-def test_importing_the_agent_and_its_commands_loads_nothing_of_the_server() -> None:
+def loaded_after_importing(modules: str, prefix: str) -> str:
+    """The modules under ``prefix`` that importing ``modules`` loads, in a fresh interpreter."""
     code = (
         "import sys\n"
-        "import wiremesh.agent.cli\n"
-        "print(sorted(m for m in sys.modules if m.startswith('wiremesh.server')))\n"
+        f"import {modules}\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({prefix!r})))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    assert result.stdout.strip() == "[]"
+    return result.stdout.strip()
+
+
+def test_importing_the_agent_and_its_commands_loads_nothing_of_the_server() -> None:
+    assert loaded_after_importing("wiremesh.agent.cli", "wiremesh.server") == "[]"
 
 
 def test_the_agent_modules_import_each_other_without_cycles() -> None:
@@ -127,15 +132,8 @@ def test_only_the_factory_imports_the_real_backends() -> None:
 
 
 def test_the_session_loop_loads_no_real_backend() -> None:
-    code = (
-        "import sys\n"
-        "import wiremesh.agent.runner, wiremesh.agent.memory\n"
-        "print(sorted(m for m in sys.modules if m.startswith('wiremesh.agent.wireguard')))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip() == "[]"
+    modules = "wiremesh.agent.runner, wiremesh.agent.memory"
+    assert loaded_after_importing(modules, "wiremesh.agent.wireguard") == "[]"
 
 
 BACKEND_LAYER = [
