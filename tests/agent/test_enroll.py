@@ -13,9 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.live import LiveServer, OrgFixture, create_setup_key
 from tests.support.ports import free_port
-from wiremesh.agent.enroll import EnrollError, enroll, websocket_url
+from wiremesh.agent.enroll import EnrollError, enroll
 from wiremesh.agent.keys import public_key_of
-from wiremesh.agent.servers import normalize_server_url
 from wiremesh.agent.state import LISTEN_PORTS, load_enrollment, load_private_key
 from wiremesh.server.devices.models import VirtualIPMapping
 
@@ -185,17 +184,6 @@ async def test_unusable_server_lists_are_refused_before_any_server_is_asked(
     with pytest.raises(EnrollError, match=problem):
         await enroll(state_dir, servers, "wmk_x_y", "laptop", transport=transport)
     assert transport.hosts == []
-
-
-@pytest.mark.parametrize(
-    ("server", "expected"),
-    [
-        ("http://127.0.0.1:8080", "ws://127.0.0.1:8080/api/v1/agent/ws"),
-        ("https://vpn.example.com/wiremesh/", "wss://vpn.example.com/wiremesh/api/v1/agent/ws"),
-    ],
-)
-def test_the_websocket_url_follows_the_server_url(server: str, expected: str) -> None:
-    assert websocket_url(normalize_server_url(server)) == expected
 
 
 async def test_an_unusable_state_dir_fails_before_the_server_is_asked(

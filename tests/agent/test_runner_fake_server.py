@@ -18,8 +18,9 @@ from tests.agent.conftest import FakeServer, Handler, fake_enrollment
 from tests.support.ports import free_port
 from tests.support.waiting import eventually
 from wiremesh import __version__
-from wiremesh.agent.backend import DeviceConfig, MemoryBackend, PeerChange
+from wiremesh.agent.backend import DeviceConfig, PeerChange
 from wiremesh.agent.lan import lan_candidates
+from wiremesh.agent.memory import MemoryBackend
 from wiremesh.agent.runner import AgentRunner, BackendError, Backoff, Refused
 from wiremesh.agent.state import save_enrollment, set_server_urls
 from wiremesh.protocol import (

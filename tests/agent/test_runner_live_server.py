@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.factories import auth
 from tests.support.live import LiveServer, OrgFixture, live_setup_key
 from tests.support.waiting import eventually
-from wiremesh.agent.backend import MemoryBackend
 from wiremesh.agent.enroll import enroll
 from wiremesh.agent.keys import generate_keypair
+from wiremesh.agent.memory import MemoryBackend
 from wiremesh.agent.runner import AgentRunner, Backoff, Refused
 from wiremesh.agent.state import Enrollment, load_private_key
 from wiremesh.server.presence.models import ConnectionStatus

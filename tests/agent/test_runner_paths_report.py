@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.agent.test_runner_fake_server import PEER_KEY, StartServer, runner_for, welcome
 from tests.support.waiting import eventually
-from wiremesh.agent.backend import MemoryBackend
+from wiremesh.agent.memory import MemoryBackend
 from wiremesh.protocol import Peer
 
 PEER = Peer(peer_id="p1", virtual_ip="10.0.0.2", public_key=PEER_KEY, endpoint="192.0.2.1:5")

@@ -18,7 +18,7 @@ from tests.agent.conftest import FakeServer, Handler, fake_enrollment
 from tests.agent.test_cli import invoke
 from tests.agent.test_runner_fake_server import PEER_KEY, nothing_listens, welcome
 from tests.support.waiting import eventually
-from wiremesh.agent.backend import MemoryBackend
+from wiremesh.agent.memory import MemoryBackend
 from wiremesh.agent.runner import AgentRunner, Backoff
 from wiremesh.agent.state import save_enrollment
 from wiremesh.agent.status import STATUS_FILE, AgentStatus, read_status, render_status

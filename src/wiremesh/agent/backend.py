@@ -1,19 +1,21 @@
-"""The narrow interface between the agent and WireGuard, and the in-memory fake.
+"""The narrow interface between the agent and WireGuard: the contract every backend keeps.
 
 The session loop only ever talks to a :class:`WireGuardBackend`: it configures the
 interface once (:meth:`~WireGuardBackend.setup`), reads what is configured
 (:meth:`~WireGuardBackend.peers`), applies the changes computed by
 :func:`wiremesh.agent.reconcile.plan` (:meth:`~WireGuardBackend.apply`) and removes the
-interface on exit (:meth:`~WireGuardBackend.teardown`). Real backends (kernel, wireguard-go)
-implement the same Protocol; :class:`MemoryBackend` keeps the state in a dict and logs
-every change, for tests and for running the agent without touching the network.
+interface on exit (:meth:`~WireGuardBackend.teardown`).
+
+This module imports nothing of wiremesh, so every backend (the in-memory one in
+:mod:`wiremesh.agent.memory`, the real ones in :mod:`wiremesh.agent.wireguard`), the relay
+and the reconciler can import it without importing each other. Choosing and building a
+backend is :mod:`wiremesh.agent.factory`'s job, the only module that imports them all.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Protocol, runtime_checkable
@@ -25,17 +27,14 @@ __all__ = [
     "BackendName",
     "BackendUnavailable",
     "DeviceConfig",
-    "MemoryBackend",
     "PeerChange",
     "PeerState",
     "RemovePeer",
     "UpdatePeer",
     "WireGuardBackend",
     "apply_changes",
-    "create_backend",
+    "describe_change",
 ]
-
-logger = logging.getLogger("wiremesh.agent.backend")
 
 DEFAULT_LISTEN_PORT: Final = 51820
 """WireGuard's customary UDP port."""
@@ -177,52 +176,6 @@ def apply_changes(
     return result
 
 
-class MemoryBackend:
-    """A WireGuard stand-in that keeps its state in memory and logs every change."""
-
-    def __init__(self) -> None:
-        self.device: DeviceConfig | None = None
-        self.state: dict[str, PeerState] = {}
-        self.applied: list[PeerChange] = []
-        """Every change ever applied, in order (for tests)."""
-        self.torn_down = False
-        self._listen_port = 0
-
-    @property
-    def listen_port(self) -> int:
-        return self._listen_port
-
-    async def setup(self, device: DeviceConfig) -> None:
-        self.device = device
-        self.torn_down = False
-        self._listen_port = device.listen_port or DEFAULT_LISTEN_PORT
-        logger.info(
-            "memory backend: interface up, address %s, listen port %d",
-            device.address,
-            self._listen_port,
-        )
-
-    async def apply(self, changes: list[PeerChange]) -> None:
-        if self.device is None:
-            raise RuntimeError("apply() before setup()")
-        for change in changes:
-            logger.info("memory backend: %s", describe_change(change))
-        self.state = apply_changes(self.state, changes)
-        self.applied.extend(changes)
-
-    async def peers(self) -> dict[str, PeerState]:
-        return dict(self.state)
-
-    async def teardown(self) -> None:
-        if self.torn_down:
-            return
-        self.torn_down = True
-        count = len(self.state)
-        self.state = {}
-        self.device = None
-        logger.info("memory backend: interface down (%d peers removed)", count)
-
-
 def describe_change(change: PeerChange) -> str:
     """A one-line description for logs (public keys are public; nothing secret here)."""
     if isinstance(change, AddPeer):
@@ -239,66 +192,10 @@ def describe_change(change: PeerChange) -> str:
 
 
 class BackendName(StrEnum):
-    """The ``--backend`` choices."""
+    """The ``--backend`` choices (here, not in the factory, so that
+    :mod:`wiremesh.agent.wireguard.prereq` can name them without importing the backends)."""
 
     MEMORY = "memory"
     WIREGUARD_GO = "wireguard-go"
     KERNEL = "kernel"
     AUTO = "auto"
-
-
-BackendFactory = Callable[[str], WireGuardBackend]
-"""Builds a backend for the named interface."""
-
-
-def _memory(interface: str) -> WireGuardBackend:
-    return MemoryBackend()
-
-
-# The real backends are imported when asked for: they import this module, and the memory
-# backend (tests, the session loop's own tests) never needs them.
-
-
-def _kernel(interface: str) -> WireGuardBackend:
-    from wiremesh.agent.wireguard.kernel import KernelBackend
-
-    return KernelBackend(interface)
-
-
-def _wireguard_go(interface: str) -> WireGuardBackend:
-    from wiremesh.agent.wireguard.userspace import WireGuardGoBackend
-
-    return WireGuardGoBackend(interface)
-
-
-_FACTORIES: dict[BackendName, BackendFactory] = {
-    BackendName.MEMORY: _memory,
-    BackendName.KERNEL: _kernel,
-    BackendName.WIREGUARD_GO: _wireguard_go,
-}
-"""Implemented backends. ``auto`` is not one: it picks the kernel when the kernel has
-WireGuard, else wireguard-go (:func:`wiremesh.agent.wireguard.prereq.resolve_auto`), never
-the memory backend, which carries no traffic."""
-
-
-def create_backend(
-    name: BackendName | str, *, interface: str = DEFAULT_INTERFACE
-) -> WireGuardBackend:
-    """Build the named backend for ``interface``, or raise :class:`BackendUnavailable` saying
-    why not (``ValueError`` for an unusable interface name).
-
-    Nothing is touched yet: the interface is created by ``setup``.
-    """
-    try:
-        wanted = BackendName(name)
-    except ValueError:
-        choices = ", ".join(member.value for member in BackendName)
-        raise BackendUnavailable(f"unknown backend {name!r} (choose one of {choices})") from None
-    if wanted is BackendName.AUTO:
-        from wiremesh.agent.wireguard.prereq import resolve_auto
-
-        wanted = resolve_auto()
-    factory = _FACTORIES.get(wanted)
-    if factory is None:
-        raise BackendUnavailable(f"the {wanted.value} backend is not implemented")
-    return factory(interface)

@@ -14,29 +14,22 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import Final
 
 import typer
 
-from wiremesh.agent.backend import (
-    DEFAULT_INTERFACE,
-    BackendName,
-    BackendUnavailable,
-    create_backend,
-)
+from wiremesh.agent.backend import DEFAULT_INTERFACE, BackendName, BackendUnavailable
+from wiremesh.agent.cli_common import StateDirOption, fail, load_state
+from wiremesh.agent.cli_servers import servers_app
 from wiremesh.agent.enroll import EnrollError
 from wiremesh.agent.enroll import enroll as enroll_device
+from wiremesh.agent.factory import create_backend
 from wiremesh.agent.runner import AgentRunner, BackendError, Backoff, Refused
 from wiremesh.agent.state import (
-    KEY_FILE,
-    STATE_DIR_ENV,
     Enrollment,
     StateError,
     ensure_listen_port,
-    load_enrollment,
-    load_private_key,
     resolve_state_dir,
-    set_server_urls,
     state_summary,
 )
 from wiremesh.agent.status import read_status, render_status
@@ -51,28 +44,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,  # tracebacks with locals could show the credential
 )
 
-EXIT_ERROR: Final = 1
 EXIT_REFUSED: Final = 3
 """The server refused this device for good: restarting the agent cannot help."""
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
-StateDirOption = typer.Option(
-    None,
-    "--state-dir",
-    envvar=STATE_DIR_ENV,
-    help="Where the enrollment and private key live [default: /var/lib/wiremesh]",
-)
-
-
-def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(code)
-
 
 def _configure_logging(level: str) -> None:
     if level.lower() not in LOG_LEVELS:
-        _fail(f"log level {level!r} is not one of {', '.join(LOG_LEVELS)}")
+        fail(f"log level {level!r} is not one of {', '.join(LOG_LEVELS)}")
     logging.basicConfig(
         stream=sys.stderr,
         level=level.upper(),
@@ -123,27 +103,13 @@ def enroll(
     try:
         enrollment = asyncio.run(enroll_device(directory, servers, setup_key, name, force=force))
     except EnrollError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(
         f"Enrolled {enrollment.device.hostname} in {enrollment.network.org_name}: "
         f"virtual IP {enrollment.device.virtual_ip} ({enrollment.network.network}), "
         f"peer {enrollment.device.peer_id}."
     )
     typer.echo(f"State stored in {directory}. Start the agent with `wiremesh agent up`.")
-
-
-def _load(directory: Path) -> tuple[Enrollment, str]:
-    try:
-        enrollment = load_enrollment(directory)
-    except StateError as exc:
-        _fail(str(exc))
-    try:
-        return enrollment, load_private_key(directory, enrollment)
-    except StateError as exc:
-        _fail(
-            f"{exc} (if `wiremesh agent rotate-key` was interrupted, running it again "
-            f"repairs {directory / KEY_FILE})"
-        )
 
 
 _UP_HELP: Final = (
@@ -212,21 +178,21 @@ def up(
             base=backoff_base, cap=max(backoff_cap, backoff_base), reset_after=backoff_reset
         )
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     directory = resolve_state_dir(state_dir)
-    enrollment, private_key = _load(directory)
+    enrollment, private_key = load_state(directory)
     if listen_port is None:
         try:
             listen_port = ensure_listen_port(directory)
         except StateError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     missing = missing_prerequisites(backend)
     if missing:
-        _fail(prerequisites_message(backend, missing))
+        fail(prerequisites_message(backend, missing))
     try:
         wireguard = create_backend(backend, interface=interface)
     except (BackendUnavailable, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     follower = KeyFollower(wireguard, directory, private_key)
     runner = AgentRunner(
         enrollment,
@@ -240,9 +206,9 @@ def up(
     try:
         refused = asyncio.run(_run(runner, follower))
     except BackendError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if refused is not None:
-        _fail(refused.message, EXIT_REFUSED)
+        fail(refused.message, EXIT_REFUSED)
 
 
 def _rotated(runner: AgentRunner, enrollment: Enrollment) -> None:
@@ -305,7 +271,7 @@ def rotate(state_dir: Path | None = StateDirOption) -> None:
     try:
         enrollment = asyncio.run(rotate_key(directory))
     except RotateError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"New public key: {enrollment.device.public_key}")
     typer.echo(
         "The server has told the peers. A running agent switches to the new key within a second."
@@ -320,7 +286,7 @@ def status(
     """Show this machine's enrollment (never the credential or the private key) and what
     the agent reports: connected or not, the server, and each peer's path."""
     directory = resolve_state_dir(state_dir)
-    enrollment, _private_key = _load(directory)
+    enrollment, _private_key = load_state(directory)
     summary = state_summary(enrollment)
     live = read_status(directory)
     if as_json:
@@ -339,61 +305,4 @@ def status(
         typer.echo(line)
 
 
-_SERVERS_HELP: Final = (
-    "The server URLs this device uses, in the order the agent tries them (one per replica of "
-    "the deployment). Without a subcommand: list them."
-)
-
-servers_app = typer.Typer(
-    help=_SERVERS_HELP, invoke_without_command=True, pretty_exceptions_enable=False
-)
 app.add_typer(servers_app, name="servers")
-
-
-@servers_app.callback()
-def servers(
-    context: typer.Context,
-    state_dir: Path | None = typer.Option(
-        None,  # no envvar here: given, it names the directory for `set` too
-        "--state-dir",
-        help=f"Where the enrollment lives, for `set` too (else ${STATE_DIR_ENV}, else "
-        "/var/lib/wiremesh)",
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON"),
-) -> None:
-    """List the server URLs; see ``_SERVERS_HELP``."""
-    if context.invoked_subcommand is not None:
-        return
-    enrollment, _private_key = _load(resolve_state_dir(state_dir))
-    if as_json:
-        typer.echo(json.dumps(list(enrollment.server_urls)))
-        return
-    for server_url in enrollment.server_urls:
-        typer.echo(server_url)
-
-
-_SERVERS_SET_HELP: Final = (
-    "Replace the server list with these URLs, in this order. They are checked (http or https, "
-    "none twice) before anything is written, and the state file is replaced atomically. A "
-    "running agent uses the new list from its next connection attempt; the current session "
-    "stays where it is."
-)
-
-
-@servers_app.command("set", help=_SERVERS_SET_HELP)
-def set_servers(
-    context: typer.Context,
-    urls: list[str] = typer.Argument(..., metavar="URL", help="The servers, in order"),
-    state_dir: Path | None = StateDirOption,
-) -> None:
-    """Replace the server list; see ``_SERVERS_SET_HELP``."""
-    # `servers --state-dir D set URL` means D as much as `servers set URL --state-dir D`.
-    given_before = context.parent.params.get("state_dir") if context.parent else None
-    directory = resolve_state_dir(given_before or state_dir)
-    try:
-        enrollment = set_server_urls(directory, urls)
-    except StateError as exc:
-        _fail(str(exc))
-    typer.echo("Servers, in the order the agent tries them:")
-    for server_url in enrollment.server_urls:
-        typer.echo(f"  {server_url}")

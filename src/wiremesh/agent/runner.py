@@ -16,28 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import random
-import socket
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from enum import Enum
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from wiremesh import __version__
-from wiremesh.agent.backend import BackendUnavailable, DeviceConfig, WireGuardBackend
+from wiremesh.agent.api import USER_AGENT, websocket_url
+from wiremesh.agent.backend import WireGuardBackend
 from wiremesh.agent.backoff import Backoff
-from wiremesh.agent.enroll import websocket_url
+from wiremesh.agent.closing import ABNORMAL_CLOSURE, Ended, Refused, close_code_of, code_name
 from wiremesh.agent.lan import lan_candidates
 from wiremesh.agent.pathreport import PathReporter
-from wiremesh.agent.paths import PathSelector, PeerPath
-from wiremesh.agent.reconcile import plan_table
+from wiremesh.agent.paths import PathSelector
 from wiremesh.agent.servers import ServerRotation
 from wiremesh.agent.state import (
     STATE_FILE,
@@ -47,13 +43,14 @@ from wiremesh.agent.state import (
     load_enrollment,
 )
 from wiremesh.agent.status import STATUS_INTERVAL, AgentStatus, Connection
+from wiremesh.agent.sync import BackendError, WireGuardSync, backend_call, device_config
+from wiremesh.agent.waiting import Wake, cancel, wait_or_stop
 from wiremesh.protocol import (
     DEFAULT_WELCOME_TIMEOUT,
     MAX_SERVER_MESSAGE_BYTES,
     AgentSession,
     AuthMessage,
     CloseCode,
-    Device,
     EndpointMessage,
     PeersChanged,
     PongMessage,
@@ -76,106 +73,10 @@ __all__ = [
 
 logger = logging.getLogger("wiremesh.agent")
 
-ABNORMAL_CLOSURE: Final = 1006
-"""The connection ended without a close frame (RFC 6455); the agent reconnects."""
-
 PATH_TICK: Final = 0.5
 """How often WireGuard's handshakes are read to move peers between paths."""
 DEFAULT_OPEN_TIMEOUT: Final = 10.0
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0
-
-_T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """The server closed with a code that retrying cannot fix (see ``should_reconnect``)."""
-
-    code: int
-    reason: str
-
-    @property
-    def message(self) -> str:
-        """What to tell the person at the console, with what to do about it."""
-        advice = _REFUSAL_ADVICE.get(self.code)
-        text = f"the server refused this device: {self.reason} ({self.code})"
-        return f"{text}; {advice}" if advice else text
-
-
-_REFUSAL_ADVICE: Final[dict[int, str]] = {
-    CloseCode.AUTH_FAILED: "the device credential is not accepted; enroll again "
-    "with `wiremesh agent enroll --force`",
-    CloseCode.DEVICE_REVOKED: "this device was revoked by an administrator; enroll "
-    "again with a new setup key (`wiremesh agent enroll --force`)",
-    CloseCode.UNSUPPORTED_VERSION: "the server speaks another protocol version; upgrade the agent",
-}
-
-
-class BackendError(Exception):
-    """The WireGuard backend failed; the agent stops (the message says what failed)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Ended:
-    """How one session ended: the close code, why, and how long it was established."""
-
-    code: int
-    reason: str
-    established_for: float | None
-
-
-class _Wake(Enum):
-    """Why :meth:`AgentRunner._wait_or_stop` returned."""
-
-    DONE = "done"
-    STOPPED = "stopped"
-    TIMEOUT = "timeout"
-
-
-def device_config(device: Device | Enrollment, private_key: str, listen_port: int) -> DeviceConfig:
-    """This device's interface: its virtual IP with the network's prefix length."""
-    if isinstance(device, Enrollment):
-        virtual_ip, network = device.device.virtual_ip, device.network.network
-    else:
-        virtual_ip, network = device.virtual_ip, device.network
-    prefix = ipaddress.ip_network(network, strict=False).prefixlen
-    return DeviceConfig(
-        address=ipaddress.ip_interface(f"{virtual_ip}/{prefix}"),
-        private_key=private_key,
-        listen_port=listen_port,
-    )
-
-
-async def _cancel(task: asyncio.Task[Any]) -> bool:
-    """Cancel ``task`` and wait for it; whether it had finished first (result kept).
-
-    A cancellation of the *calling* task is never swallowed.
-    """
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
-        return False
-    except Exception:
-        return True
-    return True
-
-
-def _close_code_of(exc: ConnectionClosed) -> tuple[int, str]:
-    """The code and reason the *server* closed with; 1006 when it sent no close frame."""
-    if exc.rcvd is not None:
-        return exc.rcvd.code, exc.rcvd.reason or close_reason(exc.rcvd.code)
-    return ABNORMAL_CLOSURE, "connection lost"
-
-
-def _code_name(code: int) -> str:
-    try:
-        return CloseCode(code).name
-    except ValueError:
-        return "ABNORMAL_CLOSURE" if code == ABNORMAL_CLOSURE else "UNKNOWN"
 
 
 class AgentRunner:
@@ -225,12 +126,12 @@ class AgentRunner:
         self._known_peers: frozenset[str] = frozenset()
         self.paths = PathSelector(own_public_key=enrollment.device.public_key)
         """Per-peer path state; kept across sessions, like the WireGuard peers."""
-        self._peer_paths: list[PeerPath] = []
         self.reporter = PathReporter()
         """What the server was told of the paths (version 3); restarted at each welcome."""
         self._state_seen: tuple[int, int, int] | None = None
         self.status = AgentStatus()
         """What ``agent status`` shows; published in the state dir."""
+        self.sync = WireGuardSync(backend, self.paths, self.status)
         self._status_written = 0.0
 
     # ------------------------------------------------------------------ control
@@ -248,7 +149,7 @@ class AgentRunner:
         self._publish("connecting")
         refused: Refused | None = None
         try:
-            await self._backend_call("set up the interface", self.backend.setup(self._device))
+            await backend_call("set up the interface", self.backend.setup(self._device))
             refused = await self._loop()
             return refused
         finally:
@@ -282,7 +183,7 @@ class AgentRunner:
             delay = self.backoff.delay(attempt, self._rng)
             attempt += 1
             logger.info("reconnecting in %.1f s to %s", delay, self.servers.current)
-            if await self._wait_or_stop(None, delay) is _Wake.STOPPED:
+            if await self._wait(None, delay) is Wake.STOPPED:
                 break
         logger.info("stopped")
         return None
@@ -315,14 +216,14 @@ class AgentRunner:
             ping_interval=None,  # the protocol's own heartbeat covers liveness
             open_timeout=self.open_timeout,
             close_timeout=self.close_timeout,
-            user_agent_header=f"wiremesh-agent/{__version__}",
+            user_agent_header=USER_AGENT,
         )
 
-    async def _session(self) -> _Ended | None:
+    async def _session(self) -> Ended | None:
         """One connection from open to close; ``None`` when it ended on a stop request."""
         opening = asyncio.create_task(self._open())
-        if await self._wait_or_stop(opening, None) is _Wake.STOPPED:
-            if await _cancel(opening) and opening.exception() is None:
+        if await self._wait(opening, None) is Wake.STOPPED:
+            if await cancel(opening) and opening.exception() is None:
                 await opening.result().close()  # it opened just as the stop came
             return None
         try:
@@ -331,7 +232,7 @@ class AgentRunner:
             reason = str(exc) or type(exc).__name__
             logger.warning("cannot connect to %s: %s", self.servers.current, reason)
             self._publish("disconnected", f"cannot connect to {self.servers.current}: {reason}")
-            return _Ended(ABNORMAL_CLOSURE, reason, None)
+            return Ended(ABNORMAL_CLOSURE, reason, None)
         try:
             return await self._converse(websocket)
         except asyncio.CancelledError:  # e.g. a second SIGTERM: leave without waiting
@@ -343,16 +244,16 @@ class AgentRunner:
                 await websocket.close(CloseCode.INTERNAL_ERROR, close_reason(1011))
             raise
 
-    async def _converse(self, websocket: ClientConnection) -> _Ended | None:
+    async def _converse(self, websocket: ClientConnection) -> Ended | None:
         loop = asyncio.get_running_loop()
         session = AgentSession(loop.time(), welcome_timeout=self.welcome_timeout)
         announced_port = self.backend.listen_port
         welcomed_at: float | None = None
 
-        def ended(code: int, reason: str) -> _Ended:
+        def ended(code: int, reason: str) -> Ended:
             lasted = None if welcomed_at is None else loop.time() - welcomed_at
-            self._publish("disconnected", f"{code} {_code_name(code)} ({reason})")
-            return _Ended(code, reason, lasted)
+            self._publish("disconnected", f"{code} {code_name(code)} ({reason})")
+            return Ended(code, reason, lasted)
 
         self.status.server = self.servers.current
 
@@ -379,8 +280,8 @@ class AgentRunner:
                 timeout = max(
                     0.0, min(session.deadline - loop.time(), next_path_tick - loop.time())
                 )
-                if await self._wait_or_stop(receiving, timeout) is not _Wake.DONE:
-                    await _cancel(receiving)  # safe: websockets loses no data on cancel
+                if await self._wait(receiving, timeout) is not Wake.DONE:
+                    await cancel(receiving)  # safe: websockets loses no data on cancel
                     if self.stopping:
                         await websocket.close(CloseCode.NORMAL, close_reason(CloseCode.NORMAL))
                         logger.info("disconnected: closed by this agent (1000 NORMAL)")
@@ -418,16 +319,16 @@ class AgentRunner:
                         )
                         await self._reconcile(session)
         except ConnectionClosed as exc:
-            code, reason = _close_code_of(exc)
-            logger.warning("disconnected: %d %s (%s)", code, _code_name(code), reason)
+            code, reason = close_code_of(exc)
+            logger.warning("disconnected: %d %s (%s)", code, code_name(code), reason)
             return ended(code, reason)
 
     async def _fail(
         self,
         websocket: ClientConnection,
         exc: ProtocolError,
-        ended: Callable[[int, str], _Ended],
-    ) -> _Ended:
+        ended: Callable[[int, str], Ended],
+    ) -> Ended:
         if exc.code == CloseCode.HEARTBEAT_TIMEOUT:
             logger.warning("the server went silent: dropping the connection")
         elif exc.code == CloseCode.AUTH_TIMEOUT:
@@ -454,7 +355,7 @@ class AgentRunner:
                 self._device.address,
             )
             self._device = wanted
-            await self._backend_call("reconfigure the interface", self.backend.setup(wanted))
+            await backend_call("reconfigure the interface", self.backend.setup(wanted))
         peers = session.peers
         self._known_peers = frozenset(peers)
         self.paths.own_public_ip = welcome.public_ip
@@ -490,28 +391,15 @@ class AgentRunner:
         await self._reconcile(session)
 
     async def _reconcile(self, session: AgentSession) -> None:
-        actual = await self._backend_call("read the peers", self.backend.peers())
-        self.paths.own_public_key = self.enrollment.device.public_key
-        handshakes = {key: state.latest_handshake for key, state in actual.items()}
-        received = {key: state.rx_bytes for key, state in actual.items()}
-        target, readd = self.paths.target(
-            session.peers, session.relays, handshakes, time.time(), received
-        )
-        changes = plan_table(target, actual, readd)
-        if changes:
-            await self._backend_call("apply peer changes", self.backend.apply(changes))
-            logger.info("WireGuard: applied %d peer changes", len(changes))
-        for address in self.paths.take_newly_direct():
-            _send_one_packet(address)
-        paths = self._peer_paths = self.paths.paths(session.peers, actual)
-        self.status.set_peers(session.peers, paths, actual)
+        public_key = self.enrollment.device.public_key  # follows a key rotation
+        changes = await self.sync.step(session.peers, session.relays, public_key)
         if changes or time.monotonic() - self._status_written >= STATUS_INTERVAL:
             self._publish(self.status.connection)
 
     async def _report_paths(self, websocket: ClientConnection) -> None:
         """Tell a version 3 server the paths of the last reconcile, if they are news."""
         loop = asyncio.get_running_loop()
-        for frame in self.reporter.frames(self._peer_paths, loop.time()):
+        for frame in self.reporter.frames(self.sync.peer_paths, loop.time()):
             await websocket.send(frame)
 
     def _publish(self, connection: Connection, reason: str | None = None) -> None:
@@ -521,41 +409,7 @@ class AgentRunner:
             self.status.write(self.state_dir)
             self._status_written = time.monotonic()
 
-    # ------------------------------------------------------------------ helpers
-
-    async def _backend_call(self, what: str, call: Awaitable[_T]) -> _T:
-        try:
-            return await call
-        except (OSError, BackendUnavailable) as exc:
-            raise BackendError(f"the WireGuard backend could not {what}: {exc}") from exc
-
-    async def _wait_or_stop(self, task: asyncio.Task[_T] | None, seconds: float | None) -> _Wake:
-        """Wait for ``task`` (if any), a stop request or ``seconds``, whichever comes first.
-
-        ``task`` wins a tie, so a frame that arrived is never dropped for a stop.
-        """
+    async def _wait(self, task: asyncio.Task[Any] | None, seconds: float | None) -> Wake:
+        """Wait for ``task``, a stop request or ``seconds`` (see :func:`wait_or_stop`)."""
         assert self._stop_waiter is not None
-        waiting: set[asyncio.Future[Any]] = {self._stop_waiter}
-        if task is not None:
-            waiting.add(task)
-        done, _pending = await asyncio.wait(
-            waiting, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
-        )
-        if task is not None and task in done:
-            return _Wake.DONE
-        if self._stop_waiter in done:
-            return _Wake.STOPPED
-        return _Wake.TIMEOUT
-
-
-CONFIRM_PORT: Final = 9
-"""The discard port: what :func:`_send_one_packet` sends is dropped (or refused) there."""
-
-
-def _send_one_packet(virtual_ip: str) -> None:
-    """An empty UDP datagram to a peer's overlay address, through the tunnel: it completes a
-    handshake the peer started (see ``PathSelector.take_newly_direct``). Best effort."""
-    family = socket.AF_INET6 if ipaddress.ip_address(virtual_ip).version == 6 else socket.AF_INET
-    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
-        sock.sendto(b"", (virtual_ip, CONFIRM_PORT))
+        return await wait_or_stop(task, self._stop_waiter, seconds)

@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from wiremesh import __version__
+from wiremesh.protocol.urls import AGENT_WEBSOCKET_PATH, API_PREFIX
 from wiremesh.server.alerts.transitions import alert_on_transition
 from wiremesh.server.alerts.worker import OfflineAlertChecker
 from wiremesh.server.config import Settings, load_settings
@@ -33,9 +34,6 @@ from wiremesh.server.workers.mail_outbox import MailOutboxWorker, OutboxOptions
 from wiremesh.server.workers.periodic import PeriodicWorker
 
 logger = logging.getLogger("wiremesh.server")
-
-API_PREFIX = "/api/v1"
-AGENT_WEBSOCKET_PATH = f"{API_PREFIX}/agent/ws"
 
 
 class WiremeshApp(FastAPI):

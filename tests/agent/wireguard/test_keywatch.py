@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.agent.conftest import make_enrollment
-from wiremesh.agent.backend import DeviceConfig, MemoryBackend
+from wiremesh.agent.backend import DeviceConfig
 from wiremesh.agent.keys import KeyPair, generate_keypair
+from wiremesh.agent.memory import MemoryBackend
 from wiremesh.agent.state import KEY_FILE, Enrollment, save_enrollment, write_private_file
 from wiremesh.agent.wireguard import keywatch
 from wiremesh.agent.wireguard.keywatch import KeyFollower

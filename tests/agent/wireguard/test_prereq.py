@@ -1,4 +1,4 @@
-"""What the system must have, checked in a fake file tree; and choosing a backend."""
+"""What the system must have, checked in a fake file tree."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wiremesh.agent.backend import BackendName, BackendUnavailable, MemoryBackend, create_backend
-from wiremesh.agent.wireguard import prereq
-from wiremesh.agent.wireguard.kernel import KernelBackend
+from wiremesh.agent.backend import BackendName, BackendUnavailable
 from wiremesh.agent.wireguard.prereq import (
     NEED_IP,
     NEED_ROOT,
@@ -22,7 +20,6 @@ from wiremesh.agent.wireguard.prereq import (
     prerequisites_message,
     resolve_auto,
 )
-from wiremesh.agent.wireguard.userspace import WireGuardGoBackend
 
 RELEASE = "6.1.0-test-amd64"
 ROOT_CAPS = "000001ffffffffff"
@@ -128,38 +125,3 @@ def test_auto_prefers_the_kernel_then_wireguard_go(tmp_path: Path) -> None:
     assert resolve_auto(make_system(tmp_path / "b")) is BackendName.WIREGUARD_GO
     with pytest.raises(BackendUnavailable, match="no WireGuard backend is available"):
         resolve_auto(make_system(tmp_path / "c", tools=("wg", "ip")))
-
-
-def test_create_backend_builds_the_real_backends_for_an_interface() -> None:
-    kernel = create_backend("kernel", interface="wm7")
-    assert isinstance(kernel, KernelBackend)
-    assert kernel.interface == "wm7"
-    userspace = create_backend(BackendName.WIREGUARD_GO)
-    assert isinstance(userspace, WireGuardGoBackend)
-    assert userspace.interface == "wm0"
-    assert isinstance(create_backend("memory", interface="ignored"), MemoryBackend)
-
-
-@pytest.mark.parametrize(
-    ("choice", "expected"),
-    [(BackendName.KERNEL, KernelBackend), (BackendName.WIREGUARD_GO, WireGuardGoBackend)],
-)
-def test_create_backend_auto_follows_the_system(
-    monkeypatch: pytest.MonkeyPatch, choice: BackendName, expected: type
-) -> None:
-    monkeypatch.setattr(prereq, "resolve_auto", lambda: choice)
-    assert isinstance(create_backend("auto", interface="wm3"), expected)
-
-
-def test_create_backend_auto_never_falls_back_to_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    def nothing() -> BackendName:
-        raise BackendUnavailable("no WireGuard backend is available: test")
-
-    monkeypatch.setattr(prereq, "resolve_auto", nothing)
-    with pytest.raises(BackendUnavailable, match="no WireGuard backend is available"):
-        create_backend("auto")
-
-
-def test_create_backend_refuses_an_unusable_interface_name() -> None:
-    with pytest.raises(ValueError, match="not a usable interface name"):
-        create_backend("kernel", interface="wm0; reboot")

@@ -15,9 +15,9 @@ from tests.factories import auth
 from tests.support.live import LiveServer, OrgFixture, live_setup_key
 from tests.support.ports import free_port
 from tests.support.waiting import eventually
-from wiremesh.agent.backend import MemoryBackend
 from wiremesh.agent.enroll import enroll
 from wiremesh.agent.keys import generate_keypair, public_key_of
+from wiremesh.agent.memory import MemoryBackend
 from wiremesh.agent.runner import AgentRunner, Backoff
 from wiremesh.agent.state import (
     KEY_FILE,

@@ -9,6 +9,7 @@
 - :mod:`.prereq`: what the system must have (rights, tools, module), ``--backend auto``.
 - :mod:`.keywatch` and :mod:`.rotate`: key rotation without restarting the agent.
 
-Nothing here is imported by :mod:`wiremesh.agent.backend` until a real backend is asked
-for, so the memory backend and the tests of the session loop never load it.
+They import the contract (:mod:`wiremesh.agent.backend`); only the factory
+(:mod:`wiremesh.agent.factory`) imports them, so the memory backend and the session loop
+never load this package.
 """

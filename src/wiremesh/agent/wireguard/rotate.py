@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Final
 
 import httpx
 
-from wiremesh.agent.enroll import NoServerAnswered, _server_error, first_answer
+from wiremesh.agent.api import NoServerAnswered, first_answer, server_error
 from wiremesh.agent.keys import generate_keypair
 from wiremesh.agent.state import (
     Enrollment,
@@ -34,12 +33,11 @@ from wiremesh.agent.state import (
     save_enrollment,
     state_lock,
 )
+from wiremesh.protocol.urls import PUBLIC_KEY_PATH
 
-__all__ = ["PUBLIC_KEY_PATH", "RotateError", "rotate_key"]
+__all__ = ["RotateError", "rotate_key"]
 
 logger = logging.getLogger("wiremesh.agent")
-
-PUBLIC_KEY_PATH: Final = "/api/v1/agent/public-key"
 
 
 class RotateError(Exception):
@@ -69,7 +67,7 @@ async def rotate_key(
         raise RotateError(f"{exc}; nothing changed") from None
     if response.status_code != 200:
         raise RotateError(
-            f"the server refused the new key: {_server_error(response)}; nothing changed"
+            f"the server refused the new key: {server_error(response)}; nothing changed"
         )
     try:
         registered = response.json().get("public_key")

@@ -1,0 +1,54 @@
+"""What the agent's commands share: the state dir option, failing with a message, and
+loading the enrollment with the private key.
+
+A module of its own so each group of commands (:mod:`.cli`, :mod:`.cli_servers`) can use
+them without importing the other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final, NoReturn
+
+import typer
+
+from wiremesh.agent.state import (
+    KEY_FILE,
+    STATE_DIR_ENV,
+    Enrollment,
+    StateError,
+    load_enrollment,
+    load_private_key,
+)
+
+__all__ = ["EXIT_ERROR", "StateDirOption", "fail", "load_state"]
+
+EXIT_ERROR: Final = 1
+
+StateDirOption = typer.Option(
+    None,
+    "--state-dir",
+    envvar=STATE_DIR_ENV,
+    help="Where the enrollment and private key live [default: /var/lib/wiremesh]",
+)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print ``error: message`` in red on stderr and exit with ``code``."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def load_state(directory: Path) -> tuple[Enrollment, str]:
+    """The enrollment and private key, or exit saying what is wrong with them."""
+    try:
+        enrollment = load_enrollment(directory)
+    except StateError as exc:
+        fail(str(exc))
+    try:
+        return enrollment, load_private_key(directory, enrollment)
+    except StateError as exc:
+        fail(
+            f"{exc} (if `wiremesh agent rotate-key` was interrupted, running it again "
+            f"repairs {directory / KEY_FILE})"
+        )
