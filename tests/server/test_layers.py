@@ -9,9 +9,9 @@ import wiremesh.server
 
 SERVER_DIR = Path(wiremesh.server.__file__).parent
 WEB_FRAMEWORK = ("fastapi", "starlette")
-# Where HTTP lives: the app, the endpoint and dependency modules, the error handlers and the
-# agent WebSocket gateway.
-WEB_MODULES = {"app.py", "errors.py", "presence/gateway.py"}
+# Where HTTP lives: the app, the endpoint and dependency modules, the error handlers, the
+# agent WebSocket gateway and the ASGI middlewares that act before parsing.
+WEB_MODULES = {"app.py", "errors.py", "presence/gateway.py", "limits.py", "ratelimit.py"}
 
 
 def imports(path: Path) -> set[str]:
