@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from wiremesh.agent.backoff import Backoff
 from wiremesh.agent.keys import KeyPair, generate_keypair
-from wiremesh.agent.state import EnrolledDevice, EnrolledNetwork, Enrollment
+from wiremesh.agent.memory import MemoryBackend
+from wiremesh.agent.runner import AgentRunner
+from wiremesh.agent.state import (
+    EnrolledDevice,
+    EnrolledNetwork,
+    Enrollment,
+    save_enrollment,
+)
 
 
 def make_enrollment(public_key: str, **overrides: object) -> Enrollment:
@@ -102,3 +110,17 @@ async def fake_server() -> AsyncIterator[Callable[[Handler], Awaitable[FakeServe
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "agent-state"
+
+
+def saved_runner(url: str, state_dir: Path) -> AgentRunner:
+    """A runner whose enrollment is saved in ``state_dir``, so it re-reads the list there."""
+    enrollment, keys = fake_enrollment(url)
+    save_enrollment(state_dir, enrollment, keys.private_key)
+    return AgentRunner(
+        enrollment,
+        keys.private_key,
+        MemoryBackend(),
+        listen_port=51999,
+        backoff=Backoff(base=0.01, cap=0.05),
+        state_dir=state_dir,
+    )

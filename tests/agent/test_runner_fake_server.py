@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection
 
-from tests.agent.conftest import FakeServer, Handler, fake_enrollment
+from tests.agent.conftest import FakeServer, Handler, fake_enrollment, saved_runner
 from tests.support.ports import free_port
 from tests.support.waiting import eventually
 from wiremesh import __version__
@@ -22,7 +22,7 @@ from wiremesh.agent.backend import DeviceConfig, PeerChange
 from wiremesh.agent.lan import lan_candidates
 from wiremesh.agent.memory import MemoryBackend
 from wiremesh.agent.runner import AgentRunner, BackendError, Backoff, Refused
-from wiremesh.agent.state import save_enrollment, set_server_urls
+from wiremesh.agent.state import set_server_urls
 from wiremesh.protocol import (
     Device,
     Heartbeat,
@@ -99,20 +99,6 @@ def runner_for_servers(
         backoff=backoff or Backoff(base=0.01, cap=0.05),
         rng=rng,
         **kwargs,
-    )
-
-
-def saved_runner(url: str, state_dir: Path) -> AgentRunner:
-    """A runner whose enrollment is saved in ``state_dir``, so it re-reads the list there."""
-    enrollment, keys = fake_enrollment(url)
-    save_enrollment(state_dir, enrollment, keys.private_key)
-    return AgentRunner(
-        enrollment,
-        keys.private_key,
-        MemoryBackend(),
-        listen_port=51999,
-        backoff=Backoff(base=0.01, cap=0.05),
-        state_dir=state_dir,
     )
 
 

@@ -14,12 +14,10 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
-from tests.agent.conftest import FakeServer, Handler, fake_enrollment
+from tests.agent.conftest import FakeServer, Handler, fake_enrollment, saved_runner
 from tests.agent.test_cli import invoke
 from tests.agent.test_runner_fake_server import PEER_KEY, nothing_listens, welcome
 from tests.support.waiting import eventually
-from wiremesh.agent.memory import MemoryBackend
-from wiremesh.agent.runner import AgentRunner, Backoff
 from wiremesh.agent.state import save_enrollment
 from wiremesh.agent.status import STATUS_FILE, AgentStatus, read_status, render_status
 from wiremesh.protocol import Peer
@@ -33,19 +31,6 @@ PEER = Peer(
     endpoint="192.0.2.1:51820",
     online=True,
 )
-
-
-def runner_in(state_dir: Path, url: str) -> AgentRunner:
-    enrollment, keys = fake_enrollment(url)
-    save_enrollment(state_dir, enrollment, keys.private_key)
-    return AgentRunner(
-        enrollment,
-        keys.private_key,
-        MemoryBackend(),
-        listen_port=51999,
-        backoff=Backoff(base=0.01, cap=0.05),
-        state_dir=state_dir,
-    )
 
 
 def published(state_dir: Path) -> dict[str, Any]:
@@ -63,7 +48,7 @@ async def test_the_agent_publishes_connected_with_its_peers_then_stopped(
         await ws.wait_closed()
 
     fake = await fake_server(script)
-    runner = runner_in(state_dir, fake.url)
+    runner = saved_runner(fake.url, state_dir)
     task = asyncio.create_task(runner.run())
     try:
         await eventually(lambda: (read_status(state_dir) or {}).get("connection") == "connected")
@@ -94,7 +79,7 @@ async def test_a_refused_device_is_published_with_the_reason(
         await ws.close(4004, "device revoked")
 
     fake = await fake_server(script)
-    await asyncio.wait_for(runner_in(state_dir, fake.url).run(), 5)
+    await asyncio.wait_for(saved_runner(fake.url, state_dir).run(), 5)
     data = published(state_dir)
     assert data["connection"] == "refused"
     assert "device revoked (4004)" in str(data["reason"])
@@ -102,7 +87,7 @@ async def test_a_refused_device_is_published_with_the_reason(
 
 async def test_an_unreachable_server_is_published_as_disconnected(state_dir: Path) -> None:
     url = nothing_listens()
-    runner = runner_in(state_dir, url)
+    runner = saved_runner(url, state_dir)
     task = asyncio.create_task(runner.run())
     try:
         await eventually(lambda: (read_status(state_dir) or {}).get("connection") == "disconnected")
