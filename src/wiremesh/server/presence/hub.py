@@ -43,7 +43,6 @@ from wiremesh.server.events.schemas import (
     RelayChanged,
     SessionEnded,
 )
-from wiremesh.server.paths import repository as paths_repository
 from wiremesh.server.paths import service as paths_service
 from wiremesh.server.presence.devicesync import close_sessions_of_removed_devices
 from wiremesh.server.presence.directory import OrgDirectory, identity_from_event
@@ -52,12 +51,12 @@ from wiremesh.server.presence.history import SessionHistory, TransitionHook
 from wiremesh.server.presence.leases import ReplicaLeases
 from wiremesh.server.presence.loopmonitor import LoopLagMonitor
 from wiremesh.server.presence.models import ConnectionState
+from wiremesh.server.presence.relays import RelayBoard
 from wiremesh.server.presence.roster import DeviceIdentity
 from wiremesh.server.presence.sessions import LiveSession, SessionRegistry
 
 logger = logging.getLogger("wiremesh.presence")
 
-RELAY_SWEEP_INTERVAL = 0.5
 SEND_TIMEOUT = 5.0
 """A socket that cannot take a frame for this long is closed as stuck."""
 
@@ -86,10 +85,8 @@ class PresenceHub:
         self.admission = asyncio.Semaphore(max(1, settings.database_pool_size // 2))
         """Sessions being authenticated and recorded at once: half the pool, the rest is
         left for heartbeat flushes, ends and the API."""
-        self.relays: dict[str, Relay] = {}
-        """The relays that are up, by name; moved only by ``relay_changed`` events."""
+        self.relay_board = RelayBoard(sessionmaker)
         self._tasks: list[asyncio.Task[None]] = []
-        self._sweeping = False
         self._sends: set[asyncio.Task[bool]] = set()
         self.started = False
         self.stopping = False
@@ -105,9 +102,7 @@ class PresenceHub:
         ended = await self.leases.start()
         if ended:
             logger.info("ended %d connection rows left open by stopped servers", ended)
-        async with self.sessionmaker() as session:
-            for row in await paths_repository.online_relays(session):
-                self.relays[row.name] = _relay_of(row.name, row.public_key, row.endpoint)
+        await self.relay_board.load()
         self.loop_lag.start()
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="wiremesh-heartbeat-flusher"),
@@ -115,19 +110,13 @@ class PresenceHub:
             asyncio.create_task(self._lease_loop(), name="wiremesh-replica-lease"),
         ]
         if self.settings.relay_token is not None or self.relays:
-            self._start_relay_sweep()
+            self.relay_board.start_sweep()
         self.started = True
 
-    def _start_relay_sweep(self) -> None:
-        """Sweep only where relays can be: with the global token, or once a relay is up (one
-        with its own credential needs no token). Otherwise no transaction every half second
-        (on SQLite each one would take the write lock)."""
-        if self._sweeping:
-            return
-        self._sweeping = True
-        self._tasks.append(
-            asyncio.create_task(self._relay_sweep_loop(), name="wiremesh-relay-sweep")
-        )
+    @property
+    def relays(self) -> dict[str, Relay]:
+        """The relays that are up, by name."""
+        return self.relay_board.up
 
     async def stop(self) -> None:
         """Close every session as ``disconnected`` (server shutdown) and flush what is pending.
@@ -139,6 +128,7 @@ class PresenceHub:
         self.stopping = True
         self.fanout.stop()
         await self.loop_lag.stop()
+        await self.relay_board.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -164,19 +154,6 @@ class PresenceHub:
             live.closed.set()
         if self.started:
             await self.leases.drop()
-
-    async def _relay_sweep_loop(self) -> None:
-        """Every replica looks for silent relays; the conditional update lets one win."""
-        while True:
-            await asyncio.sleep(RELAY_SWEEP_INTERVAL)
-            try:
-                async with self.sessionmaker() as session:
-                    taken = await paths_service.take_silent_relays_offline(session)
-                    await session.commit()
-                if taken:
-                    logger.warning("relays went silent: %s", ", ".join(taken))
-            except Exception:
-                logger.exception("checking for silent relays failed; trying again")
 
     async def _lease_loop(self) -> None:
         """Every third of a lease: renew, end what dead replicas left; if this replica's own
@@ -257,9 +234,8 @@ class PresenceHub:
         return head[:-1] + ',"peers":' + peers + "}"
 
     def relay_list(self) -> list[Relay]:
-        """The relays up, in the order every agent prefers them (so a relayed pair of
-        devices picks the same relay without asking each other)."""
-        return [self.relays[name] for name in sorted(self.relays)]
+        """The relays up, in the order agents prefer them."""
+        return self.relay_board.ordered()
 
     async def activate(self, live: LiveSession) -> None:
         """The welcome is out: send the deltas held meanwhile, then receive them directly."""
@@ -395,23 +371,8 @@ class PresenceHub:
                 pass
 
     def _apply_relay_events(self, events: Sequence[AnyEvent]) -> None:
-        before = self.relay_list()
-        for event in events:
-            if not isinstance(event, RelayChanged):
-                continue
-            if event.online:
-                if self.started and not self.stopping:
-                    self._start_relay_sweep()
-                try:
-                    self.relays[event.name] = _relay_of(
-                        event.name, event.public_key, event.endpoint
-                    )
-                except ValueError:
-                    logger.warning("relay %r announced an unusable identity", event.name)
-            else:
-                self.relays.pop(event.name, None)
-        after = self.relay_list()
-        if after == before:
+        after = self.relay_board.apply(events, may_sweep=self.started and not self.stopping)
+        if after is None:
             return
         logger.info("relays up: %s", ", ".join(relay.name for relay in after) or "none")
         frame = encode(RelaysMessage(relays=after))
@@ -501,7 +462,3 @@ class PresenceHub:
 __all__ = ["DeviceIdentity", "LiveSession", "PresenceHub"]
 
 _CLOSE_CODES = {int(code) for code in CloseCode}
-
-
-def _relay_of(name: str, public_key: str, endpoint: str) -> Relay:
-    return Relay(name=name, public_key=public_key, endpoint=endpoint)
