@@ -33,6 +33,23 @@ def invoke(*args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(app, list(args), input=input)
 
 
+def ok(*args: str, input: str | None = None) -> str:
+    """Run a command that must succeed; its standard output."""
+    result = invoke(*args, input=input)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def refused(*args: str, input: str | None = None) -> str:
+    """Run a command that must fail cleanly: exit status 1, a reason on stderr, no
+    traceback; the reason."""
+    result = invoke(*args, input=input)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return result.stderr
+
+
 def query(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Look at the database from a synchronous test."""
 

@@ -6,15 +6,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.cli.operator_cli import invoke, point_cli_at, query
+from tests.cli.operator_cli import invoke, query
 from wiremesh.server.auth.service import authenticate_token
 from wiremesh.server.config import Settings
 from wiremesh.server.users.models import User
 
-
-@pytest.fixture(autouse=True)
-def _cli_database(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    point_cli_at(monkeypatch, settings)
+pytestmark = pytest.mark.usefixtures("cli_database")
 
 
 def test_bootstrap_prints_a_working_token_once(settings: Settings) -> None:

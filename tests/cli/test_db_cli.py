@@ -6,14 +6,11 @@ import json
 
 import pytest
 
-from tests.cli.operator_cli import invoke, point_cli_at
+from tests.cli.operator_cli import invoke
 from wiremesh.server.config import Settings
 from wiremesh.server.db import migrate
 
-
-@pytest.fixture(autouse=True)
-def _cli_database(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    point_cli_at(monkeypatch, settings)
+pytestmark = pytest.mark.usefixtures("cli_database")
 
 
 def current() -> dict[str, object]:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.cli.operator_cli import invoke, point_cli_at, query
+from tests.cli.operator_cli import invoke, ok, query, refused
 from wiremesh.server.config import Settings
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices import service
@@ -20,25 +20,7 @@ from wiremesh.server.errors import ApiError
 from wiremesh.server.paths.models import PeerPath
 from wiremesh.server.presence.models import ConnectionStatus
 
-
-@pytest.fixture(autouse=True)
-def _cli_database(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    point_cli_at(monkeypatch, settings)
-
-
-def ok(*args: str, input: str | None = None) -> str:
-    result = invoke(*args, input=input)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def refused(*args: str, input: str | None = None) -> str:
-    """Run a command that must fail cleanly: exit status 1 and a reason on stderr."""
-    result = invoke(*args, input=input)
-    assert result.exit_code == 1, result.output
-    assert result.stderr.startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    return result.stderr
+pytestmark = pytest.mark.usefixtures("cli_database")
 
 
 def make_org(name: str, network: str) -> None:

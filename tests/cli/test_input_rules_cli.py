@@ -8,14 +8,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.cli.operator_cli import invoke, point_cli_at, query
+from tests.cli.operator_cli import invoke, query
 from wiremesh.server.config import Settings
 from wiremesh.server.devices.models import SetupKey
 
-
-@pytest.fixture(autouse=True)
-def _cli_database(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    point_cli_at(monkeypatch, settings)
+pytestmark = pytest.mark.usefixtures("cli_database")
 
 
 def _make_org() -> None:

@@ -10,30 +10,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.cli.operator_cli import invoke, point_cli_at, query
+from tests.cli.operator_cli import invoke, ok, query, refused
 from tests.factories import make_org, make_user
 from wiremesh.server.config import Settings
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.presence.models import ConnectionStatus
 
-
-@pytest.fixture(autouse=True)
-def _cli_database(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    point_cli_at(monkeypatch, settings)
-
-
-def ok(*args: str) -> str:
-    result = invoke(*args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def refused(*args: str) -> str:
-    result = invoke(*args)
-    assert result.exit_code == 1, result.output
-    assert result.stderr.startswith("error: "), result.stderr
-    return result.stderr
+pytestmark = pytest.mark.usefixtures("cli_database")
 
 
 SECOND = timedelta(seconds=1)

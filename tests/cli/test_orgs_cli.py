@@ -8,20 +8,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.cli.operator_cli import invoke, point_cli_at, query
+from tests.cli.operator_cli import invoke, ok, query
 from wiremesh.server.config import Settings
 from wiremesh.server.orgs.models import Membership, Organization
 
-
-@pytest.fixture(autouse=True)
-def _cli_database(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    point_cli_at(monkeypatch, settings)
-
-
-def ok(*args: str, input: str | None = None) -> str:
-    result = invoke(*args, input=input)
-    assert result.exit_code == 0, result.output
-    return result.stdout
+pytestmark = pytest.mark.usefixtures("cli_database")
 
 
 def org_names(settings: Settings) -> list[str]:

@@ -8,31 +8,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.cli.operator_cli import invoke, point_cli_at, query
+from tests.cli.operator_cli import invoke, ok, query, refused
 from tests.protocol.helpers import wg_key
 from wiremesh.server.auth.secrets import hash_secret
 from wiremesh.server.config import Settings
 from wiremesh.server.events.models import MeshEvent
 from wiremesh.server.paths.models import Relay, RelayCredential
 
-
-@pytest.fixture(autouse=True)
-def _cli_database(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    point_cli_at(monkeypatch, settings)
-
-
-def ok(*args: str) -> str:
-    result = invoke(*args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def refused(*args: str) -> str:
-    result = invoke(*args)
-    assert result.exit_code == 1, result.output
-    assert result.stderr.startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    return result.stderr
+pytestmark = pytest.mark.usefixtures("cli_database")
 
 
 def credentials(settings: Settings) -> list[tuple[str, str]]:

@@ -11,18 +11,15 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.cli.operator_cli import invoke, point_cli_at, query
+from tests.cli.operator_cli import invoke, ok, query
 from tests.server.mail.smtp_servers import SmtpServer, make_certificate, start_server
 from wiremesh.server.config import Settings
 from wiremesh.server.crypto import SecretBox, generate_key, parse_key_file
 from wiremesh.server.mail.models import MailOutbox, SMTPSettings
 
+pytestmark = pytest.mark.usefixtures("cli_database")
+
 PASSWORD = "cli-s3cret"
-
-
-@pytest.fixture(autouse=True)
-def _cli_database(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    point_cli_at(monkeypatch, settings)
 
 
 @pytest.fixture
@@ -31,12 +28,6 @@ def smtp_server(tmp_path: Path) -> Iterator[tuple[SmtpServer, Path]]:
     server = start_server(certificate, mode="starttls", username="mailer", password=PASSWORD)
     yield server, certificate.cert_path
     server.stop()
-
-
-def ok(*args: str, input: str | None = None) -> str:
-    result = invoke(*args, input=input)
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 def stored_passwords(settings: Settings) -> list[str | None]:

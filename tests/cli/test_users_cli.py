@@ -7,21 +7,12 @@ import json
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.cli.operator_cli import invoke, point_cli_at, query
+from tests.cli.operator_cli import invoke, ok, query
 from wiremesh.server.auth.service import authenticate_token
 from wiremesh.server.config import Settings
 from wiremesh.server.errors import ApiError
 
-
-@pytest.fixture(autouse=True)
-def _cli_database(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    point_cli_at(monkeypatch, settings)
-
-
-def ok(*args: str) -> str:
-    result = invoke(*args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
+pytestmark = pytest.mark.usefixtures("cli_database")
 
 
 def token_user(settings: Settings, token: str) -> str | None:
