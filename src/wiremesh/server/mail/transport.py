@@ -35,6 +35,7 @@ class Outcome(enum.StrEnum):
     DEFERRED = "deferred"
     SMTP_NOT_CONFIGURED = "smtp_not_configured"
     SECRET_KEY_MISMATCH = "secret_key_mismatch"  # noqa: S105 - an outcome code
+    CANCELLED = "cancelled"
     ERROR = "error"
 
 
