@@ -81,6 +81,8 @@ def settings(database_url: str | None, tmp_path: Path) -> Settings:
         heartbeat_timeout=2.0,
         heartbeat_flush_interval=0.2,
         secret_keys=[],
+        # The tests' SMTP servers listen on loopback; tests of the rule turn it off.
+        smtp_allow_private_hosts=True,
     )
 
 

@@ -27,6 +27,8 @@ def point_cli_at(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     monkeypatch.setenv("WIREMESH_DATA_DIR", str(settings.data_dir))
     if settings.database_url:
         monkeypatch.setenv("WIREMESH_DATABASE_URL", settings.database_url)
+    if settings.smtp_allow_private_hosts:
+        monkeypatch.setenv("WIREMESH_SMTP_ALLOW_PRIVATE_HOSTS", "true")
 
 
 def invoke(*args: str, input: str | None = None) -> Result:

@@ -90,6 +90,22 @@ class Settings(BaseSettings):
     mail_retry_base_delay: float = Field(default=30.0, gt=0)
     mail_retry_max_delay: float = Field(default=3600.0, gt=0)
     alert_check_interval: float = Field(default=30.0, gt=0, le=86400)
+    smtp_allow_private_hosts: bool = Field(
+        default=False,
+        description=(
+            "Let organizations' SMTP settings point at loopback, link-local, private, CGNAT "
+            "or unspecified addresses (the global settings always may)"
+        ),
+    )
+    smtp_test_burst: int = Field(
+        default=5, ge=1, le=1000, description="Test mails an organization may send at once"
+    )
+    smtp_test_per_minute: float = Field(
+        default=2.0,
+        gt=0,
+        le=1000,
+        description="How fast an organization's test mail budget refills",
+    )
 
     default_network_pool: str = Field(
         default="100.64.0.0/10", description="Org networks are carved from this range"

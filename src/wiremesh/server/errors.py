@@ -14,13 +14,20 @@ class ApiError(Exception):
     """A refusal the client can act on; raised by services, rendered by the app."""
 
     def __init__(
-        self, status: int, code: str, message: str, details: list[Any] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[Any] | None = None,
+        *,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.retry_after = retry_after  # seconds, sent as ``Retry-After`` (429, 503)
 
 
 class NotFound(ApiError):
@@ -116,7 +123,9 @@ def install_error_handlers(app: FastAPI) -> None:
             throttle = getattr(request.app.state, "auth_throttle", None)
             if throttle is not None:
                 throttle.failed(request.scope, exc.code)
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
         return JSONResponse(
             error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers
         )

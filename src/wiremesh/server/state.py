@@ -12,7 +12,7 @@ from wiremesh.server.config import Settings
 if TYPE_CHECKING:
     from wiremesh.server.events.feed import EventFeed
     from wiremesh.server.presence.hub import PresenceHub
-    from wiremesh.server.ratelimit import AuthThrottle
+    from wiremesh.server.ratelimit import AuthThrottle, TokenBuckets
 
 
 @dataclass
@@ -23,3 +23,4 @@ class AppState:
     hub: PresenceHub
     feed: EventFeed | None = None
     auth_throttle: AuthThrottle | None = None
+    test_mail_budget: TokenBuckets | None = None  # per org; made by mail.api on first use

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.factories import auth, make_member, make_org, make_token, make_user
 from tests.server.mail.smtp_servers import HOST, Certificate, SmtpServer
+from wiremesh.server.config import Settings
+from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices.models import VirtualIPMapping
-from wiremesh.server.mail.models import MailOutbox
+from wiremesh.server.mail.models import MailOutbox, MailStatus
+from wiremesh.server.mail.transport import FakeTransport, SentMail
 from wiremesh.server.orgs.models import Organization, OrgRole
 from wiremesh.server.presence.models import ConnectionStatus
+from wiremesh.server.workers.mail_outbox import MailOutboxWorker, OutboxOptions
 
 API = "/api/v1"
 PASSWORD = "s3cret-pw"
@@ -168,3 +173,31 @@ async def session_row(
     session.add(row)
     await session.flush()
     return row
+
+
+async def deliver_now(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, *, kind: str
+) -> tuple[list[SentMail], list[MailOutbox]]:
+    """Send every unsent mail of ``kind`` now through a ``FakeTransport``: what was sent, and
+    the rows after. The app's own worker may hold a mail for a moment, so claim until done."""
+    transport = FakeTransport()
+    worker = MailOutboxWorker(
+        sessionmaker,
+        settings,
+        transport=transport,
+        options=OutboxOptions(poll_interval=0.05, send_timeout=5),
+    )
+    for _ in range(100):
+        async with sessionmaker() as session:
+            await session.execute(
+                update(MailOutbox)
+                .where(MailOutbox.kind == kind, MailOutbox.status == MailStatus.QUEUED.value)
+                .values(next_attempt_at=utcnow())
+            )
+            await session.commit()
+        await worker.run_once()
+        rows = await outbox_rows(sessionmaker, kind=kind)
+        if all(row.status in (MailStatus.SENT.value, MailStatus.FAILED.value) for row in rows):
+            return transport.sent, rows
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the {kind} mails were not all sent")

@@ -153,13 +153,36 @@ async def test_rename(
     url = f"{API}/orgs/{org.id}"
     refused = await client.patch(url, json={"name": "by-member"}, headers=org.member)
     assert refused.status_code == 403
-    response = await client.patch(url, json={"name": "acme-renamed"}, headers=org.org_admin)
+    response = await client.patch(url, json={"name": "acme-renamed"}, headers=org.admin)
     assert response.status_code == 200
     assert response.json()["name"] == "acme-renamed"
     async with sessionmaker() as check:
         stored = await check.get(Organization, org.id)
         assert stored is not None
         assert stored.name == "acme-renamed"
+
+
+async def test_renaming_tells_an_org_admin_nothing_about_other_names(
+    client: httpx.AsyncClient, session: AsyncSession, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Names are unique server-wide: only the operator renames, so no answer is an oracle."""
+    org = await make_org_with_people(session)
+    await make_org(session, name="someone-else", network_cidr="100.64.16.0/20")
+    await session.commit()
+    url = f"{API}/orgs/{org.id}"
+    answers = []
+    for headers in (org.org_admin, org.owner):
+        for name in ("someone-else", "nobody-has-this"):
+            answer = await client.patch(url, json={"name": name}, headers=headers)
+            answers.append((answer.status_code, answer.json()))
+    assert all(answer == answers[0] for answer in answers), answers
+    assert answers[0][0] == 403
+    async with sessionmaker() as check:
+        stored = await check.get(Organization, org.id)
+        assert stored is not None
+        assert stored.name == "acme"
+    taken = await client.patch(url, json={"name": "someone-else"}, headers=org.admin)
+    assert taken.status_code == 409  # the operator sees the conflict
 
 
 async def test_delete_org(
@@ -190,36 +213,53 @@ async def test_members_list(client: httpx.AsyncClient, session: AsyncSession) ->
     assert set(members[0]) == {"user_id", "email", "name", "role", "joined_at"}
 
 
-async def test_add_member_by_email_and_by_id(
+async def test_org_admins_cannot_add_users_and_learn_nothing_trying(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
+    """No direct add without the user's consent: the same refusal for any address or id."""
     org = await make_org_with_people(session)
     url = f"{API}/orgs/{org.id}/members"
+    answers = []
+    for headers in (org.org_admin, org.owner):
+        for body in (
+            {"email": org.outsider_email},
+            {"email": "nobody-at-all@example.org"},
+            {"user_id": org.outsider_id},
+            {"user_id": 999_999},
+            {"user_id": org.admin_id, "role": "owner"},  # the server administrator
+        ):
+            answer = await client.post(url, json=body, headers=headers)
+            answers.append((answer.status_code, answer.json()))
+    assert all(answer == answers[0] for answer in answers), answers
+    assert answers[0][0] == 403
+    assert answers[0][1]["error"]["code"] == "invitation_required"
+    assert org.outsider_email not in str(answers)
+    still_hidden = await client.get(f"{API}/orgs/{org.id}", headers=org.outsider)
+    assert still_hidden.status_code == 404
     by_member = await client.post(url, json={"email": org.outsider_email}, headers=org.member)
     assert by_member.status_code == 403
-    response = await client.post(
-        url, json={"email": org.outsider_email.upper()}, headers=org.org_admin
-    )
-    assert response.status_code == 201, response.text
-    assert (response.json()["user_id"], response.json()["role"]) == (org.outsider_id, "member")
-    again = await client.post(url, json={"user_id": org.outsider_id}, headers=org.owner)
-    assert again.status_code == 409
-    assert again.json()["error"]["code"] == "already_member"
-    now_visible = await client.get(f"{API}/orgs/{org.id}", headers=org.outsider)
-    assert now_visible.status_code == 200
 
 
-async def test_admin_cannot_add_an_owner_but_owner_can(
+async def test_a_server_admin_adds_members_directly(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
     org = await make_org_with_people(session)
     url = f"{API}/orgs/{org.id}/members"
-    body = {"user_id": org.outsider_id, "role": "owner"}
-    refused = await client.post(url, json=body, headers=org.org_admin)
-    assert refused.status_code == 403
-    accepted = await client.post(url, json=body, headers=org.owner)
-    assert accepted.status_code == 201
-    assert accepted.json()["role"] == "owner"
+    response = await client.post(url, json={"email": org.outsider_email.upper()}, headers=org.admin)
+    assert response.status_code == 201, response.text
+    assert (response.json()["user_id"], response.json()["role"]) == (org.outsider_id, "member")
+    again = await client.post(url, json={"user_id": org.outsider_id}, headers=org.admin)
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "already_member"
+    unknown = await client.post(url, json={"email": "nobody@example.org"}, headers=org.admin)
+    assert unknown.status_code == 404
+    now_visible = await client.get(f"{API}/orgs/{org.id}", headers=org.outsider)
+    assert now_visible.status_code == 200
+    owner = await client.post(
+        url, json={"user_id": org.admin_id, "role": "owner"}, headers=org.admin
+    )
+    assert owner.status_code == 201
+    assert owner.json()["role"] == "owner"
 
 
 async def test_change_role(client: httpx.AsyncClient, session: AsyncSession) -> None:

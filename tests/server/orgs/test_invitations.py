@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.factories import auth, make_token, make_user
-from tests.server.mail.helpers import API, make_world, outbox_rows, smtp_body
-from tests.server.mail.smtp_servers import free_port
+from tests.server.mail.helpers import API, deliver_now, make_world, outbox_rows, smtp_body
+from tests.support.ports import free_port
+from wiremesh.server.config import Settings
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.orgs.models import Membership, OrgInvitation
 
@@ -35,6 +38,7 @@ async def test_an_invitation_is_mailed_and_accepted_once(
     client: httpx.AsyncClient,
     session: AsyncSession,
     sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
 ) -> None:
     world = await make_world(session)
     await configure_global_smtp(client, world.server_admin)
@@ -54,10 +58,11 @@ async def test_an_invitation_is_mailed_and_accepted_once(
         world.a.id,
     )
     assert "token" not in data
-    [mail] = await outbox_rows(sessionmaker, kind="invitation")
-    assert mail.id == data["mail_id"]
+    [sent], [row] = await deliver_now(sessionmaker, settings, kind="invitation")
+    assert row.id == data["mail_id"]
+    mail = sent.mail
     assert mail.to == "new.person@example.org"
-    assert mail.org_id == world.a.id
+    assert row.org_id == world.a.id
     assert world.a.name in mail.subject
     token = TOKEN.search(mail.text)
     assert token is not None
@@ -97,12 +102,13 @@ async def test_only_the_invited_address_may_accept(
     client: httpx.AsyncClient,
     session: AsyncSession,
     sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
 ) -> None:
     world = await make_world(session)
     await configure_global_smtp(client, world.server_admin)
     await invite(client, world.a.id, world.a.owner, email="someone@example.org")
-    [mail] = await outbox_rows(sessionmaker, kind="invitation")
-    token = TOKEN.search(mail.text)
+    [sent], _rows = await deliver_now(sessionmaker, settings, kind="invitation")
+    token = TOKEN.search(sent.mail.text)
     assert token is not None
     other = await client.post(
         f"{API}/invitations/accept", json={"token": token.group()}, headers=world.outsider
@@ -128,13 +134,17 @@ async def test_expired_and_revoked_invitations_are_refused(
     client: httpx.AsyncClient,
     session: AsyncSession,
     sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
 ) -> None:
     world = await make_world(session)
     await configure_global_smtp(client, world.server_admin)
     await invite(client, world.a.id, world.a.admin, email=world.outsider_email)
+    [a_sent], _rows = await deliver_now(sessionmaker, settings, kind="invitation")
     first = await invite(client, world.b.id, world.b.admin, email=world.outsider_email)
+    [b_old_sent], _rows = await deliver_now(sessionmaker, settings, kind="invitation")
     second = await invite(client, world.b.id, world.b.admin, email=world.outsider_email)
-    tokens = [TOKEN.search(m.text) for m in await outbox_rows(sessionmaker, kind="invitation")]
+    [b_new_sent], _rows = await deliver_now(sessionmaker, settings, kind="invitation")
+    tokens = [TOKEN.search(sent.mail.text) for sent in (a_sent, b_old_sent, b_new_sent)]
     assert all(tokens)
     a_token, b_old, b_new = (t.group() for t in tokens if t is not None)
 
@@ -203,3 +213,60 @@ async def test_inviting_needs_a_way_to_send_mail(
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "smtp_not_configured"
     assert (await session.execute(select(OrgInvitation))).first() is None
+
+
+async def test_the_token_is_stored_nowhere_and_logged_nowhere(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The queued mail holds a placeholder; the token exists only in the message sent."""
+    caplog.set_level(logging.DEBUG)
+    world = await make_world(session)
+    await configure_global_smtp(client, world.server_admin)
+    created = await invite(client, world.a.id, world.a.admin, email=world.outsider_email)
+    assert created.status_code == 201, created.text
+    [queued] = await outbox_rows(sessionmaker, kind="invitation")
+    assert TOKEN.search(queued.text) is None
+    assert queued.html is not None
+    assert TOKEN.search(queued.html) is None
+
+    [sent], [row] = await deliver_now(sessionmaker, settings, kind="invitation")
+    token = TOKEN.search(sent.mail.text)
+    assert token is not None
+    assert row.status == "sent"
+    for stored in (row.text, row.html or "", row.subject, row.last_error or ""):
+        assert token.group() not in stored
+        assert TOKEN.search(stored) is None
+    listed = await client.get(f"{API}/orgs/{world.a.id}/mail", headers=world.a.admin)
+    assert TOKEN.search(listed.text) is None
+    invitation = (await session.execute(select(OrgInvitation))).scalar_one()
+    assert token.group() not in (invitation.lookup, invitation.token_hash)
+    await session.rollback()
+    assert token.group() not in caplog.text
+
+    accepted = await client.post(
+        f"{API}/invitations/accept", json={"token": token.group()}, headers=world.outsider
+    )
+    assert accepted.status_code == 200, accepted.text
+    assert token.group() not in caplog.text
+
+
+async def test_the_mail_of_a_revoked_invitation_is_not_sent(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    world = await make_world(session)
+    await configure_global_smtp(client, world.server_admin)
+    created = await invite(client, world.a.id, world.a.admin, email=world.outsider_email)
+    revoked = await client.delete(
+        f"{API}/orgs/{world.a.id}/invitations/{created.json()['id']}", headers=world.a.admin
+    )
+    assert revoked.status_code == 204
+    sent, [row] = await deliver_now(sessionmaker, settings, kind="invitation")
+    assert sent == []
+    assert (row.status, row.last_outcome) == ("failed", "cancelled")

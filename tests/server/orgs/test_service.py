@@ -168,14 +168,20 @@ async def test_list_shows_members_their_orgs_and_admins_all(
     assert len(await service.list_orgs(session, operator_principal(), limit=1, offset=1)) == 1
 
 
-async def test_rename_needs_an_admin_and_a_free_name(session: AsyncSession) -> None:
+async def test_rename_needs_a_server_admin_and_a_free_name(session: AsyncSession) -> None:
     org = await make_org(session, name="acme")
     await make_org(session, name="taken")
     member = await make_user(session)
     await make_member(session, org, member, OrgRole.MEMBER)
+    owner = await make_user(session)
+    await make_member(session, org, owner, OrgRole.OWNER)
     await assert_refused(
         "forbidden", 403, service.rename_org(session, principal(member), org.id, "x")
     )
+    for name in ("taken", "free"):
+        await assert_refused(
+            "forbidden", 403, service.rename_org(session, principal(owner), org.id, name)
+        )
     await assert_refused(
         "org_name_taken", 409, service.rename_org(session, operator_principal(), org.id, "taken")
     )
@@ -213,7 +219,7 @@ async def test_resolve_by_id_or_name(session: AsyncSession) -> None:
 # --- members ---
 
 
-async def test_admins_add_members_but_only_owners_add_owners(session: AsyncSession) -> None:
+async def test_only_server_admins_add_members_directly(session: AsyncSession) -> None:
     org = await make_org(session)
     owner, admin, member, newcomer = [await make_user(session) for _ in range(4)]
     await make_member(session, org, owner, OrgRole.OWNER)
@@ -226,22 +232,21 @@ async def test_admins_add_members_but_only_owners_add_owners(session: AsyncSessi
             session, principal(member), org.id, role=OrgRole.MEMBER, user_id=newcomer.id
         ),
     )
-    await assert_refused(
-        "forbidden",
-        403,
-        service.add_member(
-            session, principal(admin), org.id, role=OrgRole.OWNER, user_id=newcomer.id
-        ),
-    )
+    for caller, role in ((admin, OrgRole.MEMBER), (admin, OrgRole.OWNER), (owner, OrgRole.OWNER)):
+        await assert_refused(
+            "invitation_required",
+            403,
+            service.add_member(session, principal(caller), org.id, role=role, user_id=newcomer.id),
+        )
     membership, user = await service.add_member(
-        session, principal(admin), org.id, role=OrgRole.ADMIN, email=newcomer.email.upper()
+        session, operator_principal(), org.id, role=OrgRole.ADMIN, email=newcomer.email.upper()
     )
     assert (membership.role, user.id) == ("admin", newcomer.id)
     await assert_refused(
         "already_member",
         409,
         service.add_member(
-            session, principal(owner), org.id, role=OrgRole.OWNER, user_id=newcomer.id
+            session, operator_principal(), org.id, role=OrgRole.OWNER, user_id=newcomer.id
         ),
     )
 

@@ -112,7 +112,8 @@ class MailTestOut(BaseModel):
     outcome: str = Field(
         description=(
             "delivered, auth_failed, tls_failed, connection_refused, connection_failed, "
-            "timeout, rejected, deferred or error"
+            "timeout, rejected, deferred, smtp_destination_forbidden or error; an org's own "
+            "server never answers connection_refused or timeout (both are connection_failed)"
         )
     )
     message: str

@@ -17,7 +17,7 @@ from wiremesh.server.config import Settings
 from wiremesh.server.crypto import SecretBox, SecretKeyMismatch, secret_box
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.errors import ApiError, Conflict, Invalid, NotFound
-from wiremesh.server.mail import outbox, repository
+from wiremesh.server.mail import destinations, outbox, repository
 from wiremesh.server.mail.models import (
     MailKind,
     MailOutbox,
@@ -159,6 +159,8 @@ async def put_settings(
     await _org_name(session, scope)
     host = validate_host(data.smtp_server)
     port = validate_port(data.smtp_port)
+    if isinstance(scope, OrgScope) and not settings.smtp_allow_private_hosts:
+        await destinations.check_on_save(host, port)
     from_email = validate_address(data.from_email, code="invalid_from_email", what="from address")
     username = data.smtp_username.strip() if data.smtp_username is not None else None
     if username is not None:
@@ -256,6 +258,7 @@ async def resolve(session: AsyncSession, settings: Settings, org_id: int | None)
         tls=effective_tls(row.use_tls, row.tls_mode, row.smtp_port),
         verify_certificate=row.verify_certificate,
         ca_certificate=row.ca_certificate,
+        restrict_destination=row.org_id is not None and not settings.smtp_allow_private_hosts,
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
+import socket
 import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -18,7 +20,10 @@ from typing import Protocol
 import aiosmtplib
 
 from wiremesh.server.db.base import utcnow
+from wiremesh.server.mail import destinations
 from wiremesh.server.mail.models import TlsMode
+
+logger = logging.getLogger("wiremesh.mail")
 
 DEFAULT_TIMEOUT = 30.0
 MAX_ERROR_LENGTH = 1000
@@ -35,6 +40,8 @@ class Outcome(enum.StrEnum):
     DEFERRED = "deferred"
     SMTP_NOT_CONFIGURED = "smtp_not_configured"
     SECRET_KEY_MISMATCH = "secret_key_mismatch"  # noqa: S105 - an outcome code
+    CANCELLED = "cancelled"
+    DESTINATION_FORBIDDEN = "smtp_destination_forbidden"
     ERROR = "error"
 
 
@@ -64,6 +71,9 @@ class ResolvedSMTP:
     tls: TlsMode
     verify_certificate: bool
     ca_certificate: str | None = field(default=None, repr=False)
+    # An org's settings on a server that does not allow private hosts: every connection
+    # goes to an address checked by ``destinations`` (see there).
+    restrict_destination: bool = False
 
     @property
     def scope(self) -> str:
@@ -198,6 +208,22 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
     return exc.reason or str(exc)
 
 
+_UNREACHABLE = frozenset({Outcome.TIMEOUT, Outcome.CONNECTION_REFUSED, Outcome.CONNECTION_FAILED})
+
+
+def neutral(report: DeliveryReport, config: ResolvedSMTP) -> DeliveryReport:
+    """For an org's own settings, a refusal, a timeout and any other failure to connect are
+    one answer: an org admin must not learn from it whether a port is closed or filtered.
+    The operator still finds the detail in the server's log."""
+    if config.org_id is None or report.outcome not in _UNREACHABLE:
+        return report
+    logger.info("org %s: SMTP connection failed: %s", config.org_id, report.message)
+    return DeliveryReport(
+        Outcome.CONNECTION_FAILED,
+        f"could not connect to {_server(config)}, or it did not answer in time",
+    )
+
+
 class SmtpTransport:
     """The real transport: one connection per mail, through aiosmtplib."""
 
@@ -215,10 +241,12 @@ class SmtpTransport:
             )
         try:
             async with asyncio.timeout(self.timeout * 4):
+                sock = await self._connect_checked(config) if config.restrict_destination else None
                 _errors, reply = await aiosmtplib.send(
                     message,
                     hostname=config.host,
-                    port=config.port,
+                    port=None if sock is not None else config.port,
+                    sock=sock,
                     username=config.username if config.password is not None else None,
                     password=config.password if config.username is not None else None,
                     use_tls=config.tls is TlsMode.IMPLICIT,
@@ -227,11 +255,32 @@ class SmtpTransport:
                     timeout=self.timeout,
                     local_hostname=self.local_hostname,
                 )
+        except destinations.DestinationForbidden as exc:
+            return DeliveryReport(Outcome.DESTINATION_FORBIDDEN, exc.message)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            return classify(exc, config)
+            return neutral(classify(exc, config), config)
         return DeliveryReport(
             Outcome.DELIVERED, _clip(f"{_server(config)} accepted the mail: {reply}"), 250
         )
+
+    async def _connect_checked(self, config: ResolvedSMTP) -> socket.socket:
+        """A socket connected to an address of ``config.host`` that was checked just now:
+        every address the name has must be allowed, so a rebinding name cannot slip one in.
+        TLS still verifies the certificate against the host name."""
+        addresses = await destinations.resolve(config.host, config.port)
+        if any(destinations.is_forbidden(address) for address in addresses):
+            raise destinations.DestinationForbidden(config.host)
+        address = addresses[0]
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await asyncio.get_running_loop().sock_connect(sock, (str(address), config.port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
 
 @dataclass

@@ -104,7 +104,7 @@ async def get_org(
 @router.patch(
     "/orgs/{org_id}",
     tags=["orgs"],
-    summary="Rename an organization (owner or admin)",
+    summary="Rename an organization (server administrator)",
     response_model=OrgOut,
 )
 async def rename_org(
@@ -153,7 +153,7 @@ async def list_members(
 @router.post(
     "/orgs/{org_id}/members",
     tags=["members"],
-    summary="Add a user to an organization (owner or admin; only owners add owners)",
+    summary="Add an existing user directly (server administrator; org admins invite)",
     status_code=status.HTTP_201_CREATED,
     response_model=MemberOut,
 )

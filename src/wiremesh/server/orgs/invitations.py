@@ -3,11 +3,19 @@
 An invitation is single use, expires (7 days by default), and is accepted by a signed-in
 user whose e-mail address is the invited one; accepting creates the membership. The mail goes
 through the mail outbox, with the org's SMTP settings.
+
+The token is never stored in plaintext, not even in the outbox: the queued mail holds a
+placeholder naming the invitation where the token goes, and the outbox worker issues a fresh
+token for each send attempt (``fill_token``), keeps its hash on the invitation and puts the
+token only into the message it hands to the SMTP server. A retry issues a new token, so only
+the last mail sent works.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
@@ -24,10 +32,19 @@ from wiremesh.server.mail import outbox, repository
 from wiremesh.server.mail.models import MailKind, MailOutbox
 from wiremesh.server.mail.render import format_time, render
 from wiremesh.server.mail.service import SmtpNotConfigured, validate_address
+from wiremesh.server.mail.transport import OutgoingMail
 from wiremesh.server.orgs.models import Membership, Organization, OrgInvitation, OrgRole
 from wiremesh.server.users.models import User
 
 TOKEN_KIND = "wminv"  # noqa: S105 - a prefix, not a secret
+# Where the token goes in a queued mail, naming the invitation: replaced when the mail is sent.
+_PLACEHOLDER = re.compile(r"WIREMESH-INVITATION-([0-9]{1,10})-TOKEN")
+
+
+def token_placeholder(invitation_id: int) -> str:
+    return f"WIREMESH-INVITATION-{invitation_id}-TOKEN"
+
+
 DEFAULT_TTL = timedelta(days=7)
 MAX_TTL = timedelta(days=90)
 
@@ -89,6 +106,8 @@ async def create_invitation(
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
+    # The plaintext of this first secret is dropped: nobody holds a usable token until the
+    # outbox worker sends the mail (``fill_token``).
     issued = issue_secret(TOKEN_KIND)
     invitation = OrgInvitation(
         org_id=org_id,
@@ -111,8 +130,8 @@ async def create_invitation(
         inviter=f"{inviter.name} ({inviter.email})" if inviter is not None else "An administrator",
         role=role.value,
         email=address,
-        token=issued.plaintext,
-        accept_url=f"{base}/invitations/accept?token={quote(issued.plaintext)}",
+        token=token_placeholder(invitation.id),
+        accept_url=f"{base}/invitations/accept?token={token_placeholder(invitation.id)}",
         api_url=f"{base}/api/v1/invitations/accept",
         expires_at=format_time(invitation.expires_at),
     )
@@ -120,6 +139,40 @@ async def create_invitation(
         session, org_id=org_id, kind=MailKind.INVITATION.value, to=address, rendered=rendered
     )
     return invitation, mail
+
+
+async def fill_token(
+    session: AsyncSession, mail: OutgoingMail, org_id: int | None, *, now: datetime | None = None
+) -> OutgoingMail | None:
+    """The invitation mail with a fresh token in place of its placeholder, the token's hash
+    stored on the invitation; None when the invitation is no longer pending (accepted,
+    revoked, expired or deleted: the mail is moot). Called by the sender just before the
+    send, in the transaction that claims the mail, so the token exists only in memory."""
+    found = _PLACEHOLDER.search(mail.text)
+    if found is None:
+        return None
+    placeholder = found.group()
+    invitation = await session.get(OrgInvitation, int(found.group(1)))
+    now = now or utcnow()
+    pending = (
+        invitation is not None
+        and invitation.org_id == org_id
+        and invitation.accepted_at is None
+        and invitation.revoked_at is None
+        and invitation.expires_at > now
+    )
+    if invitation is None or not pending:
+        return None
+    issued = issue_secret(TOKEN_KIND)
+    invitation.lookup = issued.lookup
+    invitation.token_hash = issued.secret_hash
+    await session.flush()
+    token = quote(issued.plaintext)
+    return replace(
+        mail,
+        text=mail.text.replace(placeholder, token),
+        html=None if mail.html is None else mail.html.replace(placeholder, token),
+    )
 
 
 async def list_pending(

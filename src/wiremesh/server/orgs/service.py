@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.auth.principal import Principal
 from wiremesh.server.config import Settings
-from wiremesh.server.errors import Conflict, Forbidden, Invalid, NotFound
+from wiremesh.server.errors import ApiError, Conflict, Forbidden, Invalid, NotFound
 from wiremesh.server.events import recorder
 from wiremesh.server.events.schemas import OrgDeleted
 from wiremesh.server.orgs import repository
@@ -230,8 +230,12 @@ async def resolve_org(session: AsyncSession, ref: str) -> Organization:
 async def rename_org(
     session: AsyncSession, principal: Principal, org_id: int, name: str
 ) -> tuple[Organization, OrgRole | None]:
-    """Owners, admins and server administrators may rename; names stay unique."""
+    """Server administrators only. Names are unique across the server, so a rename by an
+    org admin would answer whether another org's name exists; org names are the operator's
+    namespace (the CLI finds orgs by name), so the operator assigns them."""
     role = await require_org_role(session, principal, org_id, admin=True)
+    if not principal.is_server_admin:
+        raise Forbidden("renaming an organization needs a server administrator")
     org = await repository.get(session, org_id, for_update=True)
     if org is None:
         raise NotFound("organization")
@@ -288,10 +292,18 @@ async def add_member(
     user_id: int | None = None,
     email: str | None = None,
 ) -> tuple[Membership, User]:
-    """Add an existing user (by id or e-mail); only owners may add another owner."""
-    caller = await require_org_role(session, principal, org_id, admin=True)
-    if role is OrgRole.OWNER and caller is not OrgRole.OWNER:
-        raise Forbidden("only an owner can grant the owner role")
+    """Server administrators add an existing user (by id or e-mail) directly. Org admins are
+    refused before any lookup, whatever the address, so the answer says nothing about which
+    users exist: they invite instead (``orgs.invitations``), and the user consents by
+    accepting."""
+    await require_org_role(session, principal, org_id, admin=True)
+    if not principal.is_server_admin:
+        raise ApiError(
+            403,
+            "invitation_required",
+            "members join by invitation (POST /orgs/{org_id}/invitations); only a server "
+            "administrator adds a user directly",
+        )
     if (user_id is None) == (email is None):
         raise Invalid("validation_error", "give exactly one of user_id and email")
     user = (

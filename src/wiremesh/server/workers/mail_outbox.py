@@ -27,15 +27,18 @@ from wiremesh.server.config import Settings
 from wiremesh.server.crypto import SecretKeyInvalid, SecretKeyMismatch
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.mail import outbox, repository, service
+from wiremesh.server.mail.models import MailKind
 from wiremesh.server.mail.outbox import RetryPolicy
 from wiremesh.server.mail.transport import (
     DEFAULT_TIMEOUT,
     DeliveryReport,
     MailTransport,
     Outcome,
+    OutgoingMail,
     ResolvedSMTP,
     SmtpTransport,
 )
+from wiremesh.server.orgs import invitations
 from wiremesh.server.workers.periodic import PeriodicWorker
 
 logger = logging.getLogger("wiremesh.server.workers.mail_outbox")
@@ -121,17 +124,27 @@ class MailOutboxWorker(PeriodicWorker):
             if row is None:  # pragma: no cover - deleted between claim and read (org deleted)
                 await session.rollback()
                 return False
-            mail = outbox.outgoing(row)
             attempts, kind, org_id = row.attempts, row.kind, row.org_id
+            mail: OutgoingMail | None = outbox.outgoing(row)
+            if kind == MailKind.INVITATION.value:
+                # The token is issued now and lives only in memory (see orgs.invitations).
+                mail = await invitations.fill_token(session, outbox.outgoing(row), org_id)
             try:
-                config = await service.resolve(session, self.settings, org_id)
+                if mail is None:
+                    report = DeliveryReport(
+                        Outcome.CANCELLED,
+                        "the invitation is no longer pending (accepted, revoked or expired)",
+                        permanent=True,
+                    )
+                else:
+                    config = await service.resolve(session, self.settings, org_id)
             except service.SmtpNotConfigured as exc:
                 report = DeliveryReport(Outcome.SMTP_NOT_CONFIGURED, exc.message)
             except (SecretKeyMismatch, SecretKeyInvalid) as exc:
                 report = DeliveryReport(Outcome.SECRET_KEY_MISMATCH, exc.message)
             await session.commit()
 
-        if config is not None:
+        if config is not None and mail is not None:
             try:
                 report = await self.transport.send(config, mail)
             except Exception as exc:
