@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from wiremesh import __version__
 from wiremesh.agent.api import USER_AGENT, websocket_url
-from wiremesh.agent.backend import WireGuardBackend
+from wiremesh.agent.backend import DEFAULT_KEEPALIVE, WireGuardBackend
 from wiremesh.agent.backoff import Backoff
 from wiremesh.agent.closing import ABNORMAL_CLOSURE, Ended, Refused, close_code_of, code_name
 from wiremesh.agent.lan import lan_candidates
@@ -107,6 +107,7 @@ class AgentRunner:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         rng: random.Random | None = None,
         state_dir: Path | None = None,
+        keepalive: int = DEFAULT_KEEPALIVE,
     ) -> None:
         self.enrollment = enrollment
         self.backend = backend
@@ -124,7 +125,7 @@ class AgentRunner:
         self._stop = asyncio.Event()
         self._stop_waiter: asyncio.Task[bool] | None = None
         self._known_peers: frozenset[str] = frozenset()
-        self.paths = PathSelector(own_public_key=enrollment.device.public_key)
+        self.paths = PathSelector(own_public_key=enrollment.device.public_key, keepalive=keepalive)
         """Per-peer path state; kept across sessions, like the WireGuard peers."""
         self.reporter = PathReporter()
         """What the server was told of the paths (version 3); restarted at each welcome."""

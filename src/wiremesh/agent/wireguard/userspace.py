@@ -63,12 +63,13 @@ class WireGuardGoBackend(ToolsBackend):
         *,
         runner: CommandRunner | None = None,
         keepalive: int = PERSISTENT_KEEPALIVE,
+        mtu: int | None = None,
         binary: str = "wireguard-go",
         socket_dir: Path = UAPI_SOCKET_DIR,
         start_timeout: float = START_TIMEOUT,
         restart_delays: tuple[float, ...] = RESTART_DELAYS,
     ) -> None:
-        super().__init__(interface, runner=runner, keepalive=keepalive)
+        super().__init__(interface, runner=runner, keepalive=keepalive, mtu=mtu)
         self.binary = binary
         self.socket_path = socket_dir / f"{self.interface}.sock"
         self.start_timeout = start_timeout
