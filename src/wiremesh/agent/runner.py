@@ -10,6 +10,12 @@ delay only after every URL has failed in a row (:class:`ServerRotation`). A fina
 (revoked, unknown credential, unsupported version) ends the run on whichever server said
 it: every replica shares one database and would say the same. WireGuard peers stay
 configured while the servers are away, so the mesh keeps working without its coordinator.
+
+The last known peers and relays are kept in the state dir (:mod:`.peercache`). While no
+session is live they stay configured and their paths keep moving (knocks, relay fallback)
+on the path tick; at start, when the first connection attempt fails, they come from that
+cache, so a device restarted while the server is down still meshes. A welcome replaces
+them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,6 +40,7 @@ from wiremesh.agent.closing import ABNORMAL_CLOSURE, Ended, Refused, close_code_
 from wiremesh.agent.lan import lan_candidates
 from wiremesh.agent.pathreport import PathReporter
 from wiremesh.agent.paths import PathSelector
+from wiremesh.agent.peercache import KnownPeers, PeerCache, describe, known_from, load_peer_cache
 from wiremesh.agent.servers import ServerRotation
 from wiremesh.agent.state import (
     STATE_FILE,
@@ -52,9 +59,11 @@ from wiremesh.protocol import (
     AuthMessage,
     CloseCode,
     EndpointMessage,
+    Peer,
     PeersChanged,
     PongMessage,
     ProtocolError,
+    Relay,
     RelaysChanged,
     WelcomeReceived,
     close_reason,
@@ -134,6 +143,14 @@ class AgentRunner:
         """What ``agent status`` shows; published in the state dir."""
         self.sync = WireGuardSync(backend, self.paths, self.status)
         self._status_written = 0.0
+        self.known: KnownPeers | None = None
+        """The peers and relays the server last told of (or the cache, before it did)."""
+        self.offline = False
+        """No live session: ``known`` is configured and its paths move on the path tick."""
+        self._offline_tick = 0.0
+        self._cache = (
+            PeerCache(state_dir, enrollment.device.peer_id) if state_dir is not None else None
+        )
 
     # ------------------------------------------------------------------ control
 
@@ -151,6 +168,8 @@ class AgentRunner:
         refused: Refused | None = None
         try:
             await backend_call("set up the interface", self.backend.setup(self._device))
+            if self.state_dir is not None:
+                self.known = load_peer_cache(self.state_dir, self.enrollment.device.peer_id)
             refused = await self._loop()
             return refused
         finally:
@@ -174,6 +193,7 @@ class AgentRunner:
                 break
             if not should_reconnect(ended.code):
                 return Refused(ended.code, ended.reason)
+            await self._go_offline()
             if ended.established_for is not None and (
                 ended.established_for > self.backoff.reset_after
             ):
@@ -184,7 +204,7 @@ class AgentRunner:
             delay = self.backoff.delay(attempt, self._rng)
             attempt += 1
             logger.info("reconnecting in %.1f s to %s", delay, self.servers.current)
-            if await self._wait(None, delay) is Wake.STOPPED:
+            if await self._wait_ticking(None, delay) is Wake.STOPPED:
                 break
         logger.info("stopped")
         return None
@@ -223,7 +243,12 @@ class AgentRunner:
     async def _session(self) -> Ended | None:
         """One connection from open to close; ``None`` when it ended on a stop request."""
         opening = asyncio.create_task(self._open())
-        if await self._wait(opening, None) is Wake.STOPPED:
+        try:
+            woke = await self._wait_ticking(opening, None)
+        except BaseException:  # the backend failed on a path tick meanwhile
+            await cancel(opening)
+            raise
+        if woke is Wake.STOPPED:
             if await cancel(opening) and opening.exception() is None:
                 await opening.result().close()  # it opened just as the stop came
             return None
@@ -303,6 +328,7 @@ class AgentRunner:
                         await websocket.send(encode(event))
                     elif isinstance(event, WelcomeReceived):
                         welcomed_at = loop.time()
+                        self.offline = False
                         self.sessions += 1
                         self.servers.connected()
                         self.status.reason = None
@@ -319,6 +345,7 @@ class AgentRunner:
                             "relays up: %s", ", ".join(r.name for r in event.relays) or "none"
                         )
                         await self._reconcile(session)
+                        self._remember(session)
         except ConnectionClosed as exc:
             code, reason = close_code_of(exc)
             logger.warning("disconnected: %d %s (%s)", code, code_name(code), reason)
@@ -370,6 +397,7 @@ class AgentRunner:
             self.servers.current,
         )
         await self._reconcile(session)
+        self._remember(session)
         port = self.backend.listen_port
         if port != announced_port and 1 <= port <= 65535:
             await websocket.send(encode(EndpointMessage(listen_port=port)))
@@ -390,12 +418,54 @@ class AgentRunner:
             sum(1 for peer in peers.values() if peer.online),
         )
         await self._reconcile(session)
+        self._remember(session)
 
     async def _reconcile(self, session: AgentSession) -> None:
+        await self._reconcile_with(session.peers, session.relays)
+
+    async def _reconcile_with(self, peers: Mapping[str, Peer], relays: Sequence[Relay]) -> None:
         public_key = self.enrollment.device.public_key  # follows a key rotation
-        changes = await self.sync.step(session.peers, session.relays, public_key)
+        changes = await self.sync.step(peers, relays, public_key)
         if changes or time.monotonic() - self._status_written >= STATUS_INTERVAL:
             self._publish(self.status.connection)
+
+    def _remember(self, session: AgentSession) -> None:
+        """Keep what the server said as the last known peers (and in the cache, if new)."""
+        self.known = known_from(session.peers, session.relays, self.paths.own_public_ip)
+        if self._cache is not None:
+            self._cache.save(self.known)
+
+    async def _go_offline(self) -> None:
+        """No live session any more (or yet): keep the last known peers configured."""
+        if self.known is None or self.offline:
+            return
+        self.offline = True
+        if self.sessions == 0:
+            logger.warning(
+                "the server cannot be reached: configuring the last known %s",
+                describe(self.known),
+            )
+            if self.paths.own_public_ip is None:
+                self.paths.own_public_ip = self.known.public_ip
+        await self._reconcile_with(self.known.peers, self.known.relays)
+        self._offline_tick = asyncio.get_running_loop().time() + PATH_TICK
+
+    async def _wait_ticking(self, task: asyncio.Task[Any] | None, seconds: float | None) -> Wake:
+        """:meth:`_wait`; while offline, the last known peers' paths move every ``PATH_TICK``
+        meanwhile (on a clock of their own: retries may come faster than a tick)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
+        while True:
+            if self.offline and self.known is not None and loop.time() >= self._offline_tick:
+                self._offline_tick = loop.time() + PATH_TICK
+                await self._reconcile_with(self.known.peers, self.known.relays)
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            if self.offline:
+                until_tick = max(0.0, self._offline_tick - loop.time())
+                timeout = until_tick if timeout is None else min(until_tick, timeout)
+            woke = await self._wait(task, timeout)
+            if woke is not Wake.TIMEOUT or (deadline is not None and loop.time() >= deadline):
+                return woke
 
     async def _report_paths(self, websocket: ClientConnection) -> None:
         """Tell a version 3 server the paths of the last reconcile, if they are news."""
