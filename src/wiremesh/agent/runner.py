@@ -86,6 +86,12 @@ PATH_TICK: Final = 0.5
 """How often WireGuard's handshakes are read to move peers between paths."""
 DEFAULT_OPEN_TIMEOUT: Final = 10.0
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0
+DEAD_LINK_CLOSE_TIMEOUT: Final = 0.5
+"""After a timeout the link is presumed dead: the close frame is sent, but its answer is
+awaited this long only before the connection is aborted, so the next attempt comes at once."""
+SUSPENDED_AFTER: Final = 2.0
+"""A wait that ends this much later than it was due means the agent itself did not run
+(SIGSTOP, a frozen VM): its clock jumped, and the server's silence is the agent's own."""
 
 
 class AgentRunner:
@@ -306,7 +312,10 @@ class AgentRunner:
                 timeout = max(
                     0.0, min(session.deadline - loop.time(), next_path_tick - loop.time())
                 )
-                if await self._wait(receiving, timeout) is not Wake.DONE:
+                due = loop.time() + timeout
+                woke = await self._wait(receiving, timeout)
+                suspended = _suspended_for(loop.time() - due)
+                if woke is not Wake.DONE:
                     await cancel(receiving)  # safe: websockets loses no data on cancel
                     if self.stopping:
                         await websocket.close(CloseCode.NORMAL, close_reason(CloseCode.NORMAL))
@@ -315,7 +324,14 @@ class AgentRunner:
                     try:
                         session.check_deadline(loop.time())
                     except ProtocolError as exc:
-                        return await self._fail(websocket, exc, ended)
+                        return await self._fail(websocket, exc, ended, suspended)
+                if suspended is not None:
+                    logger.warning(
+                        "the agent was suspended for %.0f s: the server may have dropped "
+                        "the session meanwhile",
+                        suspended,
+                    )
+                if woke is not Wake.DONE:
                     continue
                 frame = receiving.result()
                 self.status.last_contact = time.time()
@@ -356,13 +372,19 @@ class AgentRunner:
         websocket: ClientConnection,
         exc: ProtocolError,
         ended: Callable[[int, str], Ended],
+        suspended: float | None = None,
     ) -> Ended:
-        if exc.code == CloseCode.HEARTBEAT_TIMEOUT:
+        timed_out = exc.code in (CloseCode.HEARTBEAT_TIMEOUT, CloseCode.AUTH_TIMEOUT)
+        if timed_out and suspended is not None:
+            logger.warning("the agent was suspended for %.0f s: dropping the connection", suspended)
+        elif exc.code == CloseCode.HEARTBEAT_TIMEOUT:
             logger.warning("the server went silent: dropping the connection")
         elif exc.code == CloseCode.AUTH_TIMEOUT:
             logger.warning("no welcome from the server in time: dropping the connection")
         else:
             logger.warning("the server broke the protocol: %s", exc)
+        if timed_out:  # a dead link answers no close frame: do not wait the full timeout
+            websocket.close_timeout = min(self.close_timeout, DEAD_LINK_CLOSE_TIMEOUT)
         await websocket.close(exc.code, exc.reason)
         logger.warning("disconnected: %d %s (%s)", exc.code, exc.code.name, exc.reason)
         return ended(int(exc.code), exc.reason)
@@ -484,3 +506,8 @@ class AgentRunner:
         """Wait for ``task``, a stop request or ``seconds`` (see :func:`wait_or_stop`)."""
         assert self._stop_waiter is not None
         return await wait_or_stop(task, self._stop_waiter, seconds)
+
+
+def _suspended_for(late: float) -> float | None:
+    """How long the agent did not run, judged by how late a wait ended; ``None``: it ran."""
+    return late if late > SUSPENDED_AFTER else None
