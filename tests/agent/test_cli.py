@@ -277,3 +277,25 @@ def test_up_passes_the_mtu_and_keepalive_to_the_backend_and_the_paths(
         "keepalive": keepalive,
         "paths_keepalive": keepalive,
     }
+
+
+@pytest.mark.parametrize("subdirectory", ["state", "my state"])
+def test_enroll_with_a_state_dir_says_how_to_start_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subdirectory: str
+) -> None:
+    import shlex
+
+    import wiremesh.agent.cli as agent_cli
+    from wiremesh.agent.state import Enrollment
+
+    async def fake_enroll(directory: Path, *args: object, **kwargs: object) -> Enrollment:
+        return make_enrollment(generate_keypair().public_key)
+
+    monkeypatch.setattr(agent_cli, "enroll_device", fake_enroll)
+    directory = tmp_path / subdirectory
+    result = invoke(
+        "enroll", "--server", "https://wm.example.com", "--setup-key", "wmk_x",
+        "--state-dir", str(directory),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"`wiremesh agent up --state-dir {shlex.quote(str(directory))}`" in result.output

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import logging
+import shlex
 import signal
 import socket
 import sys
@@ -34,6 +35,7 @@ from wiremesh.agent.enroll import enroll as enroll_device
 from wiremesh.agent.factory import create_backend
 from wiremesh.agent.runner import AgentRunner, BackendError, Backoff, Refused
 from wiremesh.agent.state import (
+    DEFAULT_STATE_DIR,
     Enrollment,
     StateError,
     ensure_listen_port,
@@ -117,7 +119,10 @@ def enroll(
         f"virtual IP {enrollment.device.virtual_ip} ({enrollment.network.network}), "
         f"peer {enrollment.device.peer_id}."
     )
-    typer.echo(f"State stored in {directory}. Start the agent with `wiremesh agent up`.")
+    start = "wiremesh agent up"
+    if directory != DEFAULT_STATE_DIR:  # the hint must find the same state
+        start += f" --state-dir {shlex.quote(str(directory))}"
+    typer.echo(f"State stored in {directory}. Start the agent with `{start}`.")
 
 
 _UP_HELP: Final = (
