@@ -213,3 +213,89 @@ def test_servers_before_enrolling_says_to_enroll(tmp_path: Path) -> None:
         result = invoke(*args, "--state-dir", str(tmp_path / "none"))
         assert result.exit_code == 1
         assert "wiremesh agent enroll" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (("--mtu", "1279"), {}),
+        (("--mtu", "9001"), {}),
+        (("--keepalive", "-1"), {}),
+        ((), {"WIREMESH_AGENT_KEEPALIVE": "3601"}),
+        ((), {"WIREMESH_AGENT_MTU": "576"}),
+    ],
+)
+def test_up_refuses_an_mtu_or_keepalive_out_of_range(
+    enrolled: Path, args: tuple[str, ...], env: dict[str, str]
+) -> None:
+    result = CliRunner().invoke(
+        app, ["agent", "up", "--state-dir", str(enrolled), "--backend", "memory", *args], env=env
+    )
+    assert result.exit_code == 2, result.output
+    option = "--mtu" if "--mtu" in args or "WIREMESH_AGENT_MTU" in env else "--keepalive"
+    assert f"Invalid value for '{option}'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "mtu", "keepalive"),
+    [
+        ((), {}, 1420, 25),
+        (("--mtu", "1280", "--keepalive", "0"), {}, 1280, 0),
+        ((), {"WIREMESH_AGENT_MTU": "9000", "WIREMESH_AGENT_KEEPALIVE": "60"}, 9000, 60),
+    ],
+)
+def test_up_passes_the_mtu_and_keepalive_to_the_backend_and_the_paths(
+    enrolled: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: tuple[str, ...],
+    env: dict[str, str],
+    mtu: int,
+    keepalive: int,
+) -> None:
+    import wiremesh.agent.cli as agent_cli
+    from wiremesh.agent.memory import MemoryBackend
+    from wiremesh.agent.runner import AgentRunner
+
+    built: dict[str, object] = {}
+
+    def fake_create_backend(name: str, **options: object) -> MemoryBackend:
+        built.update(options)
+        return MemoryBackend()
+
+    async def fake_run(runner: AgentRunner, follower: object = None) -> None:
+        built["paths_keepalive"] = runner.paths.keepalive
+
+    monkeypatch.setattr(agent_cli, "create_backend", fake_create_backend)
+    monkeypatch.setattr(agent_cli, "_run", fake_run)
+    result = CliRunner().invoke(
+        app, ["agent", "up", "--state-dir", str(enrolled), "--backend", "memory", *args], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert built == {
+        "interface": "wm0",
+        "mtu": mtu,
+        "keepalive": keepalive,
+        "paths_keepalive": keepalive,
+    }
+
+
+@pytest.mark.parametrize("subdirectory", ["state", "my state"])
+def test_enroll_with_a_state_dir_says_how_to_start_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subdirectory: str
+) -> None:
+    import shlex
+
+    import wiremesh.agent.cli as agent_cli
+    from wiremesh.agent.state import Enrollment
+
+    async def fake_enroll(directory: Path, *args: object, **kwargs: object) -> Enrollment:
+        return make_enrollment(generate_keypair().public_key)
+
+    monkeypatch.setattr(agent_cli, "enroll_device", fake_enroll)
+    directory = tmp_path / subdirectory
+    result = invoke(
+        "enroll", "--server", "https://wm.example.com", "--setup-key", "wmk_x",
+        "--state-dir", str(directory),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"`wiremesh agent up --state-dir {shlex.quote(str(directory))}`" in result.output

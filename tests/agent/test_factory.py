@@ -30,6 +30,10 @@ def test_create_backend_builds_the_real_backends_for_an_interface() -> None:
     assert isinstance(userspace, WireGuardGoBackend)
     assert userspace.interface == "wm0"
     assert isinstance(create_backend("memory", interface="ignored"), MemoryBackend)
+    assert (kernel.mtu, kernel.keepalive) == (1420, 25)  # WireGuard's MTU, set explicitly
+    tuned = create_backend("wireguard-go", mtu=1280, keepalive=0)
+    assert isinstance(tuned, WireGuardGoBackend)
+    assert (tuned.mtu, tuned.keepalive) == (1280, 0)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from wiremesh.agent.paths import (
     SILENT_SECONDS,
     PathSelector,
     ordered_candidates,
+    silent_after,
 )
 from wiremesh.protocol import Candidate, Peer, Relay
 
@@ -239,3 +240,22 @@ def test_a_first_endpoint_is_set_in_place_a_changed_one_re_added() -> None:
     table, readd = selector.target({"b": moved}, [RELAY], {}, 1001.0)
     assert table[B_KEY].endpoint == "198.18.0.202:40000"
     assert B_KEY in readd
+
+
+def test_the_silence_bound_follows_the_keepalive() -> None:
+    assert silent_after(25) == SILENT_SECONDS == 40.0
+    assert silent_after(10) == 40.0  # never shorter than for the default
+    assert silent_after(60) == 96.0
+    assert silent_after(0) is None
+
+
+def test_a_long_keepalive_is_not_mistaken_for_silence_and_zero_turns_the_check_off() -> None:
+    for keepalive, quiet, knocked in ((60, 90.0, False), (60, 100.0, True), (0, 3600.0, False)):
+        selector = PathSelector(own_public_key=ME, keepalive=keepalive)
+        selector.target({"b": B}, [RELAY], {}, 1000.0, {B_KEY: 0})
+        selector.target({"b": B}, [RELAY], {B_KEY: 1000.2}, 1000.5, {B_KEY: 148})
+        table, readd = selector.target(
+            {"b": B}, [RELAY], {B_KEY: 1000.2 + quiet - 10}, 1000.5 + quiet, {B_KEY: 148}
+        )
+        assert (table[B_KEY].allowed_ips == frozenset()) is knocked, (keepalive, quiet)
+        assert (B_KEY in readd) is knocked

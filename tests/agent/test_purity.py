@@ -110,6 +110,45 @@ def test_importing_the_agent_and_its_commands_loads_nothing_of_the_server() -> N
     assert loaded_after_importing("wiremesh.agent.cli", "wiremesh.server") == "[]"
 
 
+SERVER_STACK = ("fastapi", "sqlalchemy", "uvicorn", "starlette", "alembic", "wiremesh.server")
+
+
+def server_modules_after_running(*argv: str) -> list[str]:
+    """The server-stack modules loaded by running ``wiremesh ARGV`` in a fresh interpreter."""
+    code = (
+        "import sys\n"
+        f"sys.argv = ['wiremesh', *{list(argv)!r}]\n"
+        "from wiremesh.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted({{m.split('.')[0] if not m.startswith('wiremesh') else m\n"
+        f"    for m in sys.modules if m.startswith({SERVER_STACK!r})}}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return list(ast.literal_eval(result.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("agent", "status", "--help"),
+        ("agent", "up", "--help"),
+        ("agent", "status", "--state-dir", "/nonexistent/wiremesh-test"),
+    ],
+)
+def test_the_agent_group_of_the_main_command_loads_no_server_stack(argv: tuple[str, ...]) -> None:
+    """``wiremesh agent ...`` starts as light as ``wiremesh-agent``: commands load lazily."""
+    assert server_modules_after_running(*argv) == []
+
+
+def test_the_server_commands_still_load_when_run() -> None:
+    assert "fastapi" in server_modules_after_running("server", "--help")
+
+
 def test_the_agent_modules_import_each_other_without_cycles() -> None:
     graph = agent_import_graph()
     assert "wiremesh.agent.factory" in graph

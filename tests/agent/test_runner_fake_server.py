@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import random
+import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -177,6 +179,53 @@ async def test_a_silent_server_is_dropped_with_heartbeat_timeout_then_reconnecte
     await run_until(runner, lambda: fake.connections >= 2)
     assert fake.close_codes[0] == 4006
     assert loop.time() - started < 2.0
+
+
+async def test_a_dead_link_is_not_given_the_full_close_timeout(
+    fake_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After its heartbeat timeout the agent sends its close frame but does not wait 5 s
+    for an answer that a dead link never gives: it retries within a second."""
+    caplog.set_level(logging.INFO, logger="wiremesh.agent")
+
+    async def script(ws: ServerConnection, n: int) -> None:
+        await ws.recv()
+        await ws.send(welcome(interval=0.1, timeout=0.3))
+        if n == 0:
+            ws.transport.pause_reading()  # like a dead link: nothing is read or answered
+            await asyncio.sleep(2.5)
+            ws.transport.resume_reading()
+        await ws.wait_closed()
+
+    fake = await fake_server(script)
+    runner = runner_for(fake, close_timeout=5.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await run_until(runner, lambda: fake.connections >= 2)
+    assert loop.time() - started < 2.0
+    assert "the server went silent: dropping the connection" in caplog.text
+
+
+async def test_a_suspended_agent_says_so_instead_of_blaming_the_server(
+    fake_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGSTOP then SIGCONT: the wait ends seconds after it was due. Blocking the event loop
+    has the same effect on the agent's clock (the fake server is frozen with it)."""
+    caplog.set_level(logging.INFO, logger="wiremesh.agent")
+
+    async def script(ws: ServerConnection, n: int) -> None:
+        await ws.recv()
+        await ws.send(welcome(interval=0.5, timeout=1.0))
+        if n == 0:
+            asyncio.get_running_loop().call_later(0.2, time.sleep, 3.0)
+        await ws.wait_closed()
+
+    fake = await fake_server(script)
+    runner = runner_for(fake)
+    await run_until(runner, lambda: fake.connections >= 2)
+    assert fake.close_codes[0] == 4006
+    assert re.search(r"the agent was suspended for [23] s: dropping the connection", caplog.text)
+    assert "the server went silent" not in caplog.text
 
 
 async def test_no_welcome_in_time_is_an_auth_timeout(fake_server: StartServer) -> None:

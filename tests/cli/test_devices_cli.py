@@ -292,3 +292,19 @@ def test_device_paths_shows_what_the_agent_reported(settings: Settings) -> None:
     text = ok("device", "paths", "laptop")
     assert "PEER" in text
     assert "server  relay  198.18.0.30:3478  0:01:3" in text
+
+
+def test_device_history_by_a_name_shared_with_a_revoked_device_is_the_active_one(
+    settings: Settings,
+) -> None:
+    make_org("acme", "100.64.0.0/24")
+    key = key_for("acme")
+    old = enroll(settings, key, "laptop")
+    ok("device", "revoke", str(old["id"]))
+    new = enroll(settings, key, "laptop")
+    assert "several devices" in refused("device", "history", "laptop")  # which org's?
+    history = json.loads(ok("device", "history", "laptop", "--org", "acme", "--json"))
+    assert history["device_id"] == new["id"]
+    ok("device", "revoke", str(new["id"]))
+    message = refused("device", "history", "laptop", "--org", "acme")
+    assert f"(ids {old['id']} (revoked), {new['id']} (revoked)); give the device id" in message

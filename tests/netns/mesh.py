@@ -50,6 +50,7 @@ class Agent:
         machine: Machine,
         state_dir: Path,
         listen_port: int | None = 51820,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.lab = lab
@@ -61,7 +62,7 @@ class Agent:
             f"agent-{name}",
             machine.argv(
                 PYTHON, "-m", "wiremesh.agent", "up", "--state-dir", str(self.state_dir),
-                "--backend", "wireguard-go", "--interface", "wm0", *port,
+                "--backend", "wireguard-go", "--interface", "wm0", *port, *extra_args,
             ),
             {**clean_environ(), **AGENT_ENV},
         )  # fmt: skip
@@ -82,6 +83,12 @@ class Agent:
 
     def log(self) -> str:
         return self.process.log()
+
+    def mtu(self) -> int | None:
+        """The MTU of wm0 on its machine (``ip link show wm0``); ``None`` when there is none."""
+        result = self.machine.sh("ip", "link", "show", "dev", "wm0", check=False)
+        found = re.search(r"\bmtu (\d+)", result.stdout)
+        return int(found[1]) if result.returncode == 0 and found else None
 
     def wg_peers(self) -> set[str] | None:
         """``wg show wm0 peers`` on its machine; ``None`` when there is no wm0."""
@@ -173,11 +180,20 @@ class Mesh:
         )
         self.setup_key = key["key"]
 
-    async def enroll(self, name: str, machine: Machine, listen_port: int | None = 51820) -> Agent:
+    async def enroll(
+        self,
+        name: str,
+        machine: Machine,
+        listen_port: int | None = 51820,
+        extra_args: Sequence[str] = (),
+    ) -> Agent:
         """Enrolled from this process (the same code as the command, without its start-up);
-        ``listen_port`` ``None``: the device's own, drawn at enrollment."""
+        ``listen_port`` ``None``: the device's own, drawn at enrollment; ``extra_args`` go to
+        ``agent up``."""
         await enroll(self.state_dir(name), [self.url], self.setup_key, name)
-        return Agent(self.lab, self.processes, name, machine, self.state_dir(name), listen_port)
+        return Agent(
+            self.lab, self.processes, name, machine, self.state_dir(name), listen_port, extra_args
+        )
 
     async def enroll_on_machine(self, name: str, machine: Machine) -> Agent:
         """``agent enroll`` run on the machine itself, as a person would."""

@@ -22,7 +22,11 @@ from typing import Final, Protocol, runtime_checkable
 
 __all__ = [
     "DEFAULT_INTERFACE",
+    "DEFAULT_KEEPALIVE",
     "DEFAULT_LISTEN_PORT",
+    "DEFAULT_MTU",
+    "KEEPALIVE_RANGE",
+    "MTU_RANGE",
     "AddPeer",
     "BackendName",
     "BackendUnavailable",
@@ -41,6 +45,16 @@ DEFAULT_LISTEN_PORT: Final = 51820
 
 DEFAULT_INTERFACE: Final = "wm0"
 """The WireGuard interface the real backends create."""
+
+DEFAULT_MTU: Final = 1420
+"""WireGuard's own default: a 1500-byte path less the largest (IPv6) encapsulation."""
+MTU_RANGE: Final = (1280, 9000)
+"""``--mtu`` bounds: IPv6 needs 1280 inside the tunnel; 9000 is a jumbo frame."""
+
+DEFAULT_KEEPALIVE: Final = 25
+"""Seconds between keepalives to every peer: keeps NAT mappings open (WireGuard's advice)."""
+KEEPALIVE_RANGE: Final = (0, 3600)
+"""``--keepalive`` bounds; 0 turns persistent keepalives off."""
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import logging
+import shlex
 import signal
 import socket
 import sys
@@ -18,7 +19,15 @@ from typing import Final
 
 import typer
 
-from wiremesh.agent.backend import DEFAULT_INTERFACE, BackendName, BackendUnavailable
+from wiremesh.agent.backend import (
+    DEFAULT_INTERFACE,
+    DEFAULT_KEEPALIVE,
+    DEFAULT_MTU,
+    KEEPALIVE_RANGE,
+    MTU_RANGE,
+    BackendName,
+    BackendUnavailable,
+)
 from wiremesh.agent.cli_common import StateDirOption, fail, load_state
 from wiremesh.agent.cli_servers import servers_app
 from wiremesh.agent.enroll import EnrollError
@@ -26,6 +35,7 @@ from wiremesh.agent.enroll import enroll as enroll_device
 from wiremesh.agent.factory import create_backend
 from wiremesh.agent.runner import AgentRunner, BackendError, Backoff, Refused
 from wiremesh.agent.state import (
+    DEFAULT_STATE_DIR,
     Enrollment,
     StateError,
     ensure_listen_port,
@@ -109,7 +119,10 @@ def enroll(
         f"virtual IP {enrollment.device.virtual_ip} ({enrollment.network.network}), "
         f"peer {enrollment.device.peer_id}."
     )
-    typer.echo(f"State stored in {directory}. Start the agent with `wiremesh agent up`.")
+    start = "wiremesh agent up"
+    if directory != DEFAULT_STATE_DIR:  # the hint must find the same state
+        start += f" --state-dir {shlex.quote(str(directory))}"
+    typer.echo(f"State stored in {directory}. Start the agent with `{start}`.")
 
 
 _UP_HELP: Final = (
@@ -158,6 +171,25 @@ def up(
         "drawn once and kept in the state dir",
         show_default=False,
     ),
+    mtu: int = typer.Option(
+        DEFAULT_MTU,
+        "--mtu",
+        min=MTU_RANGE[0],
+        max=MTU_RANGE[1],
+        envvar="WIREMESH_AGENT_MTU",
+        help="The interface's MTU (1280 at least, so IPv6 fits; lower it when the path to "
+        "the peers carries less than 1500 bytes, e.g. PPPoE or another tunnel)",
+    ),
+    keepalive: int = typer.Option(
+        DEFAULT_KEEPALIVE,
+        "--keepalive",
+        min=KEEPALIVE_RANGE[0],
+        max=KEEPALIVE_RANGE[1],
+        envvar="WIREMESH_AGENT_KEEPALIVE",
+        help="Seconds between keepalives to each peer, which keep NAT mappings open and let "
+        "a peer that lost its session be noticed; 0 turns them off (only for peers that "
+        "need no NAT traversal)",
+    ),
     log_level: str = typer.Option(
         "info", "--log-level", envvar="WIREMESH_AGENT_LOG_LEVEL", help="debug, info, ..."
     ),
@@ -190,7 +222,7 @@ def up(
     if missing:
         fail(prerequisites_message(backend, missing))
     try:
-        wireguard = create_backend(backend, interface=interface)
+        wireguard = create_backend(backend, interface=interface, mtu=mtu, keepalive=keepalive)
     except (BackendUnavailable, ValueError) as exc:
         fail(str(exc))
     follower = KeyFollower(wireguard, directory, private_key)
@@ -201,6 +233,7 @@ def up(
         listen_port=listen_port,
         backoff=backoff,
         state_dir=directory,
+        keepalive=keepalive,
     )
     follower.on_rotated = functools.partial(_rotated, runner)
     try:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 from wiremesh.agent.backend import (
     DEFAULT_INTERFACE,
+    DEFAULT_KEEPALIVE,
+    DEFAULT_MTU,
     BackendName,
     BackendUnavailable,
     WireGuardBackend,
@@ -22,20 +24,20 @@ from wiremesh.agent.wireguard.userspace import WireGuardGoBackend
 
 __all__ = ["BackendFactory", "create_backend"]
 
-BackendFactory = Callable[[str], WireGuardBackend]
-"""Builds a backend for the named interface."""
+BackendFactory = Callable[[str, int, int], WireGuardBackend]
+"""Builds a backend for the named interface, its MTU and the peers' keepalive."""
 
 
-def _memory(interface: str) -> WireGuardBackend:
+def _memory(interface: str, mtu: int, keepalive: int) -> WireGuardBackend:
     return MemoryBackend()
 
 
-def _kernel(interface: str) -> WireGuardBackend:
-    return KernelBackend(interface)
+def _kernel(interface: str, mtu: int, keepalive: int) -> WireGuardBackend:
+    return KernelBackend(interface, mtu=mtu, keepalive=keepalive)
 
 
-def _wireguard_go(interface: str) -> WireGuardBackend:
-    return WireGuardGoBackend(interface)
+def _wireguard_go(interface: str, mtu: int, keepalive: int) -> WireGuardBackend:
+    return WireGuardGoBackend(interface, mtu=mtu, keepalive=keepalive)
 
 
 _FACTORIES: dict[BackendName, BackendFactory] = {
@@ -49,10 +51,14 @@ the memory backend, which carries no traffic."""
 
 
 def create_backend(
-    name: BackendName | str, *, interface: str = DEFAULT_INTERFACE
+    name: BackendName | str,
+    *,
+    interface: str = DEFAULT_INTERFACE,
+    mtu: int = DEFAULT_MTU,
+    keepalive: int = DEFAULT_KEEPALIVE,
 ) -> WireGuardBackend:
     """Build the named backend for ``interface``, or raise :class:`BackendUnavailable` saying
-    why not (``ValueError`` for an unusable interface name).
+    why not (``ValueError`` for an unusable interface name or MTU).
 
     Nothing is touched yet: the interface is created by ``setup``.
     """
@@ -66,4 +72,4 @@ def create_backend(
     factory = _FACTORIES.get(wanted)
     if factory is None:
         raise BackendUnavailable(f"the {wanted.value} backend is not implemented")
-    return factory(interface)
+    return factory(interface, mtu, keepalive)

@@ -17,7 +17,8 @@ returns the peer table WireGuard should have. Rules (docs/nat-traversal.md):
 - A peer that comes back online (the server says so) is knocked at anew: it may have
   restarted, and only a knock from this side opens a path through this side's NAT.
 - A direct peer that is online but sends nothing (not even its keepalive) for
-  ``SILENT_SECONDS`` has lost its end of the session: it is knocked at anew.
+  :func:`silent_after` the keepalive interval has lost its end of the session: it is
+  knocked at anew. With keepalives off (0) silence proves nothing and is not checked.
 - Moving a knocking entry to another candidate address removes and re-adds it: WireGuard
   then sends at once instead of at its next 5 s retry (none when the address stays). New
   candidates that leave the endpoint in use first change nothing: a re-add would throw
@@ -34,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from wiremesh.agent.backend import PeerState
+from wiremesh.agent.backend import DEFAULT_KEEPALIVE, PeerState
 from wiremesh.protocol import Peer, Relay
 
 KNOCK_SECONDS: Final = 3.0
@@ -43,12 +44,22 @@ STALE_SECONDS: Final = 180.0
 RETRY_SECONDS: Final = 30.0
 """After every candidate failed, wait this long before knocking again (relay carries it)."""
 SILENT_SECONDS: Final = 40.0
-"""A direct peer that is online sends at least a keepalive every 25 s; nothing for this long
-means its end of the session is gone."""
+"""A direct peer that is online sends at least a keepalive every 25 s (the default); nothing
+for this long means its end of the session is gone."""
+SILENT_FACTOR: Final = 1.6
+"""A longer keepalive gives a proportionally longer bound (40 s for 25 s)."""
 RELAY_RETRY_SECONDS: Final = 1.0
 """A relay entry with no handshake yet is re-added this often (see the module doc)."""
 
 Path = Literal["direct", "local", "relay", "none"]
+
+
+def silent_after(keepalive: int) -> float | None:
+    """How long an online direct peer may send nothing before its session counts as gone;
+    ``None`` (never) when keepalives are off, as a quiet peer then sends nothing at all."""
+    if keepalive <= 0:
+        return None
+    return max(SILENT_SECONDS, keepalive * SILENT_FACTOR)
 
 
 def _host(endpoint: str) -> str:
@@ -109,6 +120,8 @@ class PeerPath:
 class PathSelector:
     own_public_key: str | None = None
     own_public_ip: str | None = None
+    keepalive: int = DEFAULT_KEEPALIVE
+    """The peers' persistent keepalive (each side uses the same): bounds their silence."""
     _state: dict[str, _PeerPath] = field(default_factory=dict)
     _relay_tried: dict[str, float] = field(default_factory=dict)
     """Relay key -> when its entry was last (re-)added while it had no handshake."""
@@ -134,6 +147,7 @@ class PathSelector:
         readd: set[str] = set()
         relay = self._carrier = relays[0] if relays else None
         relayed: set[str] = set()
+        silent = silent_after(self.keepalive)
         for peer_id in sorted(peers):
             peer = peers[peer_id]
             key = peer.public_key
@@ -142,7 +156,8 @@ class PathSelector:
             candidates = ordered_candidates(peer, self.own_public_ip)
             state = self._track(key, peer, candidates, now)
             rx = None if received is None else received.get(key, 0)
-            if self._advance(state, peer, handshakes.get(key, 0.0), rx, now, relay is not None):
+            last = handshakes.get(key, 0.0)
+            if self._advance(state, peer, last, rx, now, relay is not None, silent):
                 self._newly_direct.append(peer.virtual_ip)
             # a direct peer keeps the endpoint WireGuard uses now (it may have roamed)
             endpoint = candidates[state.index][0] if candidates and not state.direct else None
@@ -212,7 +227,13 @@ class PathSelector:
 
     @staticmethod
     def _advance(
-        state: _PeerPath, peer: Peer, last: float, rx: int | None, now: float, relayed: bool
+        state: _PeerPath,
+        peer: Peer,
+        last: float,
+        rx: int | None,
+        now: float,
+        relayed: bool,
+        silent: float | None,
     ) -> bool:
         """One tick of the peer's path: who came back, what went stale or silent, which
         handshake proves a path, and the knock's next address. Whether it went direct."""
@@ -230,7 +251,7 @@ class PathSelector:
         if state.direct and rx is not None:
             if rx != state.received:
                 state.received, state.heard_at = rx, now
-            elif peer.online and now - state.heard_at > SILENT_SECONDS:
+            elif peer.online and silent is not None and now - state.heard_at > silent:
                 # Its keepalives stopped while it is online: our session is one-sided (the
                 # peer dropped its own, say a re-add raced its knock) and, behind its NAT,
                 # only our knock opens the path again.

@@ -10,6 +10,12 @@ delay only after every URL has failed in a row (:class:`ServerRotation`). A fina
 (revoked, unknown credential, unsupported version) ends the run on whichever server said
 it: every replica shares one database and would say the same. WireGuard peers stay
 configured while the servers are away, so the mesh keeps working without its coordinator.
+
+The last known peers and relays are kept in the state dir (:mod:`.peercache`). While no
+session is live they stay configured and their paths keep moving (knocks, relay fallback)
+on the path tick; at start, when the first connection attempt fails, they come from that
+cache, so a device restarted while the server is down still meshes. A welcome replaces
+them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,12 +34,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from wiremesh import __version__
 from wiremesh.agent.api import USER_AGENT, websocket_url
-from wiremesh.agent.backend import WireGuardBackend
+from wiremesh.agent.backend import DEFAULT_KEEPALIVE, WireGuardBackend
 from wiremesh.agent.backoff import Backoff
 from wiremesh.agent.closing import ABNORMAL_CLOSURE, Ended, Refused, close_code_of, code_name
 from wiremesh.agent.lan import lan_candidates
 from wiremesh.agent.pathreport import PathReporter
 from wiremesh.agent.paths import PathSelector
+from wiremesh.agent.peercache import KnownPeers, PeerCache, describe, known_from, load_peer_cache
 from wiremesh.agent.servers import ServerRotation
 from wiremesh.agent.state import (
     STATE_FILE,
@@ -52,9 +59,11 @@ from wiremesh.protocol import (
     AuthMessage,
     CloseCode,
     EndpointMessage,
+    Peer,
     PeersChanged,
     PongMessage,
     ProtocolError,
+    Relay,
     RelaysChanged,
     WelcomeReceived,
     close_reason,
@@ -77,6 +86,12 @@ PATH_TICK: Final = 0.5
 """How often WireGuard's handshakes are read to move peers between paths."""
 DEFAULT_OPEN_TIMEOUT: Final = 10.0
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0
+DEAD_LINK_CLOSE_TIMEOUT: Final = 0.5
+"""After a timeout the link is presumed dead: the close frame is sent, but its answer is
+awaited this long only before the connection is aborted, so the next attempt comes at once."""
+SUSPENDED_AFTER: Final = 2.0
+"""A wait that ends this much later than it was due means the agent itself did not run
+(SIGSTOP, a frozen VM): its clock jumped, and the server's silence is the agent's own."""
 
 
 class AgentRunner:
@@ -107,6 +122,7 @@ class AgentRunner:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         rng: random.Random | None = None,
         state_dir: Path | None = None,
+        keepalive: int = DEFAULT_KEEPALIVE,
     ) -> None:
         self.enrollment = enrollment
         self.backend = backend
@@ -124,7 +140,7 @@ class AgentRunner:
         self._stop = asyncio.Event()
         self._stop_waiter: asyncio.Task[bool] | None = None
         self._known_peers: frozenset[str] = frozenset()
-        self.paths = PathSelector(own_public_key=enrollment.device.public_key)
+        self.paths = PathSelector(own_public_key=enrollment.device.public_key, keepalive=keepalive)
         """Per-peer path state; kept across sessions, like the WireGuard peers."""
         self.reporter = PathReporter()
         """What the server was told of the paths (version 3); restarted at each welcome."""
@@ -133,6 +149,14 @@ class AgentRunner:
         """What ``agent status`` shows; published in the state dir."""
         self.sync = WireGuardSync(backend, self.paths, self.status)
         self._status_written = 0.0
+        self.known: KnownPeers | None = None
+        """The peers and relays the server last told of (or the cache, before it did)."""
+        self.offline = False
+        """No live session: ``known`` is configured and its paths move on the path tick."""
+        self._offline_tick = 0.0
+        self._cache = (
+            PeerCache(state_dir, enrollment.device.peer_id) if state_dir is not None else None
+        )
 
     # ------------------------------------------------------------------ control
 
@@ -150,6 +174,8 @@ class AgentRunner:
         refused: Refused | None = None
         try:
             await backend_call("set up the interface", self.backend.setup(self._device))
+            if self.state_dir is not None:
+                self.known = load_peer_cache(self.state_dir, self.enrollment.device.peer_id)
             refused = await self._loop()
             return refused
         finally:
@@ -173,6 +199,7 @@ class AgentRunner:
                 break
             if not should_reconnect(ended.code):
                 return Refused(ended.code, ended.reason)
+            await self._go_offline()
             if ended.established_for is not None and (
                 ended.established_for > self.backoff.reset_after
             ):
@@ -183,7 +210,7 @@ class AgentRunner:
             delay = self.backoff.delay(attempt, self._rng)
             attempt += 1
             logger.info("reconnecting in %.1f s to %s", delay, self.servers.current)
-            if await self._wait(None, delay) is Wake.STOPPED:
+            if await self._wait_ticking(None, delay) is Wake.STOPPED:
                 break
         logger.info("stopped")
         return None
@@ -222,7 +249,12 @@ class AgentRunner:
     async def _session(self) -> Ended | None:
         """One connection from open to close; ``None`` when it ended on a stop request."""
         opening = asyncio.create_task(self._open())
-        if await self._wait(opening, None) is Wake.STOPPED:
+        try:
+            woke = await self._wait_ticking(opening, None)
+        except BaseException:  # the backend failed on a path tick meanwhile
+            await cancel(opening)
+            raise
+        if woke is Wake.STOPPED:
             if await cancel(opening) and opening.exception() is None:
                 await opening.result().close()  # it opened just as the stop came
             return None
@@ -280,7 +312,10 @@ class AgentRunner:
                 timeout = max(
                     0.0, min(session.deadline - loop.time(), next_path_tick - loop.time())
                 )
-                if await self._wait(receiving, timeout) is not Wake.DONE:
+                due = loop.time() + timeout
+                woke = await self._wait(receiving, timeout)
+                suspended = _suspended_for(loop.time() - due)
+                if woke is not Wake.DONE:
                     await cancel(receiving)  # safe: websockets loses no data on cancel
                     if self.stopping:
                         await websocket.close(CloseCode.NORMAL, close_reason(CloseCode.NORMAL))
@@ -289,7 +324,14 @@ class AgentRunner:
                     try:
                         session.check_deadline(loop.time())
                     except ProtocolError as exc:
-                        return await self._fail(websocket, exc, ended)
+                        return await self._fail(websocket, exc, ended, suspended)
+                if suspended is not None:
+                    logger.warning(
+                        "the agent was suspended for %.0f s: the server may have dropped "
+                        "the session meanwhile",
+                        suspended,
+                    )
+                if woke is not Wake.DONE:
                     continue
                 frame = receiving.result()
                 self.status.last_contact = time.time()
@@ -302,6 +344,7 @@ class AgentRunner:
                         await websocket.send(encode(event))
                     elif isinstance(event, WelcomeReceived):
                         welcomed_at = loop.time()
+                        self.offline = False
                         self.sessions += 1
                         self.servers.connected()
                         self.status.reason = None
@@ -318,6 +361,7 @@ class AgentRunner:
                             "relays up: %s", ", ".join(r.name for r in event.relays) or "none"
                         )
                         await self._reconcile(session)
+                        self._remember(session)
         except ConnectionClosed as exc:
             code, reason = close_code_of(exc)
             logger.warning("disconnected: %d %s (%s)", code, code_name(code), reason)
@@ -328,13 +372,19 @@ class AgentRunner:
         websocket: ClientConnection,
         exc: ProtocolError,
         ended: Callable[[int, str], Ended],
+        suspended: float | None = None,
     ) -> Ended:
-        if exc.code == CloseCode.HEARTBEAT_TIMEOUT:
+        timed_out = exc.code in (CloseCode.HEARTBEAT_TIMEOUT, CloseCode.AUTH_TIMEOUT)
+        if timed_out and suspended is not None:
+            logger.warning("the agent was suspended for %.0f s: dropping the connection", suspended)
+        elif exc.code == CloseCode.HEARTBEAT_TIMEOUT:
             logger.warning("the server went silent: dropping the connection")
         elif exc.code == CloseCode.AUTH_TIMEOUT:
             logger.warning("no welcome from the server in time: dropping the connection")
         else:
             logger.warning("the server broke the protocol: %s", exc)
+        if timed_out:  # a dead link answers no close frame: do not wait the full timeout
+            websocket.close_timeout = min(self.close_timeout, DEAD_LINK_CLOSE_TIMEOUT)
         await websocket.close(exc.code, exc.reason)
         logger.warning("disconnected: %d %s (%s)", exc.code, exc.code.name, exc.reason)
         return ended(int(exc.code), exc.reason)
@@ -369,6 +419,7 @@ class AgentRunner:
             self.servers.current,
         )
         await self._reconcile(session)
+        self._remember(session)
         port = self.backend.listen_port
         if port != announced_port and 1 <= port <= 65535:
             await websocket.send(encode(EndpointMessage(listen_port=port)))
@@ -389,12 +440,54 @@ class AgentRunner:
             sum(1 for peer in peers.values() if peer.online),
         )
         await self._reconcile(session)
+        self._remember(session)
 
     async def _reconcile(self, session: AgentSession) -> None:
+        await self._reconcile_with(session.peers, session.relays)
+
+    async def _reconcile_with(self, peers: Mapping[str, Peer], relays: Sequence[Relay]) -> None:
         public_key = self.enrollment.device.public_key  # follows a key rotation
-        changes = await self.sync.step(session.peers, session.relays, public_key)
+        changes = await self.sync.step(peers, relays, public_key)
         if changes or time.monotonic() - self._status_written >= STATUS_INTERVAL:
             self._publish(self.status.connection)
+
+    def _remember(self, session: AgentSession) -> None:
+        """Keep what the server said as the last known peers (and in the cache, if new)."""
+        self.known = known_from(session.peers, session.relays, self.paths.own_public_ip)
+        if self._cache is not None:
+            self._cache.save(self.known)
+
+    async def _go_offline(self) -> None:
+        """No live session any more (or yet): keep the last known peers configured."""
+        if self.known is None or self.offline:
+            return
+        self.offline = True
+        if self.sessions == 0:
+            logger.warning(
+                "the server cannot be reached: configuring the last known %s",
+                describe(self.known),
+            )
+            if self.paths.own_public_ip is None:
+                self.paths.own_public_ip = self.known.public_ip
+        await self._reconcile_with(self.known.peers, self.known.relays)
+        self._offline_tick = asyncio.get_running_loop().time() + PATH_TICK
+
+    async def _wait_ticking(self, task: asyncio.Task[Any] | None, seconds: float | None) -> Wake:
+        """:meth:`_wait`; while offline, the last known peers' paths move every ``PATH_TICK``
+        meanwhile (on a clock of their own: retries may come faster than a tick)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
+        while True:
+            if self.offline and self.known is not None and loop.time() >= self._offline_tick:
+                self._offline_tick = loop.time() + PATH_TICK
+                await self._reconcile_with(self.known.peers, self.known.relays)
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            if self.offline:
+                until_tick = max(0.0, self._offline_tick - loop.time())
+                timeout = until_tick if timeout is None else min(until_tick, timeout)
+            woke = await self._wait(task, timeout)
+            if woke is not Wake.TIMEOUT or (deadline is not None and loop.time() >= deadline):
+                return woke
 
     async def _report_paths(self, websocket: ClientConnection) -> None:
         """Tell a version 3 server the paths of the last reconcile, if they are news."""
@@ -413,3 +506,8 @@ class AgentRunner:
         """Wait for ``task``, a stop request or ``seconds`` (see :func:`wait_or_stop`)."""
         assert self._stop_waiter is not None
         return await wait_or_stop(task, self._stop_waiter, seconds)
+
+
+def _suspended_for(late: float) -> float | None:
+    """How long the agent did not run, judged by how late a wait ended; ``None``: it ran."""
+    return late if late > SUSPENDED_AFTER else None

@@ -14,6 +14,7 @@ from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices import repository, service
 from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.devices.schemas import DeviceUpdate
+from wiremesh.server.errors import Conflict
 from wiremesh.server.orgs.service import resolve_org
 from wiremesh.server.paths import service as paths_service
 from wiremesh.server.presence import monitoring
@@ -52,6 +53,30 @@ def device_row(device: VirtualIPMapping) -> dict[str, Any]:
 async def _resolve(session: AsyncSession, ref: str, org: str | None) -> VirtualIPMapping:
     org_id = (await resolve_org(session, org)).id if org else None
     return await service.resolve_device(session, ref, org_id)
+
+
+async def _resolve_active(session: AsyncSession, ref: str, org: str | None) -> VirtualIPMapping:
+    """:func:`_resolve`, but a name the org's revoked devices share with one active device (a
+    device revoked and enrolled again under its name) means the active one."""
+    try:
+        return await _resolve(session, ref, org)
+    except Conflict:
+        if org is None:
+            raise
+    organization = await resolve_org(session, org)
+    text = ref.strip()
+    matching = [
+        found
+        for found in await repository.list_devices(session, organization.id)
+        if text in (found.hostname, found.peer_id, found.virtual_ip, str(found.id))
+    ]
+    active = [found for found in matching if found.revoked_at is None]
+    if len(active) == 1:
+        return active[0]
+    described = ", ".join(
+        f"{found.id}{' (revoked)' if found.revoked_at is not None else ''}" for found in matching
+    )
+    fail(f"{ref!r} names several devices of {org} (ids {described}); give the device id")
 
 
 @app.command("list")
@@ -138,7 +163,7 @@ def history(
 
     async def work() -> tuple[dict[str, Any], datetime | None]:
         async with unit_of_work() as session:
-            found = await _resolve(session, device, org)
+            found = await _resolve_active(session, device, org)
             until = utcnow()
             since = until - span
             result = await monitoring.device_history(

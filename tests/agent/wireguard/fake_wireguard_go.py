@@ -1,7 +1,8 @@
 """Stands in for `wireguard-go -f IFACE` in unit tests: a UAPI socket and a log line.
 
 Usage: fake_wireguard_go.py SOCKET_PATH run|fail. ``run`` listens on the socket until
-SIGTERM, then removes it (as wireguard-go does); ``fail`` prints an error and exits 1.
+SIGTERM, then removes it (as wireguard-go does), after a log line and an expected error
+line; ``fail`` prints an error and exits 1.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ def main() -> None:
     server.bind(path)
     server.listen()
     print("INFO: UAPI listener started", flush=True)
+    # What wireguard-go says when a packet is for a peer with no endpoint yet.
+    print(
+        "ERROR: (wm0) 2026/12/02 02:06:12 peer(hXWU…XFBE) - Failed to send handshake "
+        "initiation: no known endpoint for peer",
+        flush=True,
+    )
 
     def stop(_signum: int, _frame: object) -> None:
         os.unlink(path)

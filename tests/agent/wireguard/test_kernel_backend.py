@@ -62,6 +62,24 @@ def test_the_real_backends_implement_the_protocol(runner: FakeRunner) -> None:
     assert isinstance(WireGuardGoBackend(runner=runner), WireGuardBackend)
 
 
+async def test_setup_sets_the_mtu_given_before_raising_the_interface(runner: FakeRunner) -> None:
+    backend = KernelBackend("wm0", runner=runner, mtu=1380, keepalive=0)
+    await backend.setup(device())
+    assert runner.commands()[-2:] == [
+        ["ip", "link", "set", "dev", "wm0", "mtu", "1380"],
+        ["ip", "link", "set", "dev", "wm0", "up"],
+    ]
+
+
+def test_a_backend_refuses_an_mtu_out_of_range(runner: FakeRunner) -> None:
+    from wiremesh.agent.wireguard.userspace import WireGuardGoBackend
+
+    with pytest.raises(ValueError, match="1279"):
+        KernelBackend("wm0", runner=runner, mtu=1279)
+    with pytest.raises(ValueError, match="9001"):
+        WireGuardGoBackend("wm0", runner=runner, mtu=9001)
+
+
 async def test_setup_creates_keys_addresses_and_raises_the_interface(
     backend: KernelBackend, runner: FakeRunner
 ) -> None:

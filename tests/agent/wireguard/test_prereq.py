@@ -99,6 +99,7 @@ def test_everything_missing_is_listed_at_once(tmp_path: Path) -> None:
     kernel = missing_prerequisites("kernel", system)
     assert kernel[:3] == [NEED_ROOT, NEED_WG, NEED_IP]
     assert kernel[3].startswith("the WireGuard kernel module")
+    assert kernel[3].endswith("; or run WireGuard in userspace with --backend wireguard-go")
     auto = missing_prerequisites("auto", system)
     assert auto[:3] == [NEED_ROOT, NEED_WG, NEED_IP]
     assert auto[3].startswith("a WireGuard implementation: the WireGuard kernel module")

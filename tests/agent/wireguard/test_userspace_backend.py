@@ -99,6 +99,18 @@ async def test_setup_starts_wireguard_go_in_the_foreground_and_waits_for_its_soc
     assert not (socket_dir / "wm0.sock").exists()  # wireguard-go cleans up on SIGTERM
 
 
+async def test_traffic_for_a_peer_not_yet_online_is_no_error_in_the_log(
+    backend: WireGuardGoBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """wireguard-go logs "no known endpoint for peer" (as an error) for every packet to a
+    peer that has not been online yet: expected, so only at debug level."""
+    with caplog.at_level(logging.DEBUG, logger="wiremesh.agent.wireguard"):
+        await backend.setup(device())
+        await eventually(lambda: "no known endpoint" in caplog.text)
+    found = [record for record in caplog.records if "no known endpoint" in record.getMessage()]
+    assert [record.levelno for record in found] == [logging.DEBUG]
+
+
 async def test_debug_logging_makes_wireguard_go_verbose(
     backend: WireGuardGoBackend, runner: FakeRunner
 ) -> None:

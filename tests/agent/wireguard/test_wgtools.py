@@ -10,6 +10,7 @@ from wiremesh.agent.backend import AddPeer, RemovePeer, UpdatePeer
 from wiremesh.agent.wireguard.wgtools import (
     DumpError,
     PeerDump,
+    ip_link_mtu,
     link_kind,
     parse_dump,
     validate_interface_name,
@@ -216,3 +217,13 @@ def test_link_kind_of_kernel_userspace_and_plain_links() -> None:
 def test_link_kind_refuses_what_ip_does_not_print(text: str) -> None:
     with pytest.raises(DumpError):
         link_kind(text)
+
+
+def test_the_mtu_command_takes_only_a_usable_mtu() -> None:
+    assert ip_link_mtu("wm0", 1280) == ["ip", "link", "set", "dev", "wm0", "mtu", "1280"]
+    assert ip_link_mtu("wm0", 9000)[-1] == "9000"
+    for wrong in (1279, 9001, 0):
+        with pytest.raises(ValueError, match=str(wrong)):
+            ip_link_mtu("wm0", wrong)
+    with pytest.raises(ValueError, match="interface name"):
+        ip_link_mtu("-wm0", 1420)

@@ -6,8 +6,8 @@ work is identical. A subclass only creates and removes the interface.
 
 - ``setup`` sets the private key (on standard input), the listen port, the address
   (virtual IP with the network's prefix, so the whole network routes through the
-  interface) and brings the link up. Called again, it changes only what differs: a new
-  key (rotation), a new port, a new address. Peers are kept.
+  interface), the MTU when one is given, and brings the link up. Called again, it changes
+  only what differs: a new key (rotation), a new port, a new address. Peers are kept.
 - ``apply`` runs the plan as one ``wg set``: only the peers named are touched, a peer's
   session survives an update, new peers get a persistent keepalive.
 - ``peers`` reads ``wg show <iface> dump`` but reports, for each peer, the endpoint this
@@ -40,6 +40,7 @@ from wiremesh.agent.wireguard.commands import CommandError, CommandRunner, Subpr
 from wiremesh.agent.wireguard.wgtools import (
     PERSISTENT_KEEPALIVE,
     DumpError,
+    ip_link_mtu,
     link_kind,
     parse_dump,
     validate_interface_name,
@@ -71,10 +72,15 @@ class ToolsBackend(ABC):
         *,
         runner: CommandRunner | None = None,
         keepalive: int = PERSISTENT_KEEPALIVE,
+        mtu: int | None = None,
     ) -> None:
         self.interface = validate_interface_name(interface)
         self.runner: CommandRunner = runner or SubprocessRunner()
         self.keepalive = keepalive
+        self.mtu = mtu
+        """The interface's MTU; ``None`` leaves the implementation's (1420 for both)."""
+        if mtu is not None:
+            ip_link_mtu(self.interface, mtu)  # refuse a bad value before anything runs
         self._lock = asyncio.Lock()
         self._created = False
         self._device: DeviceConfig | None = None
@@ -250,6 +256,8 @@ class ToolsBackend(ABC):
             if adopted:  # whatever address the old run left
                 await self.runner.run(["ip", "address", "flush", "dev", self.interface])
             await self.runner.run(["ip", "address", "add", address, "dev", self.interface])
+            if self.mtu is not None:
+                await self.runner.run(ip_link_mtu(self.interface, self.mtu))
             await self.runner.run(["ip", "link", "set", "dev", self.interface, "up"])
         elif previous.address != device.address:
             await self.runner.run(

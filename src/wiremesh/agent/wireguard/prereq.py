@@ -117,7 +117,9 @@ def missing_prerequisites(name: BackendName | str, system: System | None = None)
     missing = _tools(system)
     module = kernel_module_missing(system)
     if wanted is BackendName.KERNEL:
-        return [*missing, module] if module else missing
+        if module is None:
+            return missing
+        return [*missing, f"{module}; or run WireGuard in userspace with --backend wireguard-go"]
     userspace = _userspace(system)
     if wanted is BackendName.WIREGUARD_GO:
         return [*missing, *userspace]

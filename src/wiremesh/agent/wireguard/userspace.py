@@ -50,6 +50,9 @@ RESTART_DELAYS: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_AFTER: Final = 30.0
 """A child that ran this long counts as healthy: the next crash restarts quickly again."""
 OUTPUT_LINES_KEPT: Final = 20
+EXPECTED_ERRORS: Final = ("no known endpoint for peer",)
+"""wireguard-go's errors that say nothing is wrong: traffic for a peer whose address is not
+known yet (one that has not been online since the agent started). Logged at debug level."""
 
 
 class WireGuardGoBackend(ToolsBackend):
@@ -63,12 +66,13 @@ class WireGuardGoBackend(ToolsBackend):
         *,
         runner: CommandRunner | None = None,
         keepalive: int = PERSISTENT_KEEPALIVE,
+        mtu: int | None = None,
         binary: str = "wireguard-go",
         socket_dir: Path = UAPI_SOCKET_DIR,
         start_timeout: float = START_TIMEOUT,
         restart_delays: tuple[float, ...] = RESTART_DELAYS,
     ) -> None:
-        super().__init__(interface, runner=runner, keepalive=keepalive)
+        super().__init__(interface, runner=runner, keepalive=keepalive, mtu=mtu)
         self.binary = binary
         self.socket_path = socket_dir / f"{self.interface}.sock"
         self.start_timeout = start_timeout
@@ -174,9 +178,13 @@ class WireGuardGoBackend(ToolsBackend):
         assert child.stdout is not None
         while line := await child.stdout.readline():
             text = line.decode("utf-8", errors="replace").rstrip()[:500]
-            if text:
-                self._output.append(text)
-                logger.info("wireguard-go[%s]: %s", self.interface, text)
+            if not text:
+                continue
+            if any(expected in text for expected in EXPECTED_ERRORS):
+                logger.debug("wireguard-go[%s]: %s", self.interface, text)
+                continue
+            self._output.append(text)
+            logger.info("wireguard-go[%s]: %s", self.interface, text)
 
     def _last_output(self) -> str:
         return " | ".join(self._output) or "no output"

@@ -14,7 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from wiremesh.agent.backend import AddPeer, PeerChange, RemovePeer, UpdatePeer
+from wiremesh.agent.backend import (
+    DEFAULT_KEEPALIVE,
+    MTU_RANGE,
+    AddPeer,
+    PeerChange,
+    RemovePeer,
+    UpdatePeer,
+)
 from wiremesh.agent.keys import InvalidKey, decode_key
 
 __all__ = [
@@ -22,6 +29,7 @@ __all__ = [
     "DumpError",
     "InterfaceDump",
     "PeerDump",
+    "ip_link_mtu",
     "link_kind",
     "parse_dump",
     "validate_interface_name",
@@ -29,8 +37,8 @@ __all__ = [
     "wg_set_peers",
 ]
 
-PERSISTENT_KEEPALIVE: Final = 25
-"""Seconds between keepalives to every peer: keeps NAT mappings open (WireGuard's advice)."""
+PERSISTENT_KEEPALIVE: Final = DEFAULT_KEEPALIVE
+"""Seconds between keepalives to every peer unless ``--keepalive`` says otherwise."""
 
 _NONE: Final = "(none)"
 _INTERFACE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
@@ -80,6 +88,14 @@ def _check_endpoint(endpoint: str) -> str:
     if (address.version == 6) != (match["v6"] is not None):
         raise ValueError(f"{endpoint!r} is not an endpoint (ip:port or [ipv6]:port)")
     return endpoint
+
+
+def ip_link_mtu(interface: str, mtu: int) -> list[str]:
+    """``ip link set`` for the interface's MTU (``MTU_RANGE``; ``ValueError`` outside it)."""
+    low, high = MTU_RANGE
+    if not low <= mtu <= high:
+        raise ValueError(f"MTU {mtu} is not in {low}..{high}")
+    return ["ip", "link", "set", "dev", validate_interface_name(interface), "mtu", str(mtu)]
 
 
 def wg_set_device(interface: str, *, private_key: bool, listen_port: int | None) -> list[str]:
