@@ -1,8 +1,8 @@
 """Tools for the schema tests: run migrations, read the schema, and a data set written by hand.
 
-The data set goes in through hand-written views of the seed's tables (``sqlalchemy.table``),
-not through the ORM models: the models follow head, while these tests write rows at older
-revisions. A later revision that adds columns therefore does not break them.
+The data set goes in through tables reflected from the database at the revision a test has
+migrated to, not through the ORM models: the models follow head, while these tests write rows
+at older revisions. A later revision that adds columns therefore does not break them.
 """
 
 from __future__ import annotations
@@ -82,137 +82,52 @@ async def connect(settings: Settings) -> AsyncIterator[AsyncConnection]:
         await engine.dispose()
 
 
-# --- Hand-written views of the tables as the seed's revision leaves them ------------------
+# --- Tables as the database has them now ---------------------------------------------------
 
-
-def _ts() -> UTCDateTime:
-    return UTCDateTime()
-
-
-ORGANIZATION = sa.table(
-    "organization",
-    sa.column("id", sa.Integer),
-    sa.column("name", sa.String),
-    sa.column("network_cidr", sa.String),
-    sa.column("created_at", _ts()),
-)
-USER = sa.table(
-    "user",
-    sa.column("id", sa.Integer),
-    sa.column("email", sa.String),
-    sa.column("name", sa.String),
-    sa.column("is_server_admin", sa.Boolean),
-    sa.column("is_active", sa.Boolean),
-    sa.column("created_at", _ts()),
-)
-MEMBERSHIP = sa.table(
-    "membership",
-    sa.column("id", sa.Integer),
-    sa.column("org_id", sa.Integer),
-    sa.column("user_id", sa.Integer),
-    sa.column("role", sa.String),
-    sa.column("created_at", _ts()),
-)
-API_TOKEN = sa.table(
-    "api_token",
-    sa.column("id", sa.Integer),
-    sa.column("user_id", sa.Integer),
-    sa.column("name", sa.String),
-    sa.column("lookup", sa.String),
-    sa.column("secret_hash", sa.String),
-    sa.column("created_at", _ts()),
-    sa.column("expires_at", _ts()),
-    sa.column("last_used_at", _ts()),
-    sa.column("revoked_at", _ts()),
-)
-SETUP_KEY = sa.table(
-    "setup_key",
-    sa.column("id", sa.Integer),
-    sa.column("org_id", sa.Integer),
-    sa.column("user_id", sa.Integer),
-    sa.column("name", sa.String),
-    sa.column("lookup", sa.String),
-    sa.column("secret_hash", sa.String),
-    sa.column("reusable", sa.Boolean),
-    sa.column("usage_limit", sa.Integer),
-    sa.column("used_count", sa.Integer),
-    sa.column("created_at", _ts()),
-    sa.column("expires_at", _ts()),
-    sa.column("revoked_at", _ts()),
-)
-_VIM_COLUMNS = (
-    ("id", sa.Integer),
-    ("org_id", sa.Integer),
-    ("user_id", sa.Integer),
-    ("peer_id", sa.String),
-    ("virtual_ip", sa.String),
-    ("public_key", sa.String),
-    ("hostname", sa.String),
-    ("credential_lookup", sa.String),
-    ("credential_hash", sa.String),
-    ("setup_key_id", sa.Integer),
-)
-VIRTUAL_IP_MAPPING_BEFORE_SEED = sa.table(
-    "virtual_ip_mapping",
-    *(sa.column(name, type_) for name, type_ in _VIM_COLUMNS),
-    sa.column("created_at", _ts()),
-    sa.column("revoked_at", _ts()),
-)
-VIRTUAL_IP_MAPPING = sa.table(
-    "virtual_ip_mapping",
-    *(sa.column(name, type_) for name, type_ in _VIM_COLUMNS),
-    sa.column("created_at", _ts()),
-    sa.column("revoked_at", _ts()),
-    sa.column("last_seen_at", _ts()),
-)
-SMTP_SETTINGS = sa.table(
-    "smtp_settings",
-    sa.column("id", sa.Integer),
-    sa.column("org_id", sa.Integer),
-    sa.column("smtp_server", sa.String),
-    sa.column("smtp_port", sa.Integer),
-    sa.column("smtp_username", sa.String),
-    sa.column("smtp_password", sa.String),
-    sa.column("from_email", sa.String),
-    sa.column("use_tls", sa.Boolean),
-    sa.column("is_active", sa.Boolean),
-    sa.column("created_at", _ts()),
-    sa.column("updated_at", _ts()),
-)
-CONNECTION_STATUS = sa.table(
-    "connection_status",
-    sa.column("id", sa.Integer),
-    sa.column("user_id", sa.Integer),
-    sa.column("org_id", sa.Integer),
-    sa.column("virtual_ip", sa.String),
-    sa.column("peer_id", sa.String),
-    sa.column("connection_id", sa.Uuid),
-    sa.column("public_ip", sa.String),
-    sa.column("public_port", sa.Integer),
-    sa.column("status", sa.String),
-    sa.column("connected_at", _ts()),
-    sa.column("disconnected_at", _ts()),
-    sa.column("last_ping_at", _ts()),
-    sa.column("last_pong_at", _ts()),
-    sa.column("last_seen_at", _ts()),
-)
-
-# The schema as the seed's revision leaves it, in insertion order.
-SEED_VIEWS: dict[str, sa.TableClause] = {
-    "organization": ORGANIZATION,
-    "user": USER,
-    "membership": MEMBERSHIP,
-    "api_token": API_TOKEN,
-    "setup_key": SETUP_KEY,
-    "virtual_ip_mapping": VIRTUAL_IP_MAPPING,
-    "smtp_settings": SMTP_SETTINGS,
-    "connection_status": CONNECTION_STATUS,
+# What reflection cannot read back from the database, by (table, column): SQLite stores a Uuid
+# as CHAR(32), which reflects as a string.
+_UNREFLECTABLE_TYPES: dict[tuple[str, str], sa.types.TypeEngine[Any]] = {
+    ("connection_status", "connection_id"): sa.Uuid(),
 }
-# The same tables one revision earlier.
-BEFORE_SEED_VIEWS: dict[str, sa.TableClause] = {
-    **{name: SEED_VIEWS[name] for name in BASE_TABLES},
-    "virtual_ip_mapping": VIRTUAL_IP_MAPPING_BEFORE_SEED,
-}
+# SQLite cannot reflect the expression index; _index_names_sync lists it by name.
+_EXPRESSION_INDEX_WARNING = (
+    f"Skipped unsupported reflection of expression-based index {GLOBAL_SMTP_UNIQUE_INDEX}"
+)
+
+
+def _retype(inspector: sa.Inspector, table: sa.Table, column: dict[str, Any]) -> None:
+    """Give a reflected column the type the migrations meant, where the database forgets it.
+
+    A reflected timestamp is a plain DateTime, which SQLite returns naive: it becomes
+    ``UTCDateTime`` again, aware UTC in and out on both backends.
+    """
+    override = _UNREFLECTABLE_TYPES.get((table.name, column["name"]))
+    if override is not None:
+        column["type"] = override
+    elif isinstance(column["type"], sa.DateTime):
+        column["type"] = UTCDateTime()
+
+
+def _reflect_sync(connection: Connection, name: str) -> sa.Table:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_EXPRESSION_INDEX_WARNING)
+        return sa.Table(
+            name,
+            sa.MetaData(),
+            autoload_with=connection,
+            resolve_fks=False,
+            listeners=[("column_reflect", _retype)],
+        )
+
+
+async def reflect(connection: AsyncConnection, name: str) -> sa.Table:
+    """The table ``name`` with the columns of the revision the database is at now.
+
+    The tests write rows at older revisions than the ORM models follow, so they read each
+    table's columns from the database instead of retyping them.
+    """
+    return await connection.run_sync(_reflect_sync, name)
+
 
 Rows = dict[str, list[dict[str, Any]]]
 
@@ -409,18 +324,29 @@ def dataset() -> Rows:
     }
 
 
-async def insert_rows(
-    connection: AsyncConnection, views: dict[str, sa.TableClause], rows: Rows
-) -> None:
-    for name, view in views.items():
-        if rows.get(name):
-            await connection.execute(sa.insert(view), rows[name])
+async def insert_rows(connection: AsyncConnection, rows: Rows) -> None:
+    """Insert ``rows`` table by table, in the order given (parents first)."""
+    for name, table_rows in rows.items():
+        if table_rows:
+            await connection.execute(sa.insert(await reflect(connection, name)), table_rows)
 
 
-async def read_rows(connection: AsyncConnection, view: sa.TableClause) -> list[dict[str, Any]]:
-    """The view's columns, decoded (timestamps as aware UTC), ordered by id."""
-    result = await connection.execute(sa.select(view).order_by(view.c.id))
+async def read_rows(
+    connection: AsyncConnection, name: str, columns: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
+    """The table's rows, decoded (timestamps as aware UTC), ordered by id.
+
+    Every column the table has now, or only ``columns`` (a later revision's additions left out).
+    """
+    table = await reflect(connection, name)
+    selected = table.columns if columns is None else [table.c[column] for column in columns]
+    result = await connection.execute(sa.select(*selected).order_by(table.c.id))
     return [dict(row._mapping) for row in result]
+
+
+def seed_columns(name: str) -> list[str]:
+    """The columns the seed's revision gives ``name``: those the data set fills."""
+    return list(dataset()[name][0])
 
 
 async def raw_rows(connection: AsyncConnection, table: str) -> list[dict[str, Any]]:
@@ -466,12 +392,7 @@ def _fingerprint_sync(connection: Connection) -> dict[str, Any]:
     inspector = sa.inspect(connection)
     tables: dict[str, Any] = {}
     with warnings.catch_warnings():
-        # SQLite cannot reflect the expression index; _index_names_sync lists it by name.
-        warnings.filterwarnings(
-            "ignore",
-            message=f"Skipped unsupported reflection of expression-based index "
-            f"{GLOBAL_SMTP_UNIQUE_INDEX}",
-        )
+        warnings.filterwarnings("ignore", message=_EXPRESSION_INDEX_WARNING)
         for table in sorted(inspector.get_table_names()):
             tables[table] = {
                 "columns": sorted(

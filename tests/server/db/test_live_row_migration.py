@@ -9,13 +9,12 @@ import pytest
 import sqlalchemy as sa
 
 from tests.server.db.helpers import (
-    CONNECTION_STATUS,
-    SEED_VIEWS,
     connect,
     dataset,
     index_names,
     insert_rows,
     raw_rows,
+    reflect,
     upgrade,
 )
 from wiremesh.server.config import Settings
@@ -34,7 +33,7 @@ async def test_duplicate_live_rows_end_and_the_index_refuses_new_ones(
     twice = {**alice, "id": 3, "connection_id": uuid.uuid4(), "connected_at": alice["last_seen_at"]}
     data["connection_status"] = [alice, other, twice]
     async with connect(settings) as conn:
-        await insert_rows(conn, {**SEED_VIEWS, "connection_status": CONNECTION_STATUS}, data)
+        await insert_rows(conn, data)
 
     await upgrade(settings, "head")
 
@@ -46,8 +45,9 @@ async def test_duplicate_live_rows_end_and_the_index_refuses_new_ones(
         assert (rows[3]["status"], rows[3]["end_reason"]) == ("connected", None)
         assert rows[2]["status"] == "timeout", "history is never rewritten"
     async with connect(settings) as conn:
+        connection_status = await reflect(conn, "connection_status")
         with pytest.raises(sa.exc.IntegrityError):
             await conn.execute(
-                sa.insert(CONNECTION_STATUS),
+                sa.insert(connection_status),
                 [{**twice, "id": 4, "connection_id": uuid.uuid4()}],
             )

@@ -8,8 +8,6 @@ import pytest
 import sqlalchemy as sa
 
 from tests.server.db.helpers import (
-    SEED_VIEWS,
-    VIRTUAL_IP_MAPPING,
     connect,
     current_revision,
     dataset,
@@ -17,26 +15,16 @@ from tests.server.db.helpers import (
     index_names,
     insert_rows,
     raw_rows,
+    reflect,
     schema_fingerprint,
     table_names,
     upgrade,
 )
 from wiremesh.server.config import Settings
-from wiremesh.server.db.base import UTCDateTime
 
 REVISION = "peer_paths"
 BEFORE = "nat_paths"
 
-PEER_PATH = sa.table(
-    "peer_path",
-    sa.column("device_id", sa.Integer),
-    sa.column("peer_id", sa.String),
-    sa.column("org_id", sa.Integer),
-    sa.column("path", sa.String),
-    sa.column("endpoint", sa.String),
-    sa.column("last_handshake_at", UTCDateTime()),
-    sa.column("reported_at", UTCDateTime()),
-)
 NOW = datetime(2026, 12, 10, 9, 0, tzinfo=UTC)
 
 
@@ -64,20 +52,22 @@ async def test_peer_path_rows_go_with_their_device_and_the_revision_comes_off(
     async with connect(settings) as conn:
         assert await current_revision(conn) == REVISION
         assert "ix_peer_path_org_id_peer_id" in await index_names(conn)
-        await insert_rows(conn, SEED_VIEWS, data)
+        await insert_rows(conn, data)
+        peer_path = await reflect(conn, "peer_path")
         await conn.execute(
-            sa.insert(PEER_PATH), [_row(1, "peer-x", 1), _row(1, "peer-y", 1), _row(2, "p", 2)]
+            sa.insert(peer_path), [_row(1, "peer-x", 1), _row(1, "peer-y", 1), _row(2, "p", 2)]
         )
     async with connect(settings) as conn:
         with pytest.raises(sa.exc.IntegrityError):  # one row per (device, peer)
-            await conn.execute(sa.insert(PEER_PATH), [_row(1, "peer-x", 1)])
+            await conn.execute(sa.insert(peer_path), [_row(1, "peer-x", 1)])
     async with connect(settings) as conn:
         with pytest.raises(sa.exc.IntegrityError):  # no row for a device that is not
-            await conn.execute(sa.insert(PEER_PATH), [_row(99, "peer-x", 1)])
+            await conn.execute(sa.insert(peer_path), [_row(99, "peer-x", 1)])
     async with connect(settings) as conn:
         # Foreign keys are enforced on SQLite too: deleting the device deletes its rows.
-        await conn.execute(sa.delete(VIRTUAL_IP_MAPPING).where(VIRTUAL_IP_MAPPING.c.id == 1))
-        rows = (await conn.execute(sa.select(PEER_PATH))).mappings().all()
+        devices = await reflect(conn, "virtual_ip_mapping")
+        await conn.execute(sa.delete(devices).where(devices.c.id == 1))
+        rows = (await conn.execute(sa.select(peer_path))).mappings().all()
         assert [(row["device_id"], row["peer_id"]) for row in rows] == [(2, "p")]
         assert rows[0]["last_handshake_at"] == NOW
 

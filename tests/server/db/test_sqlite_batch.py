@@ -16,13 +16,13 @@ from alembic import command
 from alembic.config import Config
 
 from tests.server.db.helpers import (
-    SEED_VIEWS,
     connect,
     current_revision,
     dataset,
     head_revision,
     insert_rows,
     read_rows,
+    seed_columns,
 )
 from wiremesh.server.config import Settings
 from wiremesh.server.db.migrate import alembic_config
@@ -94,14 +94,14 @@ async def test_rebuilding_a_parent_table_keeps_every_child_row(
     await asyncio.to_thread(command.upgrade, config, head_revision())
     data = dataset()
     async with connect(settings) as conn:
-        await insert_rows(conn, SEED_VIEWS, data)
+        await insert_rows(conn, data)
 
     await asyncio.to_thread(command.upgrade, config, "zz_test_revision")
 
     async with connect(settings) as conn:
         assert await current_revision(conn) == "zz_test_revision"
-        for name, view in SEED_VIEWS.items():
-            assert await read_rows(conn, view) == data[name], name
+        for name, rows in data.items():
+            assert await read_rows(conn, name, seed_columns(name)) == rows, name
 
 
 @SQLITE_ONLY
@@ -113,11 +113,11 @@ async def test_a_migration_that_breaks_a_foreign_key_is_rolled_back(
     await asyncio.to_thread(command.upgrade, config, head_revision())
     data = dataset()
     async with connect(settings) as conn:
-        await insert_rows(conn, SEED_VIEWS, data)
+        await insert_rows(conn, data)
 
     with pytest.raises(RuntimeError, match="foreign key"):
         await asyncio.to_thread(command.upgrade, config, "zz_test_revision")
 
     async with connect(settings) as conn:
         assert await current_revision(conn) == head_revision()
-        assert await read_rows(conn, SEED_VIEWS["membership"]) == data["membership"]
+        assert await read_rows(conn, "membership", seed_columns("membership")) == data["membership"]
