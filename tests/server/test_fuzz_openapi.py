@@ -22,7 +22,7 @@ import httpx
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from hypothesis import HealthCheck, Phase, given, seed
+from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from schemathesis import checks
@@ -73,7 +73,6 @@ def _fuzz_operation(
     own_org = {"org_id": org_id} if "{org_id}" in operation.path else None
     cases = st.one_of(operation.as_strategy(), operation.as_strategy(path_parameters=own_org))
 
-    @seed(20261202)
     @hypothesis_settings(
         max_examples=EXAMPLES,
         derandomize=True,

@@ -10,7 +10,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -183,8 +183,6 @@ class ErrorInfo(BaseModel):
 
 class ErrorBody(BaseModel):
     """Every refusal (4xx) and failure (5xx) of the API has this body."""
-
-    model_config = ConfigDict(title="Error")
 
     error: ErrorInfo
 
