@@ -201,7 +201,7 @@ async def change_role(
     summary="Remove a member (owner or admin; only owners remove owners; anyone may leave)",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=error_responses(409),
+    responses=error_responses(403, 409),
 )
 async def remove_member(
     org_id: OrgIdPath,
