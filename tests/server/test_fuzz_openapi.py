@@ -1,6 +1,7 @@
-"""Schemathesis over the whole API, on both databases: every operation, with examples drawn from
-the app's own OpenAPI document, must answer without a 5xx and as the document says (a
-documented status code, content type, headers and body).
+"""Schemathesis over the whole API, on both databases: every operation, with valid and invalid
+requests drawn from the app's own OpenAPI document, sent by a server administrator or a plain
+member, must answer without a 5xx and as the document says (a documented status code, content
+type, headers and body).
 
 Bounded and deterministic for CI: ``WIREMESH_FUZZ_EXAMPLES`` examples per operation (default
 8), derandomized. To search longer locally::
@@ -71,7 +72,11 @@ def _fuzz_operation(
     send: Callable[[dict[str, Any]], httpx.Response],
 ) -> None:
     own_org = {"org_id": org_id} if "{org_id}" in operation.path else None
-    cases = st.one_of(operation.as_strategy(), operation.as_strategy(path_parameters=own_org))
+    cases = st.one_of(
+        operation.as_strategy(),
+        operation.as_strategy(path_parameters=own_org),
+        operation.as_strategy(schemathesis.GenerationMode.NEGATIVE),
+    )
 
     @hypothesis_settings(
         max_examples=EXAMPLES,
