@@ -20,7 +20,7 @@ from wiremesh.server.alerts.worker import OfflineAlertChecker
 from wiremesh.server.config import Settings, load_settings
 from wiremesh.server.db import migrate
 from wiremesh.server.db.session import create_engine, create_sessionmaker
-from wiremesh.server.errors import install_error_handlers
+from wiremesh.server.errors import document_error_responses, install_error_handlers
 from wiremesh.server.events.feed import EventFeed
 from wiremesh.server.events.pruning import EventPruner
 from wiremesh.server.limits import BodyLimitMiddleware
@@ -169,5 +169,6 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
         return JSONResponse({"status": "ready"})
 
     for router in _api_routers():
+        document_error_responses(router)
         app.include_router(router, prefix=API_PREFIX)
     return app

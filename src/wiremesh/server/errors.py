@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -156,3 +160,113 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("internal_error", "the server failed; the error was logged"),
             status_code=500,
         )
+
+
+# --- the OpenAPI document: the error shape, and which refusals each route can give -------------
+
+
+class ErrorDetail(BaseModel):
+    """One problem of an invalid request."""
+
+    field: str = Field(description="Dotted path of the offending field; empty for the body")
+    message: str
+    type: str = Field(description="Machine-readable kind of problem, e.g. `missing`")
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Machine-readable reason, e.g. `not_found`, `validation_error`")
+    message: str = Field(description="Human-readable explanation")
+    details: list[ErrorDetail] | None = Field(
+        default=None, description=f"`validation_error` only: the first {MAX_ERROR_DETAILS} problems"
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every refusal (4xx) and failure (5xx) of the API has this body."""
+
+    error: ErrorInfo
+
+
+ERROR_DESCRIPTIONS = {
+    400: "`malformed_json`: the body is not valid JSON",
+    401: "`unauthenticated` (no credential) or a credential that is not accepted",
+    403: "`forbidden`: the caller may not do this",
+    404: "`not_found`: the resource does not exist, or is not the caller's to see",
+    409: "A conflict with the current state (the code says which)",
+    410: "Gone: the resource expired or was revoked (the code says which)",
+    413: "`payload_too_large`: the body is over the server's limit",
+    415: "`unsupported_media_type`: the body is not JSON",
+    422: "`validation_error` (the details list the problems) or a refused value",
+    429: "`too_many_failures`: too many failed authentications from this address",
+}
+_ERROR_HEADERS = {
+    401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route (or router) that can refuse with these statuses."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in sorted(set(statuses)):
+        response: dict[str, Any] = {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]}
+        if status in _ERROR_HEADERS:
+            response["headers"] = _ERROR_HEADERS[status]
+        responses[status] = response
+    return responses
+
+
+_DEPENDENCY_ERRORS: dict[Callable[..., Any], frozenset[int]] = {}
+
+CallableT = TypeVar("CallableT", bound=Callable[..., Any])
+
+
+def refuses(*statuses: int) -> Callable[[CallableT], CallableT]:
+    """Mark a dependency as one that can refuse with ``statuses``: every route that depends on
+    it, directly or through another dependency, documents them (``document_error_responses``)."""
+
+    def mark(dependency: CallableT) -> CallableT:
+        _DEPENDENCY_ERRORS[dependency] = frozenset(statuses)
+        return dependency
+
+    return mark
+
+
+def _dependants(dependant: Dependant) -> list[Dependant]:
+    """The dependant and every dependency below it."""
+    return [dependant, *(found for sub in dependant.dependencies for found in _dependants(sub))]
+
+
+def route_error_statuses(route: APIRoute) -> set[int]:
+    """The refusals an API route can give whatever its endpoint does: those of its
+    dependencies, 422 for a parameter or body that does not validate, 404 for a path that
+    names nothing, 400/413 for a body, and 429 (failed authentications are throttled)."""
+    statuses = {429}
+    for dependant in _dependants(route.dependant):
+        if dependant.call is not None:
+            statuses |= _DEPENDENCY_ERRORS.get(dependant.call, frozenset())
+        if dependant.body_params:
+            statuses |= {400, 413, 422}
+        if dependant.query_params or dependant.header_params or dependant.path_params:
+            statuses.add(422)
+        if dependant.path_params:
+            statuses.add(404)
+    return statuses
+
+
+def _api_routes(router: APIRouter) -> Iterator[APIRoute]:
+    for route in router.routes:
+        if isinstance(route, APIRoute):
+            yield route
+        # A router included in this one (FastAPI >= 0.16x keeps it, and builds its routes
+        # lazily from the originals).
+        included = getattr(route, "original_router", None)
+        if isinstance(included, APIRouter):
+            yield from _api_routes(included)
+
+
+def document_error_responses(router: APIRouter) -> None:
+    """Add the error responses of every route of an API router to the OpenAPI document, in the
+    one error shape (a route's own ``responses=`` win). Call before the app includes it."""
+    for route in _api_routes(router):
+        route.responses = {**error_responses(*route_error_statuses(route)), **route.responses}

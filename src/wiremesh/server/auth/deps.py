@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from wiremesh.server.auth import service as auth_service
 from wiremesh.server.auth.principal import Principal
 from wiremesh.server.db.base import utcnow
-from wiremesh.server.errors import ApiError
+from wiremesh.server.errors import ApiError, refuses
 from wiremesh.server.state import AppState
 
-_bearer = HTTPBearer(auto_error=False, description="An API token: `wm_...`")
+_bearer = HTTPBearer(auto_error=False, scheme_name="ApiToken", description="An API token: `wm_...`")
 
 
 def get_state(request: Request) -> AppState:
@@ -29,6 +29,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+@refuses(401)
 async def get_principal(
     session: Annotated[AsyncSession, Depends(get_session)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -49,6 +50,7 @@ async def get_principal(
     return principal
 
 
+@refuses(403)
 async def get_server_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     if not principal.is_server_admin:
         raise ApiError(403, "forbidden", "this needs a server administrator")
@@ -64,6 +66,7 @@ State = Annotated[AppState, Depends(get_state)]
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
+@refuses(415)
 async def require_json_body(request: Request) -> None:
     """415 ``unsupported_media_type`` when a request with a body does not send JSON.
 

@@ -22,12 +22,14 @@ from wiremesh.server.devices.schemas import (
     SetupKeyCreated,
     SetupKeyOut,
 )
-from wiremesh.server.errors import ApiError
+from wiremesh.server.errors import ApiError, error_responses, refuses
 from wiremesh.server.orgs.deps import IdPath, OrgAdmin, OrgIdPath, OrgMember
 from wiremesh.server.presence import repository as presence_repository
 
 router = APIRouter(dependencies=[Depends(require_json_body)])
-_device_bearer = HTTPBearer(auto_error=False, description="A device credential: `wmd_...`")
+_device_bearer = HTTPBearer(
+    auto_error=False, scheme_name="DeviceCredential", description="A device credential: `wmd_...`"
+)
 
 
 def setup_key_out(key: SetupKey) -> SetupKeyOut:
@@ -119,6 +121,7 @@ async def revoke_setup_key(
     tags=["agent"],
     summary="Enroll a device with a setup key; returns its virtual IP and credential",
     status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 409),
 )
 async def enroll(body: EnrollRequest, session: DbSession) -> EnrollResponse:
     device, org, credential = await service.enroll(
@@ -132,6 +135,7 @@ async def enroll(body: EnrollRequest, session: DbSession) -> EnrollResponse:
     )
 
 
+@refuses(401, 403)
 async def current_device(
     session: DbSession,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_device_bearer)],
@@ -148,6 +152,7 @@ CurrentDevice = Annotated[VirtualIPMapping, Depends(current_device)]
     "/agent/public-key",
     tags=["agent"],
     summary="Set this device's WireGuard public key (key rotation); peers are told at once",
+    responses=error_responses(409),
 )
 async def set_public_key(
     body: PublicKeyUpdate, device: CurrentDevice, session: DbSession
@@ -195,6 +200,7 @@ async def rename_device(
     "/orgs/{org_id}/devices/{device_id}/revoke",
     tags=["devices"],
     summary="Revoke a device (org admin): its session closes and it cannot reconnect",
+    responses=error_responses(409),
 )
 async def revoke_device(
     org_id: OrgIdPath, device_id: IdPath, _role: OrgAdmin, session: DbSession

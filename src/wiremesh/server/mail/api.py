@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from wiremesh.server.auth.deps import DbSession, State, require_json_body
-from wiremesh.server.errors import ApiError
+from wiremesh.server.errors import ApiError, error_responses
 from wiremesh.server.mail import outbox, service
 from wiremesh.server.mail.schemas import (
     MailOut,
@@ -87,13 +87,13 @@ def _smtp_routes(scope_of: ScopeDependency) -> APIRouter:
     """The scope's own SMTP configuration and its test mail, for one scope dependency."""
     routes = APIRouter()
 
-    @routes.get("", response_model=SMTPSettingsOut)
+    @routes.get("", response_model=SMTPSettingsOut, responses=error_responses(404))
     async def get_smtp(
         session: DbSession, scope: TenantScope = Depends(scope_of)
     ) -> SMTPSettingsOut:
         return SMTPSettingsOut.of(await service.get_settings(session, scope))
 
-    @routes.put("", response_model=SMTPSettingsOut)
+    @routes.put("", response_model=SMTPSettingsOut, responses=error_responses(409))
     async def put_smtp(
         body: SMTPSettingsIn,
         session: DbSession,
@@ -104,13 +104,13 @@ def _smtp_routes(scope_of: ScopeDependency) -> APIRouter:
         await session.commit()
         return SMTPSettingsOut.of(row)
 
-    @routes.delete("", status_code=204)
+    @routes.delete("", status_code=204, responses=error_responses(404))
     async def delete_smtp(session: DbSession, scope: TenantScope = Depends(scope_of)) -> Response:
         await service.delete_settings(session, scope)
         await session.commit()
         return Response(status_code=204)
 
-    @routes.post("/test", response_model=MailTestOut)
+    @routes.post("/test", response_model=MailTestOut, responses=error_responses(409))
     async def send_smtp_test_mail(
         body: MailTestIn,
         session: DbSession,

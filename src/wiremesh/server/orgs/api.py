@@ -14,6 +14,7 @@ from wiremesh.server.auth.deps import (
     State,
     require_json_body,
 )
+from wiremesh.server.errors import error_responses
 from wiremesh.server.orgs import invitations, service
 from wiremesh.server.orgs.deps import IdPath, OrgAdmin, OrgIdPath, OrgMember
 from wiremesh.server.orgs.models import Membership, Organization, OrgRole
@@ -63,6 +64,7 @@ def _member_out(membership: Membership, user: User) -> MemberOut:
     summary="Create an organization (server administrator)",
     status_code=status.HTTP_201_CREATED,
     response_model=OrgOut,
+    responses=error_responses(404, 409),
 )
 async def create_org(
     body: OrgCreate, session: DbSession, principal: ServerAdmin, state: State
@@ -106,6 +108,7 @@ async def get_org(
     tags=["orgs"],
     summary="Rename an organization (server administrator)",
     response_model=OrgOut,
+    responses=error_responses(409),
 )
 async def rename_org(
     org_id: OrgIdPath,
@@ -156,6 +159,7 @@ async def list_members(
     summary="Add an existing user directly (server administrator; org admins invite)",
     status_code=status.HTTP_201_CREATED,
     response_model=MemberOut,
+    responses=error_responses(409),
 )
 async def add_member(
     org_id: OrgIdPath,
@@ -176,6 +180,7 @@ async def add_member(
     tags=["members"],
     summary="Change a member's role (owner or admin; only owners grant or revoke owner)",
     response_model=MemberOut,
+    responses=error_responses(409),
 )
 async def change_role(
     org_id: OrgIdPath,
@@ -196,6 +201,7 @@ async def change_role(
     summary="Remove a member (owner or admin; only owners remove owners; anyone may leave)",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
+    responses=error_responses(403, 409),
 )
 async def remove_member(
     org_id: OrgIdPath,
@@ -213,7 +219,11 @@ async def remove_member(
 
 
 @router.post(
-    "/orgs/{org_id}/invitations", tags=["members"], response_model=InvitationOut, status_code=201
+    "/orgs/{org_id}/invitations",
+    tags=["members"],
+    response_model=InvitationOut,
+    status_code=201,
+    responses=error_responses(409),
 )
 async def create_invitation(
     org_id: OrgIdPath,
@@ -245,7 +255,12 @@ async def list_invitations(
     return [InvitationOut.of(row) for row in await invitations.list_pending(session, org_id)]
 
 
-@router.delete("/orgs/{org_id}/invitations/{invitation_id}", tags=["members"], status_code=204)
+@router.delete(
+    "/orgs/{org_id}/invitations/{invitation_id}",
+    tags=["members"],
+    status_code=204,
+    responses=error_responses(409),
+)
 async def revoke_invitation(
     org_id: OrgIdPath, invitation_id: IdPath, _role: OrgAdmin, session: DbSession
 ) -> Response:
@@ -254,7 +269,12 @@ async def revoke_invitation(
     return Response(status_code=204)
 
 
-@router.post("/invitations/accept", tags=["members"], response_model=InvitationAcceptOut)
+@router.post(
+    "/invitations/accept",
+    tags=["members"],
+    response_model=InvitationAcceptOut,
+    responses=error_responses(403, 404, 409, 410),
+)
 async def accept_invitation(
     body: InvitationAcceptIn, principal: CurrentPrincipal, session: DbSession
 ) -> InvitationAcceptOut:

@@ -21,6 +21,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from wiremesh.server.auth.deps import CurrentPrincipal, DbSession, ServerAdmin
+from wiremesh.server.errors import refuses
 from wiremesh.server.orgs.models import OrgRole
 from wiremesh.server.orgs.service import require_org_role
 from wiremesh.server.tenancy import SERVER_SCOPE, OrgScope, TenantScope
@@ -33,11 +34,13 @@ OrgFilter = Annotated[int | None, Query(ge=1, le=MAX_DB_ID, description="Only th
 ORG_PREFIX = "/orgs/{org_id}"
 
 
+@refuses(404)
 async def org_member(org_id: OrgIdPath, session: DbSession, principal: CurrentPrincipal) -> OrgRole:
     """Any member of the org (or a server administrator); see ``require_org_role``."""
     return await require_org_role(session, principal, org_id, admin=False)
 
 
+@refuses(403, 404)
 async def org_admin(org_id: OrgIdPath, session: DbSession, principal: CurrentPrincipal) -> OrgRole:
     """An owner or admin of the org (or a server administrator); see ``require_org_role``."""
     return await require_org_role(session, principal, org_id, admin=True)

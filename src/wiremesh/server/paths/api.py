@@ -4,27 +4,34 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from wiremesh.protocol.relay import RelaySyncRequest, RelaySyncResponse
 from wiremesh.server.auth.deps import DbSession, State
 from wiremesh.server.devices import service as devices_service
+from wiremesh.server.errors import error_responses
 from wiremesh.server.orgs.deps import IdPath, OrgIdPath, OrgMember
 from wiremesh.server.paths import service
 from wiremesh.server.paths.schemas import PeerPathOut
 
 router = APIRouter(tags=["relays"])
+_relay_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="RelayToken",
+    description="The global relay token, or a relay's own credential",
+)
 
 
-@router.post("/relay/sync", response_model=RelaySyncResponse)
+@router.post("/relay/sync", response_model=RelaySyncResponse, responses=error_responses(401, 403))
 async def relay_sync(
     body: RelaySyncRequest,
     session: DbSession,
     state: State,
-    authorization: Annotated[str | None, Header()] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_relay_bearer)],
 ) -> RelaySyncResponse:
     """A relay's heartbeat, its endpoint reports, and the devices it forwards between."""
-    token = authorization.removeprefix("Bearer ").strip() if authorization else None
+    token = credentials.credentials if credentials is not None else None
     configured = state.settings.relay_token
     await service.authorize_relay(
         session,

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from wiremesh.server.auth.deps import CurrentPrincipal, DbSession, ServerAdmin, require_json_body
+from wiremesh.server.errors import error_responses
 from wiremesh.server.orgs.deps import IdPath
 from wiremesh.server.users import service
 from wiremesh.server.users.models import User
@@ -24,6 +25,7 @@ def _user_out(user: User) -> UserOut:
     summary="Create a user (server administrator)",
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
+    responses=error_responses(409),
 )
 async def create_user(body: UserCreate, session: DbSession, _admin: ServerAdmin) -> UserOut:
     user = await service.create_user(
@@ -63,6 +65,7 @@ async def get_user(user_id: IdPath, session: DbSession, _admin: ServerAdmin) -> 
     "(server administrator)",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
+    responses=error_responses(409),
 )
 async def delete_user(user_id: IdPath, session: DbSession, principal: ServerAdmin) -> Response:
     await service.delete_user(session, principal, user_id)
