@@ -11,7 +11,7 @@ SERVER_DIR = Path(wiremesh.server.__file__).parent
 WEB_FRAMEWORK = ("fastapi", "starlette")
 # Where HTTP lives: the app, the endpoint and dependency modules, the error handlers, the
 # agent WebSocket gateway and the ASGI middlewares that act before parsing.
-WEB_MODULES = {"app.py", "errors.py", "presence/gateway.py", "limits.py", "ratelimit.py"}
+WEB_MODULES = {"app.py", "http_errors.py", "presence/gateway.py", "limits.py", "ratelimit.py"}
 
 
 def imports(path: Path) -> set[str]:

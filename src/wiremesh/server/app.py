@@ -20,9 +20,9 @@ from wiremesh.server.alerts.worker import OfflineAlertChecker
 from wiremesh.server.config import Settings, load_settings
 from wiremesh.server.db import migrate
 from wiremesh.server.db.session import create_engine, create_sessionmaker
-from wiremesh.server.errors import document_error_responses, install_error_handlers
 from wiremesh.server.events.feed import EventFeed
 from wiremesh.server.events.pruning import EventPruner
+from wiremesh.server.http_errors import document_error_responses, install_error_handlers
 from wiremesh.server.limits import BodyLimitMiddleware
 from wiremesh.server.mail.outbox import RetryPolicy
 from wiremesh.server.presence.cleanup import CleanupWorker

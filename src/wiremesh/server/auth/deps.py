@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from wiremesh.server.auth import service as auth_service
 from wiremesh.server.auth.principal import Principal
 from wiremesh.server.db.base import utcnow
-from wiremesh.server.errors import ApiError, refuses
+from wiremesh.server.errors import ApiError
+from wiremesh.server.http_errors import refuses
 from wiremesh.server.state import AppState
 
 _bearer = HTTPBearer(auto_error=False, scheme_name="ApiToken", description="An API token: `wm_...`")

@@ -22,7 +22,8 @@ from wiremesh.server.devices.schemas import (
     SetupKeyCreated,
     SetupKeyOut,
 )
-from wiremesh.server.errors import ApiError, error_responses, refuses
+from wiremesh.server.errors import ApiError
+from wiremesh.server.http_errors import error_responses, refuses
 from wiremesh.server.orgs.deps import IdPath, OrgAdmin, OrgIdPath, OrgMember
 from wiremesh.server.presence import repository as presence_repository
 

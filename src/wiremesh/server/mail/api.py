@@ -13,7 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from wiremesh.server.auth.deps import DbSession, State, require_json_body
-from wiremesh.server.errors import ApiError, error_responses
+from wiremesh.server.errors import ApiError
+from wiremesh.server.http_errors import error_responses
 from wiremesh.server.mail import outbox, service
 from wiremesh.server.mail.schemas import (
     MailOut,

@@ -14,7 +14,7 @@ from wiremesh.server.auth.deps import (
     State,
     require_json_body,
 )
-from wiremesh.server.errors import error_responses
+from wiremesh.server.http_errors import error_responses
 from wiremesh.server.orgs import invitations, service
 from wiremesh.server.orgs.deps import IdPath, OrgAdmin, OrgIdPath, OrgMember
 from wiremesh.server.orgs.models import Membership, Organization, OrgRole

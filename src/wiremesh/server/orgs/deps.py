@@ -21,7 +21,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from wiremesh.server.auth.deps import CurrentPrincipal, DbSession, ServerAdmin
-from wiremesh.server.errors import refuses
+from wiremesh.server.http_errors import refuses
 from wiremesh.server.orgs.models import OrgRole
 from wiremesh.server.orgs.service import require_org_role
 from wiremesh.server.tenancy import SERVER_SCOPE, OrgScope, TenantScope

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from wiremesh.protocol.relay import RelaySyncRequest, RelaySyncResponse
 from wiremesh.server.auth.deps import DbSession, State
 from wiremesh.server.devices import service as devices_service
-from wiremesh.server.errors import error_responses
+from wiremesh.server.http_errors import error_responses
 from wiremesh.server.orgs.deps import IdPath, OrgIdPath, OrgMember
 from wiremesh.server.paths import service
 from wiremesh.server.paths.schemas import PeerPathOut

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from wiremesh.server.auth.deps import CurrentPrincipal, DbSession, ServerAdmin, require_json_body
-from wiremesh.server.errors import error_responses
+from wiremesh.server.http_errors import error_responses
 from wiremesh.server.orgs.deps import IdPath
 from wiremesh.server.users import service
 from wiremesh.server.users.models import User
