@@ -10,8 +10,8 @@ import wiremesh.server
 SERVER_DIR = Path(wiremesh.server.__file__).parent
 WEB_FRAMEWORK = ("fastapi", "starlette")
 # Where HTTP lives: the app, the endpoint and dependency modules, the error handlers, the
-# agent WebSocket gateway and the ASGI middlewares that act before parsing.
-WEB_MODULES = {"app.py", "http_errors.py", "presence/gateway.py", "limits.py", "ratelimit.py"}
+# agent WebSocket gateway and the ASGI middleware that acts before parsing.
+WEB_MODULES = {"app.py", "http_errors.py", "presence/gateway.py", "limits.py"}
 
 
 def imports(path: Path) -> set[str]:

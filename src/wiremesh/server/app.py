@@ -28,7 +28,7 @@ from wiremesh.server.mail.outbox import RetryPolicy
 from wiremesh.server.presence.cleanup import CleanupWorker
 from wiremesh.server.presence.gateway import serve_agent
 from wiremesh.server.presence.hub import PresenceHub
-from wiremesh.server.ratelimit import AuthThrottle, AuthThrottleMiddleware
+from wiremesh.server.ratelimit import AuthThrottle
 from wiremesh.server.state import AppState
 from wiremesh.server.workers.mail_outbox import MailOutboxWorker, OutboxOptions
 from wiremesh.server.workers.periodic import PeriodicWorker
@@ -141,9 +141,8 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    # Outermost last: a throttled client is refused before its body is even read.
+    # Before anything reads the body: a request over the limit is refused unparsed.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AuthThrottleMiddleware, throttle=throttle)
     app.state.auth_throttle = throttle
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")

@@ -20,6 +20,7 @@ from wiremesh.server.errors import (
     ErrorBody,
     error_body,
 )
+from wiremesh.server.ratelimit import too_many_failures
 
 _HTTP_CODES = {
     401: "unauthenticated",
@@ -69,8 +70,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         if exc.code in AUTH_FAILURE_CODES:
             throttle = getattr(request.app.state, "auth_throttle", None)
-            if throttle is not None:
-                throttle.failed(request.scope, exc.code)
+            wait = throttle.failed(request.scope, exc.code) if throttle is not None else None
+            if wait is not None:
+                return JSONResponse(
+                    error_body("too_many_failures", too_many_failures(wait)),
+                    status_code=429,
+                    headers={"Retry-After": str(wait)},
+                )
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
         if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)

@@ -2,33 +2,31 @@
 
 Every kind of failed authentication (an API token, a device credential on HTTP or on the
 agent WebSocket, a setup key, an invitation token, a relay token) takes a token from the
-client's bucket; an empty bucket refuses the client's next attempts, before any credential
-is looked at, with 429 and ``Retry-After`` (WebSocket: close 4007) until a token is back.
-Secrets are long and random, so this is not what keeps them from being guessed: it bounds
-what a client that keeps failing costs (database lookups, log lines).
+client's bucket; once it is empty, the client's next failures are answered 429 with
+``Retry-After`` (WebSocket: close 4007) instead of the refusal, until a token is back.
+A credential that verifies always passes: the limit never locks out the good clients that
+share an address (a NAT, a proxy) with a failing one. Secrets are long and random, so this
+is not what keeps them from being guessed: it slows a client that keeps failing and tells
+it so.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-
-from starlette.types import ASGIApp, Receive, Scope, Send
+from typing import Any
 
 from wiremesh.server import forwarded
 from wiremesh.server.config import Settings
-from wiremesh.server.errors import error_body
 
 logger = logging.getLogger("wiremesh.auth")
 
 MAX_CLIENTS = 100_000
 """Buckets kept at most; the least recently charged go first (a full bucket is no bucket)."""
-THROTTLED_PREFIX = "/api/v1/"
 
 
 @dataclass(slots=True)
@@ -91,7 +89,7 @@ class AuthThrottle:
             settings.auth_failure_burst, settings.auth_failure_per_minute / 60, clock=clock
         )
 
-    def client(self, scope: Scope) -> str:
+    def client(self, scope: Mapping[str, Any]) -> str:
         """The client's address as the rest of the server sees it (trusted proxies applied)."""
         peer = scope.get("client")
         header = self.settings.forwarded_header.encode()
@@ -104,15 +102,16 @@ class AuthThrottle:
         )
         return address or "unknown"
 
-    def retry_after(self, scope: Scope) -> int | None:
-        """Whole seconds this client must wait before it may authenticate again, or None."""
-        wait = self.buckets.retry_after(self.client(scope))
-        return None if wait is None else max(1, math.ceil(wait))
+    def failed(self, scope: Mapping[str, Any], code: str) -> int | None:
+        """Count a failed authentication, logged without the credential; the whole seconds
+        the client must wait when its budget was already spent (answer 429 / close 4007
+        then), else ``None`` (answer the refusal itself).
 
-    def failed(self, scope: Scope, code: str) -> None:
-        """Count a failed authentication; logged without the credential."""
+        Only failures are ever refused: a credential that verifies passes whatever its
+        address did, so one bad client behind a shared NAT or proxy locks out nobody else.
+        A client without an address (no peer in the scope) is not counted.
+        """
         client = self.client(scope)
-        self.buckets.take(client)
         logger.warning(
             "failed authentication from %s: %s %s (%s)",
             client,
@@ -120,36 +119,14 @@ class AuthThrottle:
             scope.get("path", ""),
             code,
         )
+        if client == "unknown":
+            return None
+        wait = self.buckets.retry_after(client)
+        if wait is not None:
+            return max(1, math.ceil(wait))
+        self.buckets.take(client)
+        return None
 
 
 def too_many_failures(retry_after: int) -> str:
     return f"too many failed authentications from this address; retry in {retry_after} s"
-
-
-class AuthThrottleMiddleware:
-    """429 ``too_many_failures`` with ``Retry-After`` for API requests from a client whose
-    bucket is empty: before the body is read, before any credential is checked."""
-
-    def __init__(self, app: ASGIApp, throttle: AuthThrottle) -> None:
-        self.app = app
-        self.throttle = throttle
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(THROTTLED_PREFIX):
-            wait = self.throttle.retry_after(scope)
-            if wait is not None:
-                body = json.dumps(error_body("too_many_failures", too_many_failures(wait)))
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 429,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"retry-after", str(wait).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body.encode()})
-                return
-        await self.app(scope, receive, send)

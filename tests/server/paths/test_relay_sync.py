@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.factories import make_org, make_user
 from tests.protocol.helpers import wg_key
 from tests.server.paths.conftest import (
     RELAY_TOKEN,
@@ -22,6 +23,7 @@ from tests.server.paths.conftest import (
 )
 from wiremesh.protocol.relay import MAX_OBSERVED, RELAY_TIMEOUT
 from wiremesh.server.db.base import utcnow
+from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.paths import service
 from wiremesh.server.paths.models import Relay
 
@@ -119,6 +121,36 @@ async def test_observed_endpoints_are_stored_once_and_unknown_keys_ignored(
     state = await written(sessionmaker)
     assert state.observed == [(alpha.id, "203.0.113.9:40001", "r1")]
     assert len(state.of_kind("endpoint_observed")) == 2
+
+
+async def test_a_key_copied_into_another_org_names_neither_device(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], mesh: Mesh
+) -> None:
+    """Keys are unique per organization only: a member of another org who sets its device's
+    key to alpha's must not be told alpha's address (nor take alpha's candidate away)."""
+    alpha = mesh.active[0]
+    async with sessionmaker() as session:
+        other = await make_org(session, network_cidr="100.64.8.0/24")
+        user = await make_user(session)
+        session.add(
+            VirtualIPMapping(
+                org_id=other.id,
+                user_id=user.id,
+                peer_id="peer-copycat",
+                virtual_ip="100.64.8.1",
+                hostname="copycat",
+                credential_lookup="lookupcopycat",
+                credential_hash="0" * 64,
+                public_key=alpha.public_key,
+            )
+        )
+        await session.commit()
+    observed = [{"public_key": alpha.public_key, "endpoint": "203.0.113.9:40000"}]
+    response = await post_sync(client, relay_body(observed=observed))
+    assert response.status_code == 200, response.text
+    state = await written(sessionmaker)
+    assert state.observed == []
+    assert state.of_kind("endpoint_observed") == []
 
 
 async def test_the_device_lists_come_only_when_the_relay_is_behind(

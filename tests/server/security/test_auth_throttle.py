@@ -62,13 +62,15 @@ async def test_bad_tokens_then_429_for_that_address_only(
                 response = await attacker.get("/api/v1/users/me", headers=auth(BAD_TOKEN))
                 assert response.status_code == 401
         _throttled(await attacker.get("/api/v1/users/me", headers=auth(BAD_TOKEN)))
-        # Refused before the credential is looked at: a good token from there waits too.
-        _throttled(await attacker.get("/api/v1/users/me", headers=auth(good)))
+        # Only failures are refused: a good token from the same address (a NAT, a proxy)
+        # still passes, and other addresses are not concerned.
+        assert (await attacker.get("/api/v1/users/me", headers=auth(good))).status_code == 200
+        _throttled(await attacker.get("/api/v1/users/me", headers=auth(BAD_TOKEN)))
         assert (await other.get("/api/v1/users/me", headers=auth(good))).status_code == 200
         assert (await attacker.get("/healthz")).status_code == 200
 
     failures = [r for r in caplog.records if r.name == "wiremesh.auth"]
-    assert len(failures) == BURST
+    assert len(failures) == BURST + 2  # every failure is logged, the throttled ones too
     assert all(r.levelno == logging.WARNING for r in failures)
     assert all("203.0.113.7" in r.getMessage() for r in failures)
     assert not any(BAD_TOKEN in r.getMessage() or "AAAA" in r.getMessage() for r in failures)
@@ -130,6 +132,53 @@ async def test_bad_agent_credentials_then_close_4007(ws_url: str) -> None:
             reason = ws.close_reason
     assert codes == [CloseCode.AUTH_FAILED] * BURST + [CloseCode.RATE_LIMITED]
     assert "failed authentications" in str(reason)
+
+
+async def test_a_good_agent_behind_a_failing_address_still_connects(
+    ws_url: str, session: AsyncSession, app: FastAPI
+) -> None:
+    """Agents of deleted devices restarting behind one NAT must not lock out their
+    neighbours: the throttle answers failures only."""
+    org = await make_org(session)
+    owner = await make_user(session)
+    await make_member(session, org, owner, OrgRole.OWNER)
+    token = await make_token(session, owner)
+    await session.commit()
+    async with _client_at(app, "203.0.113.11") as client:
+        key = await client.post(
+            f"/api/v1/orgs/{org.id}/setup-keys", json={"name": "k"}, headers=auth(token)
+        )
+        assert key.status_code == 201, key.text
+        enrolled = await client.post(
+            "/api/v1/enroll", json={"setup_key": key.json()["key"], "hostname": "good"}
+        )
+        assert enrolled.status_code == 201, enrolled.text
+    device = enrolled.json()
+    bad = json.dumps(
+        {
+            "type": "auth",
+            "version": PROTOCOL_VERSION,
+            "credential": "wmd_0000000000000000_" + "A" * 43,
+            "agent_version": "test",
+        }
+    )
+    for _ in range(BURST + 1):
+        async with connect(ws_url) as ws:
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(bad)
+            await ws.wait_closed()
+    good = json.dumps(
+        {
+            "type": "auth",
+            "version": PROTOCOL_VERSION,
+            "credential": device["credential"],
+            "agent_version": "test",
+        }
+    )
+    async with connect(ws_url) as ws:
+        await ws.send(good)
+        welcome = json.loads(await ws.recv())
+    assert welcome["type"] == "welcome"
 
 
 def test_a_bucket_refills_at_its_rate() -> None:

@@ -44,7 +44,10 @@ async def set_observed(
 async def devices_by_key(
     session: AsyncSession, public_keys: Sequence[str]
 ) -> dict[str, VirtualIPMapping]:
-    """Active devices with these public keys."""
+    """Active devices with these public keys; a key that two organizations' devices share
+    (keys are unique per organization only) names neither: a relay sees one WireGuard peer
+    per key and cannot tell whose mapping it saw, and a member could otherwise copy another
+    organization's key to be told that device's address."""
     if not public_keys:
         return {}
     rows = await session.execute(
@@ -53,7 +56,15 @@ async def devices_by_key(
             VirtualIPMapping.revoked_at.is_(None),
         )
     )
-    return {row.public_key: row for row in rows.scalars() if row.public_key}
+    found: dict[str, VirtualIPMapping] = {}
+    shared: set[str] = set()
+    for row in rows.scalars():
+        if row.public_key is None:
+            continue
+        if row.public_key in found:
+            shared.add(row.public_key)
+        found[row.public_key] = row
+    return {key: row for key, row in found.items() if key not in shared}
 
 
 async def relay_by_name(session: AsyncSession, name: str) -> Relay | None:

@@ -114,12 +114,6 @@ async def serve_agent(websocket: WebSocket, state: AppState) -> None:
     settings = state.settings
     loop = asyncio.get_running_loop()
     await websocket.accept()
-    throttle = state.auth_throttle
-    wait = throttle.retry_after(websocket.scope) if throttle is not None else None
-    if wait is not None:  # too many failed authentications: retry later, like a busy server
-        with contextlib.suppress(Exception):
-            await websocket.close(CloseCode.RATE_LIMITED, too_many_failures(wait))
-        return
     protocol = ServerSession(
         loop.time(),
         heartbeat_interval=settings.heartbeat_interval,
@@ -190,7 +184,12 @@ async def _admit(
                 CloseCode.DEVICE_REVOKED if exc.code == "device_revoked" else CloseCode.AUTH_FAILED
             )
             if code == CloseCode.AUTH_FAILED and state.auth_throttle is not None:
-                state.auth_throttle.failed(websocket.scope, exc.code)
+                wait = state.auth_throttle.failed(websocket.scope, exc.code)
+                if wait is not None:  # too many failures: retry later, like a busy server
+                    protocol.close(CloseCode.RATE_LIMITED)
+                    with contextlib.suppress(Exception):
+                        await websocket.close(CloseCode.RATE_LIMITED, too_many_failures(wait))
+                    return None
             protocol.close(code)
             await _refuse(websocket, code)
             return None
