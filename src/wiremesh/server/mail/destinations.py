@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import weakref
 
 from wiremesh.server.errors import ApiError
 
@@ -53,6 +54,13 @@ def literal(host: str) -> Address | None:
         return None
 
 
+RESOLVING_AT_ONCE = 2
+_resolving: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+"""One semaphore per event loop (a semaphore belongs to the loop it first waited on)."""
+
+
 async def resolve(host: str, port: int) -> list[Address]:
     """Every address ``host`` has now (an IP literal is its own); raises ``OSError`` when the
     name does not resolve and ``TimeoutError`` when the resolver does not answer in time."""
@@ -60,7 +68,10 @@ async def resolve(host: str, port: int) -> list[Address]:
     if address is not None:
         return [address]
     loop = asyncio.get_running_loop()
-    async with asyncio.timeout(RESOLVE_TIMEOUT):
+    # A resolver that never answers keeps its thread past the timeout: at most a few at
+    # once, so a name made to hang cannot take every thread the server's own mail needs.
+    gate = _resolving.setdefault(loop, asyncio.Semaphore(RESOLVING_AT_ONCE))
+    async with gate, asyncio.timeout(RESOLVE_TIMEOUT):
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     found: list[Address] = []
     for _family, _type, _proto, _name, sockaddr in infos:

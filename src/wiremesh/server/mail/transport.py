@@ -270,17 +270,26 @@ class SmtpTransport:
         addresses = await destinations.resolve(config.host, config.port)
         if any(destinations.is_forbidden(address) for address in addresses):
             raise destinations.DestinationForbidden(config.host)
-        address = addresses[0]
-        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            async with asyncio.timeout(self.timeout):
-                await asyncio.get_running_loop().sock_connect(sock, (str(address), config.port))
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        # Each checked address in turn, as a plain connect would (a dual-stack name whose
+        # IPv6 address is unreachable from here still works over IPv4), within one timeout.
+        failure: BaseException | None = None
+        async with asyncio.timeout(self.timeout):
+            for address in addresses:
+                family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                try:
+                    await asyncio.get_running_loop().sock_connect(sock, (str(address), config.port))
+                except OSError as exc:
+                    sock.close()
+                    failure = exc
+                    continue
+                except BaseException:
+                    sock.close()
+                    raise
+                return sock
+        assert failure is not None  # resolve() returns at least one address
+        raise failure
 
 
 @dataclass
