@@ -7,12 +7,14 @@ import ipaddress
 from dataclasses import dataclass
 
 import httpx
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.factories import auth, make_member, make_org, make_token, make_user
+from wiremesh.server.config import Settings
 from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
 from wiremesh.server.ipam.service import first_free_address
 from wiremesh.server.orgs.models import OrgRole
@@ -160,6 +162,13 @@ async def test_200_concurrent_enrollments_get_200_distinct_addresses(
     assert sorted(stored) == sorted(addresses)
     assert key_row is not None
     assert key_row.used_count == 200
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Fifty refused enrollments from one address are the point of a test here, not an
+    attack: no failed-authentication budget gets in their way."""
+    return settings.model_copy(update={"auth_failure_burst": 1000})
 
 
 async def test_a_usage_limit_holds_under_concurrency(
