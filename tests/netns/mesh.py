@@ -20,7 +20,6 @@ from tests.netns.lab import Lab, Machine, ping_argv
 from tests.support.ports import free_port
 from tests.support.processes import (
     AGENT_ENV,
-    CONNECT_SECONDS,
     SERVER_ENV,
     Process,
     ProcessGroup,
@@ -298,6 +297,9 @@ async def dropped(gone: Agent, peers: Sequence[Agent], seconds: float) -> float:
 
 RELAY_TOKEN = "lab-relay-token-0123456789abcdef"
 RELAY_PORT = 3478
+RELAY_SYNCED = '/api/v1/relay/sync "HTTP/1.1 200 OK"'
+"""httpx's log line of a check-in the server accepted."""
+RELAY_START_SECONDS = 60.0
 
 
 class RelayHost:
@@ -324,9 +326,12 @@ class RelayHost:
         self.lab.record(self.process.pid)
 
         async def up() -> bool:
-            return f"relay {self.name} up" in self.process.log()
+            # Checked in with the server, not only its interface up: agents learn of it
+            # from the server, and the tests time paths from the agents' start.
+            log = self.process.log()
+            return f"relay {self.name} up" in log and RELAY_SYNCED in log
 
-        await eventually(up, CONNECT_SECONDS, f"relay {self.name} starts: {self.process.log()}")
+        await eventually(up, RELAY_START_SECONDS, f"relay {self.name} starts and checks in")
 
     @property
     def public_key(self) -> str:
