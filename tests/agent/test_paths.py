@@ -64,7 +64,15 @@ def test_relayed_until_the_knocking_peer_handshakes_then_direct() -> None:
     assert table[B_KEY].allowed_ips == {"100.64.0.2/32"}
     assert table[RELAY.public_key].allowed_ips == frozenset()
     assert readd == set()
-    seen = {B_KEY: PeerState(frozenset(), "198.18.0.202:40000", latest_handshake=1000.5)}
+    # configured at a LAN candidate, WireGuard answered the peer's knock from its NAT mapping
+    seen = {
+        B_KEY: PeerState(
+            frozenset(),
+            "198.18.2.11:51820",
+            latest_handshake=1000.5,
+            in_use="198.18.0.202:40000",
+        )
+    }
     direct = selector.paths({"b": B}, seen)
     # the endpoint WireGuard uses (the peer may have roamed), and the peer's own handshake
     assert [(p.path, p.endpoint, p.last_handshake) for p in direct] == [

@@ -94,6 +94,10 @@ class PeerState:
     rx_bytes: int = field(default=0, compare=False)
     tx_bytes: int = field(default=0, compare=False)
     """Bytes received from and sent to the peer; read-only, for ``agent status``."""
+    in_use: str | None = field(default=None, compare=False)
+    """Where WireGuard sends to the peer now (it follows a peer that roamed, or whose knock
+    came from another address than the one configured); read-only, for ``agent status``.
+    ``endpoint`` stays the configured one, so a roamed peer is not set back every tick."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -300,7 +300,9 @@ class PathSelector:
             if state.direct:
                 kind = state.candidates[state.index][1] if state.candidates else None
                 path = "local" if kind == "lan" else "direct"
-                endpoint = wireguard.endpoint if wireguard is not None else None
+                endpoint = (
+                    (wireguard.in_use or wireguard.endpoint) if wireguard is not None else None
+                )
             elif carrier is not None:
                 path, endpoint = "relay", carrier.endpoint
             else:

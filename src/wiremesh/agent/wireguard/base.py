@@ -151,6 +151,7 @@ class ToolsBackend(ABC):
                     float(peer.latest_handshake),
                     peer.transfer_rx,
                     peer.transfer_tx,
+                    peer.endpoint,
                 )
             return peers
 
