@@ -16,6 +16,7 @@ from wiremesh.server.config import Settings, load_settings
 from wiremesh.server.db import migrate
 from wiremesh.server.db.session import create_engine, create_sessionmaker
 from wiremesh.server.errors import ApiError
+from wiremesh.server.logs import configure_logging
 from wiremesh.server.orgs.service import resolve_org
 from wiremesh.server.tenancy import SERVER_SCOPE, OrgScope, TenantScope
 
@@ -28,10 +29,13 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def cli_settings() -> Settings:
+    """The settings, and the logging they ask for (every command logs the same way)."""
     try:
-        return load_settings()
+        settings = load_settings()
     except ValueError as exc:
         fail(f"invalid configuration: {exc}")
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
 
 
 async def _ensure_schema(settings: Settings) -> None:

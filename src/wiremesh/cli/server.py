@@ -5,12 +5,13 @@ from __future__ import annotations
 import gc
 import importlib.util
 import socket
+from pathlib import Path
 
 import typer
 import uvicorn
 from uvicorn.config import WS_PROTOCOLS
 
-from wiremesh.cli._common import cli_settings, run, unit_of_work
+from wiremesh.cli._common import cli_settings, fail, run, unit_of_work
 from wiremesh.cli.db import database_step
 from wiremesh.server.app import create_app
 from wiremesh.server.config import Settings
@@ -21,12 +22,11 @@ from wiremesh.server.users import service as users_service
 app = typer.Typer(no_args_is_help=True)
 
 GC_YOUNG_THRESHOLD = 50_000
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
-def server_url(host: str, port: int) -> str:
+def server_url(host: str, port: int, *, tls: bool = False) -> str:
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
 def event_loop() -> str:
@@ -64,8 +64,12 @@ def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
         # waiting for thousands of close handshakes buys nothing.
         timeout_graceful_shutdown=10,
         proxy_headers=False,
-        log_level=settings.log_level.lower(),
+        log_level=settings.log_level,
+        # Logging is set up once by the command (wiremesh.server.logs), uvicorn's loggers too.
+        log_config=None,
         loop=event_loop(),
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
     )
 
 
@@ -110,24 +114,39 @@ def server(
     port: int | None = typer.Option(
         None, "--port", min=1, max=65535, help="Listen port [settings: port]"
     ),
+    tls_cert: Path | None = typer.Option(
+        None,
+        "--tls-cert",
+        exists=True,
+        dir_okay=False,
+        help="PEM certificate chain: serve HTTPS and wss:// [settings: tls_cert]",
+    ),
+    tls_key: Path | None = typer.Option(
+        None,
+        "--tls-key",
+        exists=True,
+        dir_okay=False,
+        help="PEM private key of the certificate [settings: tls_key]",
+    ),
 ) -> None:
     """Run the coordination server. On the first start it creates an administrator."""
     settings = cli_settings()
-    if settings.log_level.lower() not in LOG_LEVELS:
-        typer.secho(
-            f"error: log level {settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}",
-            err=True,
-            fg=typer.colors.RED,
-        )
-        raise typer.Exit(1)
     host = host or settings.host
     port = port or settings.port
+    updates: dict[str, object] = {}
     if port != settings.port:
         # The default replica id is <host>:<port>: the port it really listens on.
-        settings = settings.model_copy(update={"port": port})
+        updates["port"] = port
+    if tls_cert is not None or tls_key is not None:
+        if tls_cert is None or tls_key is None:
+            fail("--tls-cert and --tls-key go together")
+        updates |= {"tls_cert": tls_cert, "tls_key": tls_key}
+    if updates:
+        settings = settings.model_copy(update=updates)
     database_step(lambda: migrate.upgrade(settings))
     created = run(lambda: _bootstrap_if_empty(settings))
-    typer.echo(f"wiremesh server listening on {server_url(host, port)}")
+    url = server_url(host, port, tls=settings.tls_enabled)
+    typer.echo(f"wiremesh server listening on {url}")
     if settings.public_url:
         typer.echo(f"public URL: {settings.public_url}")
     if created is not None:

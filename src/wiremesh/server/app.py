@@ -7,17 +7,17 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from wiremesh import __version__
 from wiremesh.protocol.urls import AGENT_WEBSOCKET_PATH, API_PREFIX
 from wiremesh.server.alerts.transitions import alert_on_transition
 from wiremesh.server.alerts.worker import OfflineAlertChecker
-from wiremesh.server.config import Settings, load_settings
+from wiremesh.server.config import Settings, load_settings, split_listen_address
 from wiremesh.server.db import migrate
 from wiremesh.server.db.session import create_engine, create_sessionmaker
 from wiremesh.server.events.feed import EventFeed
@@ -25,6 +25,9 @@ from wiremesh.server.events.pruning import EventPruner
 from wiremesh.server.http_errors import document_error_responses, install_error_handlers
 from wiremesh.server.limits import BodyLimitMiddleware
 from wiremesh.server.mail.outbox import RetryPolicy
+from wiremesh.server.metrics.exposition import CONTENT_TYPE, MetricsExporter, authorized
+from wiremesh.server.metrics.listener import MetricsListener
+from wiremesh.server.metrics.recorder import ServerMetrics
 from wiremesh.server.presence.cleanup import CleanupWorker
 from wiremesh.server.presence.gateway import serve_agent
 from wiremesh.server.presence.hub import PresenceHub
@@ -54,6 +57,26 @@ class WiremeshApp(FastAPI):
 
 
 READY_DATABASE_TIMEOUT = 2.0
+
+
+class StrictTransportSecurity:
+    """Adds ``Strict-Transport-Security`` to every HTTP response while the server serves TLS."""
+
+    def __init__(self, app: ASGIApp, max_age: int) -> None:
+        self.app = app
+        self.header = (b"strict-transport-security", f"max-age={max_age}".encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 def _not_ready(reason: str) -> JSONResponse:
@@ -87,6 +110,7 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
     """Build the app; the lifespan migrates the database (when asked) and starts the workers."""
     settings = settings or load_settings()
     throttle = AuthThrottle(settings)
+    metrics = ServerMetrics(settings.replica_id)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,7 +119,9 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
         engine = create_engine(settings)
         feed = EventFeed(settings.resolved_database_url, poll_interval=settings.event_poll_interval)
         sessionmaker = create_sessionmaker(engine, after_commit=feed.after_commit)
-        hub = PresenceHub(settings, sessionmaker, on_transition=alert_on_transition)
+        hub = PresenceHub(
+            settings, sessionmaker, on_transition=alert_on_transition, metrics=metrics
+        )
         await hub.start()
         await feed.start(sessionmaker, apply=hub.apply_events, reset=hub.reload_view)
         workers: list[PeriodicWorker] = [
@@ -116,7 +142,16 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
             OfflineAlertChecker(sessionmaker, settings, interval=settings.alert_check_interval),
         ]
         for worker in workers:
+            worker.on_run = metrics.worker_ran_named
+            if isinstance(worker, MailOutboxWorker):
+                worker.on_report = metrics.mail_reported
             await worker.start()
+        exporter = MetricsExporter(metrics, hub, engine, sessionmaker)
+        listener: MetricsListener | None = None
+        if settings.metrics_listen is not None:
+            metrics_host, metrics_port = split_listen_address(settings.metrics_listen)
+            listener = MetricsListener(exporter, metrics_host, metrics_port, settings.metrics_token)
+            await listener.start()
         app.state.wiremesh = AppState(
             settings=settings,
             engine=engine,
@@ -124,10 +159,14 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
             hub=hub,
             feed=feed,
             auth_throttle=throttle,
+            metrics=exporter,
         )
         try:
             yield
         finally:
+            if listener is not None:
+                await listener.stop()
+            exporter.close()
             for worker in reversed(workers):
                 await worker.stop()
             await hub.stop()
@@ -144,6 +183,26 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
     # Before anything reads the body: a request over the limit is refused unparsed.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.state.auth_throttle = throttle
+    if settings.tls_enabled and settings.hsts_max_age > 0:
+        app.add_middleware(StrictTransportSecurity, max_age=settings.hsts_max_age)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text format; only with a metrics token (and then only with it)."""
+        state: AppState | None = getattr(app.state, "wiremesh", None)
+        token = settings.metrics_token
+        if token is None or state is None or state.metrics is None:
+            return JSONResponse(
+                {"code": "not_found", "message": "metrics are not served on this port"},
+                status_code=404,
+            )
+        if not authorized(token, request.headers.get("authorization")):
+            return JSONResponse(
+                {"code": "metrics_token_required", "message": "a valid metrics token is required"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return Response(await state.metrics.scrape(), media_type=CONTENT_TYPE)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     async def healthz() -> dict[str, str]:

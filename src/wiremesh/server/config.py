@@ -23,8 +23,17 @@ from wiremesh.protocol import (
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_PER_SECOND,
 )
+from wiremesh.server.logs import LOG_LEVELS
 
 CONFIG_FILE_ENV = "WIREMESH_CONFIG_FILE"
+
+
+def split_listen_address(value: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) as a host and a port."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port")
+    return host.strip("[]"), int(port)
 
 
 class Settings(BaseSettings):
@@ -156,7 +165,30 @@ class Settings(BaseSettings):
         max_length=128,
         description="Replica identity; default <hostname>:<port>, stable across restarts",
     )
-    log_level: str = "info"
+    log_level: str = Field(
+        default="info",
+        description="critical, error, warning, info, debug or trace (wiremesh and uvicorn)",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text for a terminal; json: one object per line for shippers"
+    )
+
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that /metrics asks for; unset: no /metrics on the API port",
+    )
+    metrics_listen: str | None = Field(
+        default=None,
+        description="host:port of a separate listener serving only /metrics (no token needed)",
+    )
+
+    tls_cert: Path | None = Field(default=None, description="PEM certificate chain: serve HTTPS")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    hsts_max_age: int = Field(
+        default=365 * 24 * 3600,
+        ge=0,
+        description="Strict-Transport-Security max-age sent while TLS is on; 0: no header",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -188,6 +220,30 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_proxies(cls, value: list[str]) -> list[str]:
         return [str(ipaddress.ip_network(item, strict=False)) for item in value]
+
+    @field_validator("log_level")
+    @classmethod
+    def _valid_log_level(cls, value: str) -> str:
+        if value.lower() not in LOG_LEVELS:
+            raise ValueError(f"log level {value!r} is not one of {', '.join(LOG_LEVELS)}")
+        return value.lower()
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _valid_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_listen_address(value)
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None
 
     @model_validator(mode="after")
     def _timeout_exceeds_interval(self) -> Settings:

@@ -11,6 +11,7 @@ from wiremesh.server.config import Settings
 
 if TYPE_CHECKING:
     from wiremesh.server.events.feed import EventFeed
+    from wiremesh.server.metrics.exposition import MetricsExporter
     from wiremesh.server.presence.hub import PresenceHub
     from wiremesh.server.ratelimit import AuthThrottle, TokenBuckets
 
@@ -24,3 +25,4 @@ class AppState:
     feed: EventFeed | None = None
     auth_throttle: AuthThrottle | None = None
     test_mail_budget: TokenBuckets | None = None  # per org; made by mail.api on first use
+    metrics: MetricsExporter | None = None

@@ -27,11 +27,21 @@ def _peer_id_of(change: PeerChange) -> str:
 
 
 class PeerFanout:
-    def __init__(self, registry: SessionRegistry, send: SendFrame, base_window: float) -> None:
+    def __init__(
+        self,
+        registry: SessionRegistry,
+        send: SendFrame,
+        base_window: float,
+        *,
+        on_delivered: Callable[[float], None] | None = None,
+    ) -> None:
         self.registry = registry
         self.send = send
         self.base_window = base_window
+        self.on_delivered = on_delivered
+        """Told, per delta, the seconds from its first change queued to its last write."""
         self._pending: dict[int, dict[str, PeerUpsert | PeerRemove]] = {}
+        self._first_queued_at: dict[int, float] = {}
         self._handles: dict[int, asyncio.Handle] = {}
         self._last_broadcast_at: dict[int, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -41,10 +51,11 @@ class PeerFanout:
         """Coalesce a change into the org's next delta (a later change of a peer wins)."""
         if self.stopped:
             return
+        loop = asyncio.get_running_loop()
         self._pending.setdefault(org_id, {})[_peer_id_of(change)] = change
+        self._first_queued_at.setdefault(org_id, loop.time())
         if org_id in self._handles:
             return
-        loop = asyncio.get_running_loop()
         quiet_at = self._last_broadcast_at.get(org_id, -math.inf) + self._window(org_id)
         delay = quiet_at - loop.time()
         self._handles[org_id] = (
@@ -61,14 +72,18 @@ class PeerFanout:
     def _start(self, org_id: int) -> None:
         self._handles.pop(org_id, None)
         changes = self._pending.pop(org_id, None)
+        queued_at = self._first_queued_at.pop(org_id, None)
         if not changes:
             return
-        self._last_broadcast_at[org_id] = asyncio.get_running_loop().time()
-        task = asyncio.create_task(self._broadcast(org_id, changes))
+        now = asyncio.get_running_loop().time()
+        self._last_broadcast_at[org_id] = now
+        task = asyncio.create_task(self._broadcast(org_id, changes, queued_at or now))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _broadcast(self, org_id: int, changes: dict[str, PeerUpsert | PeerRemove]) -> None:
+    async def _broadcast(
+        self, org_id: int, changes: dict[str, PeerUpsert | PeerRemove], queued_at: float
+    ) -> None:
         """Encode the delta once; a recipient named in it gets a copy without its own entry.
 
         In turn, not gathered: a write to a socket that is not backed up completes without
@@ -92,6 +107,8 @@ class PeerFanout:
                 live.backlog.append(frame)
                 continue
             await self.send(live, frame)
+        if self.on_delivered is not None:
+            self.on_delivered(asyncio.get_running_loop().time() - queued_at)
 
     def stop(self) -> None:
         self.stopped = True

@@ -93,6 +93,13 @@ def _next_ping_delay(interval: float) -> float:
     return interval * random.uniform(1 - PING_JITTER, 1 + PING_JITTER)
 
 
+def _refusal_name(code: int) -> str:
+    try:
+        return CloseCode(code).name.lower()
+    except ValueError:
+        return str(code)
+
+
 def _end_reason(code: int | None) -> str:
     if code in (None, CloseCode.NORMAL, CloseCode.GOING_AWAY, 1005):
         return "client_closed"
@@ -102,7 +109,9 @@ def _end_reason(code: int | None) -> str:
         return f"client_closed_{code}"
 
 
-async def _refuse(websocket: WebSocket, code: int) -> None:
+async def _refuse(websocket: WebSocket, code: int, state: AppState) -> None:
+    """Close a socket that got no session, counted by why."""
+    state.hub.metrics.session_refused(_refusal_name(code))
     try:
         await websocket.close(code, close_reason(code))
     except Exception as exc:  # already gone: nothing to tell
@@ -126,10 +135,10 @@ async def serve_agent(websocket: WebSocket, state: AppState) -> None:
         async with asyncio.timeout_at(protocol.deadline):
             auth = protocol.receive(await _next_frame(websocket), loop.time())
     except TimeoutError:
-        await _refuse(websocket, CloseCode.AUTH_TIMEOUT)
+        await _refuse(websocket, CloseCode.AUTH_TIMEOUT, state)
         return
     except ProtocolError as exc:
-        await _refuse(websocket, exc.code)
+        await _refuse(websocket, exc.code, state)
         return
     except _Closed:
         return
@@ -159,13 +168,16 @@ async def _authenticate(
     # A reconnect storm brings thousands of these at once; admitting a bounded number keeps
     # the rest waiting in memory (until their auth deadline, then 4009: retry later) instead
     # of timing out on the database pool and failing half-way.
+    state.hub.admission_waiting += 1
     try:
         async with asyncio.timeout_at(protocol.deadline):
             await state.hub.admission.acquire()
     except TimeoutError:
         protocol.close(CloseCode.AUTH_TIMEOUT)
-        await _refuse(websocket, CloseCode.AUTH_TIMEOUT)
+        await _refuse(websocket, CloseCode.AUTH_TIMEOUT, state)
         return None
+    finally:
+        state.hub.admission_waiting -= 1
     try:
         return await _admit(websocket, state, protocol, auth)
     finally:
@@ -186,12 +198,13 @@ async def _admit(
             if code == CloseCode.AUTH_FAILED and state.auth_throttle is not None:
                 wait = state.auth_throttle.failed(websocket.scope, exc.code)
                 if wait is not None:  # too many failures: retry later, like a busy server
+                    state.hub.metrics.session_refused(_refusal_name(CloseCode.RATE_LIMITED))
                     protocol.close(CloseCode.RATE_LIMITED)
                     with contextlib.suppress(Exception):
                         await websocket.close(CloseCode.RATE_LIMITED, too_many_failures(wait))
                     return None
             protocol.close(code)
-            await _refuse(websocket, code)
+            await _refuse(websocket, code, state)
             return None
         org = await session.get(Organization, device.org_id)
         assert org is not None  # the foreign key guarantees it
@@ -199,7 +212,7 @@ async def _admit(
     try:
         protocol.authenticated(loop.time())
     except ProtocolError as exc:  # the auth deadline passed while the database answered
-        await _refuse(websocket, exc.code)
+        await _refuse(websocket, exc.code, state)
         return None
     live = LiveSession(
         device=identity,

@@ -43,6 +43,7 @@ from wiremesh.server.events.schemas import (
     RelayChanged,
     SessionEnded,
 )
+from wiremesh.server.metrics.recorder import ServerMetrics
 from wiremesh.server.paths import service as paths_service
 from wiremesh.server.presence.devicesync import close_sessions_of_removed_devices
 from wiremesh.server.presence.directory import OrgDirectory, identity_from_event
@@ -54,6 +55,7 @@ from wiremesh.server.presence.models import ConnectionState
 from wiremesh.server.presence.relays import RelayBoard
 from wiremesh.server.presence.roster import DeviceIdentity
 from wiremesh.server.presence.sessions import LiveSession, SessionRegistry
+from wiremesh.server.presence.supersede import LOOP_WINDOW, SupersedeWatch
 
 logger = logging.getLogger("wiremesh.presence")
 
@@ -72,19 +74,30 @@ class PresenceHub:
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
         on_transition: TransitionHook | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.server_id = settings.replica_id
+        self.metrics = metrics or ServerMetrics(self.server_id)
         self.registry = SessionRegistry()
         self.history = SessionHistory(sessionmaker, self.server_id, on_transition=on_transition)
         self.directory = OrgDirectory(sessionmaker)
-        self.fanout = PeerFanout(self.registry, self.send, settings.peer_update_coalesce)
+        self.fanout = PeerFanout(
+            self.registry,
+            self.send,
+            settings.peer_update_coalesce,
+            on_delivered=self.metrics.delta_fanned_out,
+        )
+        self.supersedes = SupersedeWatch()
         self.leases = ReplicaLeases(sessionmaker, self.server_id, settings.replica_lease_ttl)
         self.loop_lag = LoopLagMonitor()
-        self.admission = asyncio.Semaphore(max(1, settings.database_pool_size // 2))
+        self.admission_limit = max(1, settings.database_pool_size // 2)
+        self.admission = asyncio.Semaphore(self.admission_limit)
         """Sessions being authenticated and recorded at once: half the pool, the rest is
         left for heartbeat flushes, ends and the API."""
+        self.admission_waiting = 0
+        """Sockets that sent their auth and wait for an admission slot (a metric)."""
         self.relay_board = RelayBoard(sessionmaker)
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[bool]] = set()
@@ -144,6 +157,8 @@ class PresenceHub:
         ended = await self.history.end_all(
             reason="server_shutdown", close_code=CloseCode.GOING_AWAY
         )
+        for _live in sessions:
+            self.metrics.session_ended(ConnectionState.DISCONNECTED.value, "server_shutdown")
         logger.info("recorded the end of %d sessions at shutdown", ended)
         self.registry.clear()
         await asyncio.gather(
@@ -199,6 +214,7 @@ class PresenceHub:
         """
         previous = self.registry.by_device.get(live.device.device_id)
         if previous is not None:
+            self._note_supersede(previous)
             await self.end_session(
                 previous,
                 ConnectionState.DISCONNECTED,
@@ -209,6 +225,25 @@ class PresenceHub:
         device = live.device
         roster = await self.directory.roster(device.org_id)
         await self.history.open(live)
+        self.metrics.session_opened()
+        logger.info(
+            "session opened: device %s (%s, %s) of org %d from %s, agent %s, connection %s",
+            device.peer_id,
+            device.hostname,
+            device.virtual_ip,
+            device.org_id,
+            live.endpoint or "unknown address",
+            live.agent_version or "unknown",
+            live.connection_id,
+            extra={
+                "event": "session_opened",
+                "peer_id": device.peer_id,
+                "org_id": device.org_id,
+                "virtual_ip": device.virtual_ip,
+                "public_ip": live.public_ip,
+                "connection_id": str(live.connection_id),
+            },
+        )
         # No await from here to the return: the welcome reflects every event applied so
         # far, and every later one reaches this session's backlog.
         self.registry.add(live)
@@ -232,6 +267,24 @@ class PresenceHub:
         head = welcome.model_dump_json(exclude=exclude | {"peers"})
         peers = roster.peers_json(device.peer_id, version)
         return head[:-1] + ',"peers":' + peers + "}"
+
+    def _note_supersede(self, previous: LiveSession) -> None:
+        count = self.supersedes.superseded(previous.device.device_id)
+        if count is not None:
+            logger.warning(
+                "device %s (%s) of org %d: %d sessions replaced one another within %.0f s; "
+                "two agents may be running with one credential (a copied state directory)",
+                previous.device.peer_id,
+                previous.device.hostname,
+                previous.device.org_id,
+                count,
+                LOOP_WINDOW,
+                extra={
+                    "event": "supersede_loop",
+                    "peer_id": previous.device.peer_id,
+                    "org_id": previous.device.org_id,
+                },
+            )
 
     def relay_list(self) -> list[Relay]:
         """The relays up, in the order agents prefer them."""
@@ -265,6 +318,7 @@ class PresenceHub:
             CloseCode(close_code) if close_code in _CLOSE_CODES else CloseCode.NORMAL
         )
         self.registry.remove(live)
+        self._log_end(live, status, reason, close_code)
         # History first: once the agent sees the close, the row already says how it ended.
         try:
             if write:
@@ -275,6 +329,38 @@ class PresenceHub:
                 await self._close_transport(live, close_code or CloseCode.NORMAL)
         finally:
             live.closed.set()
+
+    def _log_end(
+        self, live: LiveSession, status: ConnectionState, reason: str, close_code: int | None
+    ) -> None:
+        self.metrics.session_ended(status.value, reason)
+        device = live.device
+        level = logging.WARNING if status == ConnectionState.TIMEOUT else logging.INFO
+        logger.log(
+            level,
+            "session ended: device %s (%s, %s) of org %d from %s: %s, %s, close code %s, "
+            "connection %s",
+            device.peer_id,
+            device.hostname,
+            device.virtual_ip,
+            device.org_id,
+            live.endpoint or "unknown address",
+            status.value,
+            reason,
+            close_code if close_code is not None else "none",
+            live.connection_id,
+            extra={
+                "event": "session_ended",
+                "peer_id": device.peer_id,
+                "org_id": device.org_id,
+                "virtual_ip": device.virtual_ip,
+                "public_ip": live.public_ip,
+                "connection_id": str(live.connection_id),
+                "status": status.value,
+                "reason": reason,
+                "close_code": close_code,
+            },
+        )
 
     async def _close_transport(self, live: LiveSession, code: int) -> None:
         try:
@@ -412,9 +498,13 @@ class PresenceHub:
 
     async def _flush_loop(self) -> None:
         interval = self.settings.heartbeat_flush_interval
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval)
-            await self.history.flush()
+            started = loop.time()
+            flushed = await self.history.flush()
+            if flushed:
+                self.metrics.heartbeat_flushed(flushed, loop.time() - started)
             if self.history.has_unwritten_ends:
                 await self.history.retry_unwritten_ends()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -79,6 +80,8 @@ class MailOutboxWorker(PeriodicWorker):
             timeout=self.options.send_timeout
         )
         self.claimant = settings.replica_id
+        self.on_report: Callable[[str], None] | None = None
+        """Told each delivery attempt's outcome (the app counts them)."""
 
     async def run_once(self) -> int:
         """Send every due mail (up to one batch); the number delivered."""
@@ -163,6 +166,8 @@ class MailOutboxWorker(PeriodicWorker):
             )
             await session.commit()
         self._log(mail_id, kind, org_id, attempts, config, report, status)
+        if self.on_report is not None:
+            self.on_report(report.outcome.value)
         return report.delivered and status is not None
 
     @staticmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 logger = logging.getLogger("wiremesh.server.workers")
 
@@ -24,6 +25,8 @@ class PeriodicWorker:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._backlog = False
+        self.on_run: Callable[[str, bool], None] | None = None
+        """Told the worker's name and whether each run succeeded (the app counts runs)."""
 
     @property
     def running(self) -> bool:
@@ -59,12 +62,16 @@ class PeriodicWorker:
     async def _loop(self) -> None:
         while not self._stopping.is_set():
             self._backlog = False
+            ok = False
             try:
                 await self.run_once()
+                ok = True
             except Exception:
                 logger.exception(
                     "%s: a run failed; trying again in %.1fs", self.name, self.interval
                 )
+            if self.on_run is not None:
+                self.on_run(self.name, ok)
             if self._backlog:
                 continue
             with contextlib.suppress(TimeoutError):

@@ -1,0 +1,1 @@
+"""Prometheus metrics of one replica: counters kept where things happen, gauges read at scrape."""
