@@ -157,8 +157,10 @@ class PresenceHub:
         ended = await self.history.end_all(
             reason="server_shutdown", close_code=CloseCode.GOING_AWAY
         )
-        for _live in sessions:
-            self.metrics.session_ended(ConnectionState.DISCONNECTED.value, "server_shutdown")
+        for live in sessions:
+            self._log_end(
+                live, ConnectionState.DISCONNECTED, "server_shutdown", CloseCode.GOING_AWAY
+            )
         logger.info("recorded the end of %d sessions at shutdown", ended)
         self.registry.clear()
         await asyncio.gather(
