@@ -4,6 +4,8 @@ one timing out, one refused; an invitation mail through a real SMTP server."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from tests.support.ports import free_port
 from tests.support.processes import HEARTBEAT_TIMEOUT
 from tests.support.waiting import eventually
 
+DASHBOARD = Path(__file__).parents[3] / "docs" / "grafana-dashboard.json"
 METRICS_TOKEN = "metrics-token-5d1c7a"
 
 Samples = list[tuple[str, dict[str, str], float]]
@@ -138,6 +141,18 @@ async def test_metrics_count_what_happened(
         value(samples, "wiremesh_worker_runs_total", worker="connection-cleanup", outcome="ok") >= 1
     )
     assert value(samples, "wiremesh_worker_runs_total", worker="mail-outbox", outcome="ok") >= 1
+
+    # Every series the Grafana dashboard queries is one the server exposes.
+    exposed = {name for name, _labels, _value in samples}
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"wiremesh_[a-z_]+", target["expr"])
+    }
+    assert queried
+    assert queried <= exposed, queried - exposed
 
 
 async def _invite_through(deployment: Deployment, host: str, port: int, ca_pem: str) -> None:
