@@ -126,3 +126,19 @@ def test_the_server_really_serves(settings: Settings, tmp_path: Path) -> None:
     log = log_path.read_text()
     assert "Application shutdown complete" in log
     assert "Warning" not in log
+
+
+def test_tls_flags_reach_uvicorn_in_pairs(served: list[uvicorn.Config], tmp_path: Path) -> None:
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    cert.write_text("certificate")
+    key.write_text("key")
+    result = invoke("server", "--tls-cert", str(cert), "--tls-key", str(key))
+    assert result.exit_code == 0, result.output
+    assert "listening on https://127.0.0.1:8080" in result.stdout
+    assert (served[-1].ssl_certfile, served[-1].ssl_keyfile) == (str(cert), str(key))
+    assert served[-1].log_config is None  # the command set up logging, uvicorn's too
+
+    lone = invoke("server", "--tls-cert", str(cert))
+    assert lone.exit_code == 1
+    assert "--tls-cert and --tls-key go together" in lone.stderr
+    assert len(served) == 1

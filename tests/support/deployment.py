@@ -139,7 +139,9 @@ class Deployment:
     ) -> httpx.Response:
         """One request under ``/api/v1`` through ``via`` (default: the entry), as the org's
         owner (also a server administrator) unless another ``token`` is given."""
-        async with httpx.AsyncClient(base_url=(via or self.entry).url, timeout=10) as client:
+        endpoint = via or self.entry
+        verify = endpoint.verify if isinstance(endpoint, ServerProcess) else True
+        async with httpx.AsyncClient(base_url=endpoint.url, timeout=10, verify=verify) as client:
             return await client.request(
                 method, f"/api/v1{path}", headers=auth(token or self.admin_token), **kwargs
             )
@@ -336,6 +338,7 @@ class StartDeployment(Protocol):
         proxy: bool = False,
         env: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
+        ca_file: Path | None = None,
     ) -> Deployment: ...
 
 
@@ -379,7 +382,8 @@ async def start_deployment(
 ) -> AsyncIterator[StartDeployment]:
     """Starts the deployment once per test: ``replicas`` servers (more than one only on
     PostgreSQL) listening on ``host``, HAProxy in front if ``proxy``, ``env`` over the short
-    test settings."""
+    test settings. With ``WIREMESH_TLS_CERT`` in ``env`` they serve TLS, verified by the
+    test with ``ca_file``."""
     started: list[Deployment] = []
 
     async def start(
@@ -388,6 +392,7 @@ async def start_deployment(
         proxy: bool = False,
         env: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
+        ca_file: Path | None = None,
     ) -> Deployment:
         assert not started, "one deployment per test"
         if replicas > 1 and database_url is None:
@@ -406,6 +411,7 @@ async def start_deployment(
                 free_port(host),
                 name="server" if replicas == 1 else f"replica{i}",
                 host=host,
+                ca_file=ca_file,
             )
             for i in range(replicas)
         ]

@@ -14,6 +14,7 @@ import csv
 import io
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -167,14 +168,20 @@ class ServerProcess:
         *,
         name: str = "server",
         host: str = "127.0.0.1",
+        ca_file: Path | None = None,
     ) -> None:
         self.group = group
         self.name = name
         self.env = {**env, "WIREMESH_HOST": host, "WIREMESH_PORT": str(port)}
         self.host = host
         self.port = port
-        self.url = f"http://{host}:{port}"
-        self.ws_url = f"ws://{host}:{port}/api/v1/agent/ws"
+        tls = "WIREMESH_TLS_CERT" in self.env
+        self.url = f"{'https' if tls else 'http'}://{host}:{port}"
+        self.ws_url = f"{'wss' if tls else 'ws'}://{host}:{port}/api/v1/agent/ws"
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
+        )
+        """What the test's clients verify the server's certificate with (TLS servers)."""
         self.current: Process | None = None
         self.starts = 0
 
@@ -189,7 +196,7 @@ class ServerProcess:
             if not process.running():
                 raise AssertionError(f"{self.name} exited early:\n{process.log()}")
             try:
-                async with httpx.AsyncClient(timeout=1.0) as client:
+                async with httpx.AsyncClient(timeout=1.0, verify=self.verify) as client:
                     response = await client.get(f"{self.url}{READINESS_PATH}")
             except httpx.TransportError:
                 return False

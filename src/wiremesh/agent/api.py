@@ -9,7 +9,9 @@ session loop connects to the WebSocket under the same base URLs; the paths come 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,11 +21,14 @@ from wiremesh import __version__
 from wiremesh.protocol.urls import AGENT_WEBSOCKET_PATH
 
 __all__ = [
+    "CA_FILE_ENV",
     "REQUEST_TIMEOUT",
     "USER_AGENT",
     "NoServerAnswered",
+    "UnusableCAFile",
     "first_answer",
     "server_error",
+    "tls_context",
     "websocket_url",
 ]
 
@@ -32,6 +37,25 @@ logger = logging.getLogger("wiremesh.agent")
 REQUEST_TIMEOUT: Final = 15.0
 USER_AGENT: Final = f"wiremesh-agent/{__version__}"
 """Sent with every request and WebSocket handshake, so server logs show agent versions."""
+
+
+CA_FILE_ENV: Final = "WIREMESH_AGENT_CA_FILE"
+"""Where ``--ca-file`` is read from when not given: a private CA's certificate (PEM)."""
+
+
+class UnusableCAFile(Exception):
+    """The private CA file cannot be read or holds no certificate."""
+
+
+def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
+    """What the agent trusts on https:// and wss://: the system's CAs, or, with ``ca_file``,
+    only that private CA. Certificates and host names are always verified."""
+    if ca_file is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise UnusableCAFile(f"cannot use the CA file {ca_file}: {exc}") from None
 
 
 def websocket_url(server_url: str) -> str:
@@ -71,6 +95,7 @@ async def first_answer(
     send: Callable[[httpx.AsyncClient, str], Awaitable[httpx.Response]],
     *,
     transport: httpx.AsyncBaseTransport | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[str, httpx.Response]:
     """``send(client, server_url)`` to each server in order; who answered first, and how.
 
@@ -78,11 +103,15 @@ async def first_answer(
     (5xx: a replica going down, a load balancer without a backend) is skipped. Any other
     response is the deployment's answer, a refusal included: every replica shares one
     database, so asking the next one would only repeat it. Raises
-    :class:`NoServerAnswered` when every server was skipped.
+    :class:`NoServerAnswered` when every server was skipped. ``tls`` is what https:// URLs
+    are verified with (default: the system's CAs).
     """
     failures: list[str] = []
     async with httpx.AsyncClient(
-        transport=transport, timeout=REQUEST_TIMEOUT, headers={"User-Agent": USER_AGENT}
+        transport=transport,
+        timeout=REQUEST_TIMEOUT,
+        headers={"User-Agent": USER_AGENT},
+        verify=tls or tls_context(),
     ) as client:
         for number, server_url in enumerate(server_urls):
             try:

@@ -28,7 +28,7 @@ from wiremesh.agent.backend import (
     BackendName,
     BackendUnavailable,
 )
-from wiremesh.agent.cli_common import StateDirOption, fail, load_state
+from wiremesh.agent.cli_common import CAFileOption, StateDirOption, fail, load_state, server_tls
 from wiremesh.agent.cli_servers import servers_app
 from wiremesh.agent.enroll import EnrollError
 from wiremesh.agent.enroll import enroll as enroll_device
@@ -105,13 +105,17 @@ def enroll(
     force: bool = typer.Option(
         False, "--force", help="Enroll again although this machine is enrolled already"
     ),
+    ca_file: Path | None = CAFileOption,
 ) -> None:
     """Enroll this machine; see ``_ENROLL_HELP``."""
     _configure_logging("warning")
     directory = resolve_state_dir(state_dir)
     name = hostname or socket.gethostname()
+    tls = server_tls(ca_file)
     try:
-        enrollment = asyncio.run(enroll_device(directory, servers, setup_key, name, force=force))
+        enrollment = asyncio.run(
+            enroll_device(directory, servers, setup_key, name, force=force, tls=tls)
+        )
     except EnrollError as exc:
         fail(str(exc))
     typer.echo(
@@ -202,9 +206,11 @@ def up(
     backoff_reset: float = typer.Option(
         60.0, "--backoff-reset", envvar="WIREMESH_AGENT_BACKOFF_RESET", hidden=True, min=0
     ),
+    ca_file: Path | None = CAFileOption,
 ) -> None:
     """Run the agent until stopped; see ``_UP_HELP``."""
     _configure_logging(log_level)
+    tls = server_tls(ca_file)
     try:
         backoff = Backoff(
             base=backoff_base, cap=max(backoff_cap, backoff_base), reset_after=backoff_reset
@@ -234,6 +240,7 @@ def up(
         backoff=backoff,
         state_dir=directory,
         keepalive=keepalive,
+        tls=tls,
     )
     follower.on_rotated = functools.partial(_rotated, runner)
     try:
@@ -297,12 +304,13 @@ _ROTATE_HELP: Final = (
 
 
 @app.command("rotate-key", help=_ROTATE_HELP)
-def rotate(state_dir: Path | None = StateDirOption) -> None:
+def rotate(state_dir: Path | None = StateDirOption, ca_file: Path | None = CAFileOption) -> None:
     """Rotate the key pair; see ``_ROTATE_HELP``."""
     _configure_logging("warning")
     directory = resolve_state_dir(state_dir)
+    tls = server_tls(ca_file)
     try:
-        enrollment = asyncio.run(rotate_key(directory))
+        enrollment = asyncio.run(rotate_key(directory, tls=tls))
     except RotateError as exc:
         fail(str(exc))
     typer.echo(f"New public key: {enrollment.device.public_key}")

@@ -1,5 +1,5 @@
-"""What the agent's commands share: the state dir option, failing with a message, and
-loading the enrollment with the private key.
+"""What the agent's commands share: the state dir and CA file options, failing with a
+message, and loading the enrollment with the private key.
 
 A module of its own so each group of commands (:mod:`.cli`, :mod:`.cli_servers`) can use
 them without importing the other.
@@ -7,11 +7,13 @@ them without importing the other.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Final, NoReturn
 
 import typer
 
+from wiremesh.agent.api import CA_FILE_ENV, UnusableCAFile, tls_context
 from wiremesh.agent.state import (
     KEY_FILE,
     STATE_DIR_ENV,
@@ -21,7 +23,7 @@ from wiremesh.agent.state import (
     load_private_key,
 )
 
-__all__ = ["EXIT_ERROR", "StateDirOption", "fail", "load_state"]
+__all__ = ["EXIT_ERROR", "CAFileOption", "StateDirOption", "fail", "load_state", "server_tls"]
 
 EXIT_ERROR: Final = 1
 
@@ -31,6 +33,23 @@ StateDirOption = typer.Option(
     envvar=STATE_DIR_ENV,
     help="Where the enrollment and private key live [default: /var/lib/wiremesh]",
 )
+
+
+CAFileOption = typer.Option(
+    None,
+    "--ca-file",
+    envvar=CA_FILE_ENV,
+    dir_okay=False,
+    help="A private CA's certificate (PEM) to verify the server with, instead of the system's CAs",
+)
+
+
+def server_tls(ca_file: Path | None) -> ssl.SSLContext:
+    """The TLS trust for the server, or a clear error for an unusable CA file."""
+    try:
+        return tls_context(ca_file)
+    except UnusableCAFile as exc:
+        fail(str(exc))
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:

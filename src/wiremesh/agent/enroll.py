@@ -8,6 +8,7 @@ each is asked in turn until one answers; see :func:`wiremesh.agent.api.first_ans
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +50,7 @@ async def enroll(
     *,
     force: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Enrollment:
     """Enroll this device with the first of ``server_urls`` that answers; store all of them.
 
@@ -83,6 +85,7 @@ async def enroll(
             urls,
             lambda client, server_url: client.post(server_url + ENROLL_PATH, json=request),
             transport=transport,
+            tls=tls,
         )
     except NoServerAnswered as exc:
         raise EnrollError(str(exc)) from None

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from wiremesh import __version__
-from wiremesh.agent.api import USER_AGENT, websocket_url
+from wiremesh.agent.api import USER_AGENT, tls_context, websocket_url
 from wiremesh.agent.backend import DEFAULT_KEEPALIVE, WireGuardBackend
 from wiremesh.agent.backoff import Backoff
 from wiremesh.agent.closing import ABNORMAL_CLOSURE, Ended, Refused, close_code_of, code_name
@@ -123,6 +124,7 @@ class AgentRunner:
         rng: random.Random | None = None,
         state_dir: Path | None = None,
         keepalive: int = DEFAULT_KEEPALIVE,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.enrollment = enrollment
         self.backend = backend
@@ -132,6 +134,8 @@ class AgentRunner:
         self.close_timeout = close_timeout
         self.servers = ServerRotation(enrollment.server_urls)
         self.state_dir = state_dir
+        self.tls = tls
+        """What wss:// servers are verified with; None: the system's CAs."""
         self.sessions = 0
         """Sessions that got a welcome (for tests and logs)."""
         self._rng = rng or random.Random()
@@ -236,8 +240,11 @@ class AgentRunner:
     # ------------------------------------------------------------------ one session
 
     async def _open(self) -> ClientConnection:
+        url = websocket_url(self.servers.current)
+        secure = url.startswith("wss://")
         return await connect(
-            websocket_url(self.servers.current),
+            url,
+            ssl=(self.tls or tls_context()) if secure else None,
             compression=None,
             max_size=MAX_SERVER_MESSAGE_BYTES,
             ping_interval=None,  # the protocol's own heartbeat covers liveness

@@ -20,6 +20,7 @@ needs the credential and makes (and sends) another pair.
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 
 import httpx
@@ -45,7 +46,10 @@ class RotateError(Exception):
 
 
 async def rotate_key(
-    state_dir: Path, *, transport: httpx.AsyncBaseTransport | None = None
+    state_dir: Path,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Enrollment:
     """Rotate this device's key pair (see the module doc); the updated enrollment."""
     try:
@@ -62,6 +66,7 @@ async def rotate_key(
                 headers={"Authorization": f"Bearer {enrollment.credential}"},
             ),
             transport=transport,
+            tls=tls,
         )
     except NoServerAnswered as exc:
         raise RotateError(f"{exc}; nothing changed") from None
