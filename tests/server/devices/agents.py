@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -26,12 +27,23 @@ class AgentSocket(Protocol):
 
 
 async def open_session(
-    ws_url: str, credential: str, port: int = 51820, *, source_address: str | None = None
+    ws_url: str,
+    credential: str,
+    port: int = 51820,
+    *,
+    source_address: str | None = None,
+    tls: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[ClientConnection, Message]:
-    """Connect (from ``source_address`` when given), authenticate; the socket and the welcome."""
+    """Connect (from ``source_address`` when given; verifying a wss:// server with ``tls``;
+    with extra handshake ``headers``), authenticate; the socket and the welcome."""
     options: dict[str, Any] = {}
     if source_address is not None:
         options["local_addr"] = (source_address, 0)
+    if tls is not None:
+        options["ssl"] = tls
+    if headers:
+        options["additional_headers"] = headers
     ws = await connect(ws_url, **options)
     await ws.send(
         json.dumps(
@@ -73,9 +85,18 @@ class LiveAgent:
 
     @classmethod
     async def connect(
-        cls, ws_url: str, credential: str, port: int = 51820, *, source_address: str | None = None
+        cls,
+        ws_url: str,
+        credential: str,
+        port: int = 51820,
+        *,
+        source_address: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        headers: dict[str, str] | None = None,
     ) -> LiveAgent:
-        ws, welcome = await open_session(ws_url, credential, port, source_address=source_address)
+        ws, welcome = await open_session(
+            ws_url, credential, port, source_address=source_address, tls=tls, headers=headers
+        )
         return cls(ws, welcome)
 
     @property
