@@ -31,7 +31,7 @@ from wiremesh.server.metrics.recorder import ServerMetrics
 from wiremesh.server.presence.cleanup import CleanupWorker
 from wiremesh.server.presence.gateway import serve_agent
 from wiremesh.server.presence.hub import PresenceHub
-from wiremesh.server.ratelimit import AuthThrottle
+from wiremesh.server.ratelimit import AuthThrottle, OrgBudget
 from wiremesh.server.state import AppState
 from wiremesh.server.workers.mail_outbox import MailOutboxWorker, OutboxOptions
 from wiremesh.server.workers.periodic import PeriodicWorker
@@ -160,6 +160,12 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
             feed=feed,
             auth_throttle=throttle,
             metrics=exporter,
+            invitation_budget=OrgBudget(
+                settings.invitation_burst,
+                settings.invitation_per_hour / 3600,
+                code="too_many_invitations",
+                too_many="sent too many invitations",
+            ),
         )
         try:
             yield

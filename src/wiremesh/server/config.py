@@ -116,6 +116,16 @@ class Settings(BaseSettings):
         description="How fast an organization's test mail budget refills",
     )
 
+    invitation_burst: int = Field(
+        default=20, ge=1, le=100_000, description="Invitations an organization may send at once"
+    )
+    invitation_per_hour: float = Field(
+        default=60.0,
+        gt=0,
+        le=1_000_000,
+        description="How fast an organization's invitation budget refills",
+    )
+
     default_network_pool: str = Field(
         default="100.64.0.0/10", description="Org networks are carved from this range"
     )

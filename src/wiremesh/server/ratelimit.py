@@ -22,6 +22,7 @@ from typing import Any
 
 from wiremesh.server import forwarded
 from wiremesh.server.config import Settings
+from wiremesh.server.errors import ApiError
 
 logger = logging.getLogger("wiremesh.auth")
 
@@ -130,3 +131,27 @@ class AuthThrottle:
 
 def too_many_failures(retry_after: int) -> str:
     return f"too many failed authentications from this address; retry in {retry_after} s"
+
+
+class OrgBudget:
+    """A per-organization budget for what an admin may do often but an attacker with an
+    admin's token would do in bulk (mails to strangers): spent by every attempt, answered
+    429 with ``Retry-After`` once empty."""
+
+    def __init__(self, burst: int, per_second: float, *, code: str, too_many: str) -> None:
+        self.buckets = TokenBuckets(burst, per_second)
+        self.code = code
+        self.too_many = too_many
+
+    def charge(self, org_id: int) -> None:
+        key = str(org_id)
+        wait = self.buckets.retry_after(key)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                self.code,
+                f"this organization {self.too_many}; retry in {seconds} s",
+                retry_after=seconds,
+            )
+        self.buckets.take(key)

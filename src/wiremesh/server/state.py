@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from wiremesh.server.events.feed import EventFeed
     from wiremesh.server.metrics.exposition import MetricsExporter
     from wiremesh.server.presence.hub import PresenceHub
-    from wiremesh.server.ratelimit import AuthThrottle, TokenBuckets
+    from wiremesh.server.ratelimit import AuthThrottle, OrgBudget, TokenBuckets
 
 
 @dataclass
@@ -26,3 +26,4 @@ class AppState:
     auth_throttle: AuthThrottle | None = None
     test_mail_budget: TokenBuckets | None = None  # per org; made by mail.api on first use
     metrics: MetricsExporter | None = None
+    invitation_budget: OrgBudget | None = None

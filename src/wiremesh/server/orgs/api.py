@@ -223,7 +223,7 @@ async def remove_member(
     tags=["members"],
     response_model=InvitationOut,
     status_code=201,
-    responses=error_responses(409),
+    responses=error_responses(409, 429),
 )
 async def create_invitation(
     org_id: OrgIdPath,
@@ -233,7 +233,10 @@ async def create_invitation(
     session: DbSession,
     state: State,
 ) -> InvitationOut:
-    """Mail an invitation; the accept token is only in the mail."""
+    """Mail an invitation; the accept token is only in the mail. Rate-limited per org
+    (``WIREMESH_INVITATION_BURST``, ``WIREMESH_INVITATION_PER_HOUR``): every attempt counts."""
+    if state.invitation_budget is not None:
+        state.invitation_budget.charge(org_id)
     invitation, mail = await invitations.create_invitation(
         session,
         state.settings,
