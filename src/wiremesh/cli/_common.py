@@ -38,19 +38,29 @@ def cli_settings() -> Settings:
     return settings
 
 
+SCHEMA_NOT_CURRENT = (
+    "the database schema is at revision {current}, this wiremesh needs {head}: "
+    "run `wiremesh db upgrade`"
+)
+
+
 async def _ensure_schema(settings: Settings) -> None:
-    """The embedded SQLite database is migrated on use; PostgreSQL must be migrated explicitly."""
-    if settings.is_sqlite:
-        await asyncio.to_thread(migrate.upgrade, settings)
-        return
+    """Commands run on the newest schema only, on either database. A new embedded SQLite
+    database is created on first use; one at another revision (downgraded on purpose, or
+    left by another version) is not silently migrated: the operator upgrades it."""
     engine = create_engine(settings)
     try:
         async with engine.connect() as connection:
             current = await connection.run_sync(migrate.current_revision)
     finally:
         await engine.dispose()
-    if current != migrate.head_revision(settings):
-        fail("the database schema is not up to date: run `wiremesh db upgrade`")
+    head = migrate.head_revision(settings)
+    if current == head:
+        return
+    if current is None and settings.is_sqlite:
+        await asyncio.to_thread(migrate.upgrade, settings)
+        return
+    fail(SCHEMA_NOT_CURRENT.format(current=current or "(empty)", head=head))
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from wiremesh.cli._common import JsonOption, cli_settings, emit, fail
 from wiremesh.server.config import Settings
 from wiremesh.server.db import migrate
+from wiremesh.server.db.downgrade_loss import Dropped, Loss, dropped_by_downgrade, losses
 from wiremesh.server.db.session import create_engine
 
 app = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
@@ -54,12 +55,39 @@ def upgrade(
     typer.echo(f"Database at revision {current_revision(settings) or '(empty)'}.")
 
 
+async def _losses(settings: Settings, dropped: list[Dropped]) -> list[Loss]:
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(losses, dropped)
+    finally:
+        await engine.dispose()
+
+
 @app.command("downgrade")
 def downgrade(
     revision: str = typer.Option("-1", "--revision", "-r", help="Target revision; -1 = one back"),
+    yes: bool = typer.Option(
+        False, "--yes", help="Downgrade although dropped tables or columns hold data"
+    ),
 ) -> None:
-    """Migrate the schema down (default: one revision). Dropped columns lose their data."""
+    """Migrate the schema down (default: one revision).
+
+    Tables and columns the downgrade drops lose their data: when any of them holds some,
+    it is listed and nothing happens without ``--yes``.
+    """
     settings = cli_settings()
+    current = current_revision(settings)
+    if current is None:
+        fail("the database has no schema to downgrade")
+    dropped = database_step(lambda: dropped_by_downgrade(current, revision))
+    lost = database_step(lambda: asyncio.run(_losses(settings, dropped)))
+    if lost:
+        typer.secho("This downgrade deletes data:", err=True, fg=typer.colors.YELLOW)
+        for loss in lost:
+            typer.secho(f"  {loss}", err=True, fg=typer.colors.YELLOW)
+        if not yes:
+            fail("nothing was changed; run it again with --yes to downgrade and lose this data")
     database_step(lambda: migrate.downgrade(settings, revision))
     typer.echo(f"Database at revision {current_revision(settings) or '(empty)'}.")
 

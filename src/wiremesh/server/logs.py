@@ -57,6 +57,17 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class QuietAlembic(logging.Filter):
+    """Keeps Alembic's "Running upgrade/downgrade" lines, drops its chatter about itself
+    ("Context impl SQLiteImpl.", "Will assume transactional DDL.") that every schema check
+    would print."""
+
+    CHATTER = ("Context impl ", "Will assume ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("alembic.") and str(record.msg).startswith(self.CHATTER))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``,
     ``exception`` when there is one, and the record's ``extra`` fields."""
@@ -122,10 +133,14 @@ def logging_config(level: str, log_format: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": RedactSecrets}},
+        "filters": {"redact": {"()": RedactSecrets}, "alembic": {"()": QuietAlembic}},
         "formatters": {"wiremesh": formatter},
         "handlers": {
-            "wiremesh": {"()": StderrHandler, "formatter": "wiremesh", "filters": ["redact"]}
+            "wiremesh": {
+                "()": StderrHandler,
+                "formatter": "wiremesh",
+                "filters": ["alembic", "redact"],
+            }
         },
         "loggers": {
             "wiremesh": {"level": number, "handlers": [], "propagate": True},
