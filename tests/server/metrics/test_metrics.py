@@ -191,3 +191,23 @@ async def test_metrics_on_a_separate_listener(start_deployment: StartDeployment)
     async with httpx.AsyncClient(timeout=10) as client:
         assert (await client.get(f"{listener}/api/v1/users/me")).status_code == 404
         assert (await client.post(f"{listener}/metrics")).status_code == 405
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_each_replica_counts_its_own_under_its_server_id(
+    start_deployment: StartDeployment,
+) -> None:
+    deployment = await start_deployment(2, env={"WIREMESH_METRICS_TOKEN": METRICS_TOKEN})
+    first, second = deployment.replicas
+    await deployment.connect_live(await deployment.enroll_raw("on-first"), via=first)
+    for name in ("on-second-a", "on-second-b"):
+        await deployment.connect_live(await deployment.enroll_raw(name), via=second)
+
+    for replica, sessions in ((first, 1), (second, 2)):
+        response = await scrape(replica.url)
+        assert response.status_code == 200, response.text
+        samples = parse(response.text)
+        server_id = await deployment.server_id(replica)
+        assert {ls["server_id"] for _n, ls, _v in samples if "server_id" in ls} == {server_id}
+        assert value(samples, "wiremesh_sessions_live") == sessions
+        assert value(samples, "wiremesh_session_connects_total") == sessions
