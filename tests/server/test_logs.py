@@ -196,6 +196,9 @@ async def test_a_real_servers_log_tells_the_story_and_holds_no_secret(
     assert any(
         e["message"] == "ended 1 connection rows left open by stopped servers" for e in restarted
     )
+    [takeover] = _with(restarted, event="lease_takeover")
+    server_id = await deployment.server_id(server)
+    assert (takeover["rows"], takeover["replicas"]) == (1, server_id)
 
 
 async def _day_of_events(

@@ -10,6 +10,7 @@ reconnect with new rows. Never a live session without a live row, for longer tha
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from wiremesh.server.events import recorder
 from wiremesh.server.presence import repository
 from wiremesh.server.presence.history import ended_events
+
+logger = logging.getLogger("wiremesh.presence")
 
 ORPHAN_REASON = "server_lost"
 FORGET_AFTER_TTLS = 10
@@ -48,6 +51,15 @@ class ReplicaLeases:
             session, keep_server_ids=keep, reason=ORPHAN_REASON
         )
         await recorder.record(session, *ended_events(ended, ORPHAN_REASON))
+        if ended:
+            owners = sorted({row.server_id or "(none)" for row in ended})
+            logger.info(
+                "taking over %d connection rows of %s: %s",
+                len(ended),
+                "this replica's previous run" if owners == [self.server_id] else "replicas",
+                ", ".join(owners),
+                extra={"event": "lease_takeover", "rows": len(ended), "replicas": ",".join(owners)},
+            )
         return len(ended)
 
     async def start(self) -> int:
