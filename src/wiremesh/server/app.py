@@ -20,6 +20,7 @@ from wiremesh.server.alerts.worker import OfflineAlertChecker
 from wiremesh.server.config import Settings, load_settings, split_listen_address
 from wiremesh.server.db import migrate
 from wiremesh.server.db.session import create_engine, create_sessionmaker
+from wiremesh.server.errors import ApiError
 from wiremesh.server.events.feed import EventFeed
 from wiremesh.server.events.pruning import EventPruner
 from wiremesh.server.http_errors import document_error_responses, install_error_handlers
@@ -194,20 +195,17 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:
-        """Prometheus text format; only with a metrics token (and then only with it)."""
+        """Prometheus text format; only with a metrics token (and then only with it). A wrong
+        token counts as a failed authentication of the client's address."""
         state: AppState | None = getattr(app.state, "wiremesh", None)
         token = settings.metrics_token
         if token is None or state is None or state.metrics is None:
-            return JSONResponse(
-                {"code": "not_found", "message": "metrics are not served on this port"},
-                status_code=404,
-            )
-        if not authorized(token, request.headers.get("authorization")):
-            return JSONResponse(
-                {"code": "metrics_token_required", "message": "a valid metrics token is required"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            raise ApiError(404, "not_found", "metrics are not served on this port")
+        authorization = request.headers.get("authorization")
+        if authorization is None:
+            raise ApiError(401, "metrics_token_required", "a metrics token is required")
+        if not authorized(token, authorization):
+            raise ApiError(401, "invalid_metrics_token", "the metrics token is not valid")
         return Response(await state.metrics.scrape(), media_type=CONTENT_TYPE)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")

@@ -66,6 +66,7 @@ AUTH_FAILURE_CODES = frozenset(
         "invalid_setup_key",
         "invalid_invitation",
         "bad_relay_token",
+        "invalid_metrics_token",
     }
 )
 """Refusals of a credential the client presented: each counts against the client's

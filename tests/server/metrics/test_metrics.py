@@ -71,8 +71,10 @@ async def test_metrics_count_what_happened(
             env={"WIREMESH_METRICS_TOKEN": METRICS_TOKEN, "WIREMESH_MAIL_POLL_INTERVAL": "0.2"}
         )
         # Scraping needs the token.
-        assert (await scrape(deployment.server.url, None)).status_code == 401
-        assert (await scrape(deployment.server.url, "wrong")).status_code == 401
+        for token, code in ((None, "metrics_token_required"), ("wrong", "invalid_metrics_token")):
+            refused = await scrape(deployment.server.url, token)
+            assert refused.status_code == 401
+            assert refused.json()["error"]["code"] == code
 
         staying, leaving, silent_device = [
             await deployment.enroll_raw(name) for name in ("staying", "leaving", "silent")
@@ -187,7 +189,9 @@ async def test_metrics_on_a_separate_listener(start_deployment: StartDeployment)
     assert value(samples, "wiremesh_sessions_live") == 1
     assert value(samples, "wiremesh_session_connects_total") == 1
     # Without a token the API port serves no metrics; the listener serves nothing else.
-    assert (await scrape(deployment.server.url, None)).status_code == 404
+    not_served = await scrape(deployment.server.url, None)
+    assert not_served.status_code == 404
+    assert not_served.json()["error"]["code"] == "not_found"
     async with httpx.AsyncClient(timeout=10) as client:
         assert (await client.get(f"{listener}/api/v1/users/me")).status_code == 404
         assert (await client.post(f"{listener}/metrics")).status_code == 405
