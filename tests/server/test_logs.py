@@ -81,6 +81,9 @@ def test_credential_shaped_words_are_redacted_in_messages_and_tracebacks() -> No
     assert setup_key not in text
     assert "wm_[redacted]" in text
     assert "wmk_[redacted]" in text
+    # extra fields too
+    extra = logs.JsonFormatter().format(_record("x", peer_id="p", note=f"saw {token}"))
+    assert json.loads(extra)["note"] == "saw wm_[redacted]"
     # words that only start like one are left alone
     assert logs.redact("wm_short and wmx_") == "wm_short and wmx_"
 

@@ -82,8 +82,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key in _STANDARD_ATTRIBUTES or key.startswith("_") or key == "color_message":
                 continue
-            plain = isinstance(value, str | int | float | bool | None)
-            entry[key] = value if plain else str(value)
+            if isinstance(value, int | float | bool | None):
+                entry[key] = value
+            else:
+                entry[key] = redact(str(value))
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
