@@ -130,8 +130,6 @@ def logging_config(level: str, log_format: str) -> dict[str, Any]:
         if log_format == "json"
         else {"format": TEXT_FORMAT, "datefmt": "%Y-%m-%dT%H:%M:%S%z"}
     )
-    # One line per request is noise at info; it shows from debug on.
-    access_level = number if number <= logging.DEBUG else logging.WARNING
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -149,7 +147,8 @@ def logging_config(level: str, log_format: str) -> dict[str, Any]:
             "alembic": {"level": number, "handlers": [], "propagate": True},
             "uvicorn": {"level": number, "handlers": [], "propagate": True},
             "uvicorn.error": {"level": number, "handlers": [], "propagate": True},
-            "uvicorn.access": {"level": access_level, "handlers": [], "propagate": True},
+            # uvicorn's access log: one line per request (uvicorn sets its level too).
+            "uvicorn.access": {"level": number, "handlers": [], "propagate": True},
         },
         "root": {"handlers": ["wiremesh"], "level": logging.WARNING},
     }
