@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from wiremesh.agent.api import UnusableCAFile, tls_context
 from wiremesh.agent.backend import DeviceConfig
 from wiremesh.agent.keys import generate_keypair, public_key_of
 from wiremesh.protocol import Relay
@@ -49,9 +50,20 @@ def up(
     listen_port: int = typer.Option(3478, "--listen-port", min=1, max=65535),
     pool: str = typer.Option(DEFAULT_POOL, "--pool", help="the overlay range of every org"),
     log_level: str = typer.Option("info", "--log-level"),
+    ca_file: Path | None = typer.Option(
+        None,
+        "--ca-file",
+        envvar="WIREMESH_RELAY_CA_FILE",
+        dir_okay=False,
+        help="A private CA's certificate (PEM) to verify the server with, instead of the system's",
+    ),
 ) -> None:
     """Run the relay until SIGTERM/SIGINT."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        tls = tls_context(ca_file)
+    except UnusableCAFile as exc:
+        raise typer.BadParameter(str(exc)) from None
     private_key = _private_key(state_dir)
     try:
         identity = Relay(name=name, public_key=public_key_of(private_key), endpoint=endpoint)
@@ -59,7 +71,7 @@ def up(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     relay_if = RelayInterface(interface)
-    runner = RelayRunner(server, token, identity, relay_if)
+    runner = RelayRunner(server, token, identity, relay_if, tls=tls)
     asyncio.run(_run(relay_if, runner, DeviceConfig(network, private_key, listen_port)))
 
 

@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import ssl
 from typing import Final
 
 import httpx
 
+from wiremesh.agent.api import tls_context
 from wiremesh.agent.backend import AddPeer, PeerChange, PeerState, RemovePeer, UpdatePeer
 from wiremesh.protocol import Relay
 from wiremesh.protocol.relay import (
@@ -43,9 +45,17 @@ def peer_changes(
 
 class RelayRunner:
     def __init__(
-        self, server_url: str, token: str, identity: Relay, interface: RelayInterface
+        self,
+        server_url: str,
+        token: str,
+        identity: Relay,
+        interface: RelayInterface,
+        *,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = server_url.rstrip("/") + RELAY_SYNC_PATH
+        self.tls = tls
+        """What an https:// server is verified with; None: the system's CAs (as the agent)."""
         self.token = token
         self.identity = identity
         self.interface = interface
@@ -57,7 +67,7 @@ class RelayRunner:
         self._stop.set()
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(timeout=5.0) as client:
+        async with httpx.AsyncClient(timeout=5.0, verify=self.tls or tls_context()) as client:
             while not self._stop.is_set():
                 try:
                     await self.sync_once(client)
