@@ -42,9 +42,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-
+from benchmarks.wsclient import OP_TEXT, LeanConnection, encode_client_frame, open_connection
 from wiremesh.agent.backoff import Backoff
 from wiremesh.protocol import (
     MAX_SERVER_MESSAGE_BYTES,
@@ -89,16 +87,23 @@ def ws_url(host: str, port: int) -> str:
     return f"ws://{host}:{port}{AGENT_PATH}"
 
 
+def text_frame(text: str) -> bytes:
+    """A protocol message as one masked client frame."""
+    return encode_client_frame(OP_TEXT, text.encode())
+
+
 @functools.lru_cache(maxsize=1 << 16)
-def pong_frame(seq: int) -> str:
-    """The pong answering ping ``seq``, by the protocol's encoder. Cached: seqs count up
-    from 1 on every connection, so the agents of a worker answer the same few thousand."""
-    return encode(PongMessage(seq=seq))
+def pong_frame(seq: int) -> bytes:
+    """The pong answering ping ``seq`` (the protocol's encoder), as a frame. Cached, mask
+    and all: seqs count up from 1 on every connection, so the agents of a worker answer the
+    same few thousand. (A mask's unpredictability protects proxies from scripts in
+    browsers; nothing of that exists between a load generator and a server on loopback.)"""
+    return text_frame(encode(PongMessage(seq=seq)))
 
 
-def auth_frame(credential: str) -> str:
-    return encode(
-        AuthMessage(credential=credential, listen_port=51820, agent_version=AGENT_VERSION)
+def auth_frame(credential: str) -> bytes:
+    return text_frame(
+        encode(AuthMessage(credential=credential, listen_port=51820, agent_version=AGENT_VERSION))
     )
 
 
@@ -117,14 +122,11 @@ class Agent:
         "connection_id",
         "connects",
         "credential",
-        "deltas",
-        "errors",
         "index",
         "last_pong_at",
         "peer_count",
         "peer_id",
         "peers",
-        "pings",
         "pongs",
         "reconnect",
         "replica",
@@ -136,6 +138,7 @@ class Agent:
         "stopping",
         "task",
         "welcome_at",
+        "welcome_waiter",
         "welcomes",
         "ws",
     )
@@ -147,7 +150,8 @@ class Agent:
         self.state = "idle"
         self.replica = 0
         self.task: asyncio.Task[None] | None = None
-        self.ws: ClientConnection | None = None
+        self.ws: LeanConnection | None = None
+        self.welcome_waiter: asyncio.Future[None] | None = None
         self.session: AgentSession | None = None
         self.silent = False
         self.stopping = False
@@ -158,10 +162,7 @@ class Agent:
         self.peer_count = 0
         self.connects = 0
         self.welcomes = 0
-        self.pings = 0
         self.pongs = 0
-        self.deltas = 0
-        self.errors = 0
         self.connect_started_at = 0.0
         self.connected_at = 0.0
         self.welcome_at = 0.0
@@ -227,6 +228,11 @@ class Worker:
         self.close_codes: Counter[str] = Counter()
         self.connect_errors: Counter[str] = Counter()
         self._intern: dict[str, str] = {}
+        self.states: Counter[str] = Counter({"idle": len(self.agents)})
+        self.totals: Counter[str] = Counter(
+            dict.fromkeys(("connects", "welcomes", "pings", "pongs", "deltas", "errors"), 0)
+        )
+        self.last_welcome_at = 0.0
 
     # ---------------------------------------------------------------- commands
 
@@ -285,7 +291,7 @@ class Worker:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
-                agent.state = "closed"
+                self._set_state(agent, "closed")
 
         chosen = [self.agents[index] for index in indices]
         await asyncio.gather(*(close_one(agent) for agent in chosen))
@@ -300,29 +306,31 @@ class Worker:
         return dict(self.arrivals.get(peer_id, {}))
 
     def stats(self, since: float = 0.0) -> dict[str, Any]:
-        states: Counter[str] = Counter()
-        welcomed_since = 0
-        last_welcome = 0.0
-        totals = Counter[str]()
-        for agent in self.agents.values():
-            states[agent.state] += 1
-            if agent.state == "established" and agent.welcome_at >= since:
-                welcomed_since += 1
-                last_welcome = max(last_welcome, agent.welcome_at)
-            totals["connects"] += agent.connects
-            totals["welcomes"] += agent.welcomes
-            totals["pings"] += agent.pings
-            totals["pongs"] += agent.pongs
-            totals["deltas"] += agent.deltas
-            totals["errors"] += agent.errors
+        """Counts kept as agents change, so the driver's polls cost nothing per agent (they
+        come every half second through a ramp of tens of thousands); only ``since`` (the
+        storms) looks at the agents one by one."""
+        welcomed_since = self.states["established"]
+        last_welcome = self.last_welcome_at
+        if since > 0:
+            welcomed = [
+                agent.welcome_at
+                for agent in self.agents.values()
+                if agent.state == "established" and agent.welcome_at >= since
+            ]
+            welcomed_since, last_welcome = len(welcomed), max(welcomed, default=0.0)
         return {
-            "states": dict(states),
+            "states": {state: count for state, count in self.states.items() if count},
             "welcomed_since": welcomed_since,
             "last_welcome_at": last_welcome,
-            "totals": dict(totals),
+            "totals": dict(self.totals),
             "close_codes": dict(self.close_codes),
             "connect_errors": dict(self.connect_errors),
         }
+
+    def _set_state(self, agent: Agent, state: str) -> None:
+        self.states[agent.state] -= 1
+        self.states[state] += 1
+        agent.state = state
 
     def sessions(self, indices: Iterable[int]) -> dict[int, dict[str, Any]]:
         return {index: self.agents[index].report() for index in indices}
@@ -336,79 +344,86 @@ class Worker:
         attempt = 0
         gate: asyncio.Semaphore | None = self.pending if ramp else None
         while not agent.stopping:
+            self._set_state(agent, "connecting")
+            agent.connect_started_at = time.time()
+            if gate is not None:
+                async with gate:
+                    ws = await self._open(agent)
+                    if ws is not None and agent.welcome_waiter is not None:
+                        # A handshake slot is held until the welcome (or the end).
+                        await asyncio.wait(
+                            (agent.welcome_waiter, ws.closed),
+                            return_when=asyncio.FIRST_COMPLETED,
+                        )
+            else:
+                ws = await self._open(agent)
             welcomed = False
             code: int | None = None
-            agent.state = "connecting"
-            agent.connect_started_at = time.time()
-            holding = False
-            if gate is not None:
-                await gate.acquire()
-                holding = True
-            try:
+            if ws is not None:
                 try:
-                    ws = await connect(
-                        self.urls[agent.replica],
-                        compression=None,
-                        max_size=MAX_SERVER_MESSAGE_BYTES,
-                        ping_interval=None,
-                        open_timeout=OPEN_TIMEOUT,
-                        close_timeout=5,
-                        user_agent_header=None,
-                        local_addr=(agent.source, 0),
-                    )
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    agent.errors += 1
-                    self.connect_errors[type(exc).__name__] += 1
-                else:
-                    agent.ws = ws
-                    agent.connected_at = time.time()
-                    agent.connects += 1
-                    agent.session = (
-                        AgentSession(time.monotonic()) if self.parser == "session" else None
-                    )
-                    try:
-                        await ws.send(auth_frame(agent.credential))
-                        async for frame in ws:
-                            pong = self._handle(agent, frame)
-                            if pong is not None:
-                                await ws.send(pong)
-                                agent.pongs += 1
-                                agent.last_pong_at = time.time()
-                            if agent.state == "established" and not welcomed:
-                                welcomed = True
-                                if holding and gate is not None:
-                                    gate.release()
-                                    holding = False
-                    except ConnectionClosed:
-                        pass
-                    except ProtocolError as exc:
-                        self.close_codes[f"agent:{exc.code.name.lower()}"] += 1
-                        with contextlib.suppress(Exception):
-                            await ws.close(exc.code, exc.reason)
-                    if not agent.stopping:
-                        agent.closed_at = time.time()
-                    agent.close_code = code = ws.close_code
-                    self.close_codes[str(ws.close_code)] += 1
+                    await ws.closed
+                finally:
+                    ws.abort()
                     agent.ws = None
-            finally:
-                if holding and gate is not None:
-                    gate.release()
+                welcomed = agent.welcome_waiter is not None and agent.welcome_waiter.done()
+                if not agent.stopping:
+                    agent.closed_at = time.time()
+                agent.close_code = code = ws.close_code
+                self.close_codes[str(ws.close_code)] += 1
             if agent.stopping or not agent.reconnect:
                 break
             if code is not None and not should_reconnect(code):
                 break
             if welcomed:
                 attempt = 0
-            agent.state = "backoff"
+            self._set_state(agent, "backoff")
             await asyncio.sleep(self.backoff.delay(attempt, self.rng))
             attempt += 1
             gate = None  # reconnects are the agents' own, never paced by the driver
-        agent.state = "closed"
+        self._set_state(agent, "closed")
 
-    def _handle(self, agent: Agent, frame: str | bytes) -> str | None:
-        """Apply one server frame; returns the pong to send, if any."""
+    async def _open(self, agent: Agent) -> LeanConnection | None:
+        """Connect and authenticate; None (counted) when the connection failed."""
+        agent.welcome_waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT):
+                ws = await open_connection(
+                    self.urls[agent.replica],
+                    functools.partial(self._on_message, agent),
+                    local_addr=(agent.source, 0),
+                    max_size=MAX_SERVER_MESSAGE_BYTES,
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.totals["errors"] += 1
+            self.connect_errors[type(exc).__name__] += 1
+            return None
+        agent.ws = ws
+        agent.connected_at = time.time()
+        agent.connects += 1
+        self.totals["connects"] += 1
+        agent.session = AgentSession(time.monotonic()) if self.parser == "session" else None
+        ws.send_frame(auth_frame(agent.credential))
+        return ws
+
+    def _on_message(self, agent: Agent, ws: LeanConnection, payload: bytes) -> None:
+        """One server message, in the connection's ``data_received``: pongs are written
+        at once, a protocol error closes like the real agent."""
+        try:
+            pong = self._handle(agent, payload)
+        except ProtocolError as exc:
+            self.close_codes[f"agent:{exc.code.name.lower()}"] += 1
+            ws.start_close(exc.code, exc.reason)
+            return
+        if pong is not None:
+            ws.send_frame(pong)
+            agent.pongs += 1
+            self.totals["pongs"] += 1
+            agent.last_pong_at = time.time()
+
+    def _handle(self, agent: Agent, frame: str | bytes) -> bytes | None:
+        """Apply one server frame; returns the pong frame to send, if any."""
         if agent.session is not None:
             return self._handle_session(agent, frame)
         if isinstance(frame, bytes):
@@ -423,10 +438,10 @@ class Worker:
         message = json.loads(frame)
         kind = message["type"]
         if kind == "ping":
-            agent.pings += 1
+            self.totals["pings"] += 1
             return None if agent.silent else pong_frame(message["seq"])
         if kind == "peers_delta":
-            agent.deltas += 1
+            self.totals["deltas"] += 1
             peers = agent.peers
             now = time.time()
             for change in message["changes"]:
@@ -451,15 +466,15 @@ class Worker:
             )
         return None
 
-    def _handle_session(self, agent: Agent, frame: str | bytes) -> str | None:
+    def _handle_session(self, agent: Agent, frame: str | bytes) -> bytes | None:
         session = agent.session
         assert session is not None
-        pong: str | None = None
+        pong: bytes | None = None
         for event in session.receive(frame, time.monotonic()):
             if isinstance(event, PongMessage):
-                agent.pings += 1
+                self.totals["pings"] += 1
                 if not agent.silent:
-                    pong = encode(event)
+                    pong = text_frame(encode(event))
             elif isinstance(event, WelcomeReceived):
                 welcome = event.welcome
                 self._welcomed(
@@ -470,7 +485,7 @@ class Worker:
                     len(welcome.peers),
                 )
             elif isinstance(event, PeersChanged):
-                agent.deltas += 1
+                self.totals["deltas"] += 1
                 now = time.time()
                 for peer in event.upserted:
                     if peer.online and peer.peer_id in self.watched:
@@ -485,13 +500,17 @@ class Worker:
         peers: dict[str, bool] | None,
         count: int,
     ) -> None:
-        agent.welcome_at = time.time()
+        agent.welcome_at = self.last_welcome_at = time.time()
         agent.welcomes += 1
+        self.totals["welcomes"] += 1
         agent.connection_id = connection_id
         agent.peer_id = peer_id
         agent.peers = peers
         agent.peer_count = count
-        agent.state = "established"
+        self._set_state(agent, "established")
+        waiter = agent.welcome_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 # --------------------------------------------------------------------------- worker process
