@@ -16,6 +16,14 @@ session is live they stay configured and their paths keep moving (knocks, relay 
 on the path tick; at start, when the first connection attempt fails, they come from that
 cache, so a device restarted while the server is down still meshes. A welcome replaces
 them.
+
+When the machine's own address changes (:mod:`.underlay`, checked on the path tick), the
+session is dropped and a new one opened at once, so the server re-announces this device at
+its new address; first, one packet goes through the tunnel to every known peer, which
+moves their WireGuard endpoint for this device to the new address (WireGuard roams to the
+source of the last authenticated packet). After a key rotation (:meth:`AgentRunner.rotated`)
+the same packets make this side start the handshakes with the new key, rather than wait for
+each peer's retry.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from wiremesh.agent.backend import DEFAULT_KEEPALIVE, WireGuardBackend
 from wiremesh.agent.backoff import Backoff
 from wiremesh.agent.closing import ABNORMAL_CLOSURE, Ended, Refused, close_code_of, code_name
 from wiremesh.agent.lan import lan_candidates
+from wiremesh.agent.nudge import send_one_packet
 from wiremesh.agent.pathreport import PathReporter
 from wiremesh.agent.paths import PathSelector
 from wiremesh.agent.peercache import KnownPeers, PeerCache, describe, known_from, load_peer_cache
@@ -51,6 +60,7 @@ from wiremesh.agent.state import (
 )
 from wiremesh.agent.status import STATUS_INTERVAL, AgentStatus, Connection
 from wiremesh.agent.sync import BackendError, WireGuardSync, backend_call, device_config
+from wiremesh.agent.underlay import UnderlayWatch
 from wiremesh.agent.waiting import Wake, cancel, wait_or_stop
 from wiremesh.protocol import (
     DEFAULT_WELCOME_TIMEOUT,
@@ -160,6 +170,27 @@ class AgentRunner:
 
     # ------------------------------------------------------------------ control
 
+    def rotated(self, enrollment: Enrollment) -> None:
+        """The interface has the new private key: this device is known by the new public key,
+        and every peer gets a handshake from this side now. A peer already told the new key
+        completes it at once; without it, a peer whose own handshake reached the old key just
+        before waits WireGuard's 5 s retry. A peer told later starts one itself, which the
+        new key answers."""
+        self.enrollment = enrollment
+        sent = self.nudge_peers()
+        logger.info("re-keyed: a handshake to each of %d peers", sent)
+
+    def nudge_peers(self) -> int:
+        """One empty packet through the tunnel to every known peer (see :mod:`.nudge`): a
+        handshake with each, from this side and this address; how many were sent."""
+        if self.known is None:
+            return 0
+        addresses = {peer.virtual_ip for peer in self.known.peers.values() if peer.public_key}
+        addresses.discard(self.enrollment.device.virtual_ip)
+        for address in sorted(addresses):
+            send_one_packet(address)
+        return len(addresses)
+
     def stop(self) -> None:
         """Ask the loop to close the session cleanly and return (safe from a signal handler)."""
         self._stop.set()
@@ -200,6 +231,9 @@ class AgentRunner:
             if not should_reconnect(ended.code):
                 return Refused(ended.code, ended.reason)
             await self._go_offline()
+            if ended.roamed:
+                attempt = 0
+                continue
             if ended.established_for is not None and (
                 ended.established_for > self.backoff.reset_after
             ):
@@ -282,12 +316,14 @@ class AgentRunner:
         announced_port = self.backend.listen_port
         welcomed_at: float | None = None
 
-        def ended(code: int, reason: str) -> Ended:
+        def ended(code: int, reason: str, *, roamed: bool = False) -> Ended:
             lasted = None if welcomed_at is None else loop.time() - welcomed_at
             self._publish("disconnected", f"{code} {code_name(code)} ({reason})")
-            return Ended(code, reason, lasted)
+            return Ended(code, reason, lasted, roamed)
 
         self.status.server = self.servers.current
+        remote = websocket.remote_address
+        underlay = UnderlayWatch(str(remote[0]) if remote else None)
 
         try:
             await websocket.send(
@@ -306,6 +342,9 @@ class AgentRunner:
             while True:
                 if welcomed_at is not None and loop.time() >= next_path_tick:
                     next_path_tick = loop.time() + PATH_TICK
+                    moved = underlay.moved()
+                    if moved is not None:
+                        return self._roam(websocket, moved, ended)
                     await self._reconcile(session)  # paths move with handshakes
                     await self._report_paths(websocket)
                 receiving = asyncio.create_task(websocket.recv())
@@ -388,6 +427,26 @@ class AgentRunner:
         await websocket.close(exc.code, exc.reason)
         logger.warning("disconnected: %d %s (%s)", exc.code, exc.code.name, exc.reason)
         return ended(int(exc.code), exc.reason)
+
+    def _roam(
+        self,
+        websocket: ClientConnection,
+        moved: tuple[str, str],
+        ended: Callable[..., Ended],
+    ) -> Ended:
+        """The machine reaches its server from another address now: tell the peers by
+        packets from it (they roam at once) and drop the session, whose TCP connection is
+        bound to the old address (no close handshake: it may never be answered)."""
+        old, new = moved
+        sent = self.nudge_peers()
+        logger.warning(
+            "this machine's address changed from %s to %s: reconnecting (%d peers told)",
+            old,
+            new,
+            sent,
+        )
+        websocket.transport.abort()
+        return ended(CloseCode.GOING_AWAY, f"the address changed from {old} to {new}", roamed=True)
 
     async def _on_welcome(
         self,
