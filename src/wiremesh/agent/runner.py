@@ -60,7 +60,7 @@ from wiremesh.agent.state import (
 )
 from wiremesh.agent.status import STATUS_INTERVAL, AgentStatus, Connection
 from wiremesh.agent.sync import BackendError, WireGuardSync, backend_call, device_config
-from wiremesh.agent.underlay import UnderlayWatch
+from wiremesh.agent.underlay import UnderlayWatch, route_source
 from wiremesh.agent.waiting import Wake, cancel, wait_or_stop
 from wiremesh.protocol import (
     DEFAULT_WELCOME_TIMEOUT,
@@ -167,6 +167,8 @@ class AgentRunner:
         self._cache = (
             PeerCache(state_dir, enrollment.device.peer_id) if state_dir is not None else None
         )
+        self.route_lookup: Callable[[str], str | None] = route_source
+        """The local address that reaches the server now (see :mod:`.underlay`)."""
 
     # ------------------------------------------------------------------ control
 
@@ -323,7 +325,7 @@ class AgentRunner:
 
         self.status.server = self.servers.current
         remote = websocket.remote_address
-        underlay = UnderlayWatch(str(remote[0]) if remote else None)
+        underlay = UnderlayWatch(str(remote[0]) if remote else None, self.route_lookup)
 
         try:
             await websocket.send(
