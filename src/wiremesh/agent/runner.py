@@ -41,8 +41,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from wiremesh import __version__
-from wiremesh.agent.api import USER_AGENT, websocket_url
-from wiremesh.agent.backend import DEFAULT_KEEPALIVE, WireGuardBackend
+from wiremesh.agent.backend import DEFAULT_KEEPALIVE, PeerChange, UpdatePeer, WireGuardBackend
 from wiremesh.agent.backoff import Backoff
 from wiremesh.agent.closing import ABNORMAL_CLOSURE, Ended, Refused, close_code_of, code_name
 from wiremesh.agent.lan import lan_candidates
@@ -50,7 +49,7 @@ from wiremesh.agent.nudge import send_one_packet
 from wiremesh.agent.pathreport import PathReporter
 from wiremesh.agent.paths import PathSelector
 from wiremesh.agent.peercache import KnownPeers, PeerCache, describe, known_from, load_peer_cache
-from wiremesh.agent.servers import ServerRotation
+from wiremesh.agent.servers import USER_AGENT, ServerRotation, websocket_url
 from wiremesh.agent.state import (
     STATE_FILE,
     Enrollment,
@@ -346,7 +345,7 @@ class AgentRunner:
                     next_path_tick = loop.time() + PATH_TICK
                     moved = underlay.moved()
                     if moved is not None:
-                        return self._roam(websocket, moved, ended)
+                        return await self._roam(websocket, moved, ended)
                     await self._reconcile(session)  # paths move with handshakes
                     await self._report_paths(websocket)
                 receiving = asyncio.create_task(websocket.recv())
@@ -430,7 +429,7 @@ class AgentRunner:
         logger.warning("disconnected: %d %s (%s)", exc.code, exc.code.name, exc.reason)
         return ended(int(exc.code), exc.reason)
 
-    def _roam(
+    async def _roam(
         self,
         websocket: ClientConnection,
         moved: tuple[str, str],
@@ -438,8 +437,21 @@ class AgentRunner:
     ) -> Ended:
         """The machine reaches its server from another address now: tell the peers by
         packets from it (they roam at once) and drop the session, whose TCP connection is
-        bound to the old address (no close handshake: it may never be answered)."""
+        bound to the old address (no close handshake: it may never be answered).
+
+        WireGuard remembers the local address it last sent each peer from and keeps using
+        it; with that address gone, every send fails until the peer's next packet comes in.
+        Setting each endpoint again (the one in use) makes it forget the old source."""
         old, new = moved
+        websocket.transport.abort()
+        actual = await backend_call("read the peers", self.backend.peers())
+        resets: list[PeerChange] = [
+            UpdatePeer(key, endpoint=state.in_use or state.endpoint)
+            for key, state in sorted(actual.items())
+            if state.in_use or state.endpoint
+        ]
+        if resets:
+            await backend_call("set the peers' endpoints again", self.backend.apply(resets))
         sent = self.nudge_peers()
         logger.warning(
             "this machine's address changed from %s to %s: reconnecting (%d peers told)",
@@ -447,7 +459,6 @@ class AgentRunner:
             new,
             sent,
         )
-        websocket.transport.abort()
         return ended(CloseCode.GOING_AWAY, f"the address changed from {old} to {new}", roamed=True)
 
     async def _on_welcome(
