@@ -99,7 +99,7 @@ class Bench:
     async def enroll_held(self, count: int) -> list[str]:
         """``count`` more devices enrolled through the API (their keys are thrown away: no
         WireGuard runs for them, only their sessions)."""
-        credentials = []
+        credentials: list[str] = []
         async with httpx.AsyncClient(base_url=self.mesh.url, timeout=30) as client:
             for _ in range(count):
                 response = await client.post(
