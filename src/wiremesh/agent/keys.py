@@ -91,6 +91,9 @@ def generate_keypair() -> KeyPair:
     # Imported here: only enrollment, rotation and relays make keys (see the module doc).
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    raw = _clamp(X25519PrivateKey.generate().private_bytes_raw())
-    private_key = base64.b64encode(raw).decode("ascii")
-    return KeyPair(private_key=private_key, public_key=public_key_of(private_key))
+    key = X25519PrivateKey.generate()
+    private_key = base64.b64encode(_clamp(key.private_bytes_raw())).decode("ascii")
+    # The library's public key (clamping does not change it): new keys never depend on
+    # the ladder above, which only checks the stored one.
+    public_key = base64.b64encode(key.public_key().public_bytes_raw()).decode("ascii")
+    return KeyPair(private_key=private_key, public_key=public_key)
