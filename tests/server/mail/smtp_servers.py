@@ -85,6 +85,7 @@ class Inbox:
     messages: list[EmailMessage] = field(default_factory=list)
     recipients: list[list[str]] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+    failed_logins: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -112,9 +113,11 @@ def _authenticator(inbox: Inbox, username: str, password: str) -> Callable[..., 
             and auth_data.login == username.encode()
             and auth_data.password == password.encode()
         )
-        if ok:
-            with inbox._lock:
+        with inbox._lock:
+            if ok:
                 inbox.logins.append(username)
+            else:
+                inbox.failed_logins.append(mechanism)
         return AuthResult(success=ok, handled=False)
 
     return authenticate
@@ -148,7 +151,8 @@ def start_server(
     reject_recipients: bool = False,
 ) -> SmtpServer:
     """``starttls``: STARTTLS required, AUTH only over TLS; ``implicit``: TLS from the first
-    byte (port-465 style), AUTH required."""
+    byte (port-465 style), AUTH required; ``plain``: no TLS offered at all, AUTH in plain
+    text."""
     inbox: Inbox = _RejectingInbox() if reject_recipients else Inbox()
     port = port or free_port()
     common: dict[str, Any] = {
@@ -168,6 +172,9 @@ def start_server(
         # on this (TLS-only) socket without it; the inbox records every successful login.
         common.update(auth_required=False, auth_require_tls=False)
         controller = Controller(inbox, ssl_context=certificate.server_context(), **common)
+    elif mode == "plain":
+        common.update(auth_required=False, auth_require_tls=False)
+        controller = Controller(inbox, **common)
     else:
         raise ValueError(mode)
     controller.start()

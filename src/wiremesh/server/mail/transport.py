@@ -14,7 +14,7 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, formataddr, make_msgid
 from typing import Protocol
 
 import aiosmtplib
@@ -26,6 +26,8 @@ from wiremesh.server.mail.models import TlsMode
 logger = logging.getLogger("wiremesh.mail")
 
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_GREETING_TIMEOUT = 10.0
 MAX_ERROR_LENGTH = 1000
 
 
@@ -74,6 +76,8 @@ class ResolvedSMTP:
     # An org's settings on a server that does not allow private hosts: every connection
     # goes to an address checked by ``destinations`` (see there).
     restrict_destination: bool = False
+    # Shown beside the address in From ("Example Ops <noreply@example.com>").
+    from_name: str | None = None
 
     @property
     def scope(self) -> str:
@@ -94,13 +98,17 @@ class OutgoingMail:
 
 
 class MailTransport(Protocol):
-    async def send(self, config: ResolvedSMTP, mail: OutgoingMail) -> DeliveryReport: ...
+    async def send(
+        self, config: ResolvedSMTP, mail: OutgoingMail, progress: SendProgress | None = None
+    ) -> DeliveryReport: ...
 
 
 def build_message(config: ResolvedSMTP, mail: OutgoingMail) -> EmailMessage:
     """A multipart/alternative message (plain text + HTML) from the configured sender."""
     message = EmailMessage()
-    message["From"] = config.from_email
+    message["From"] = (
+        formataddr((config.from_name, config.from_email)) if config.from_name else config.from_email
+    )
     message["To"] = mail.to
     message["Subject"] = mail.subject
     message["Date"] = format_datetime(utcnow())
@@ -145,17 +153,37 @@ def _cause_chain(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-def classify(exc: BaseException, config: ResolvedSMTP) -> DeliveryReport:
-    """What an exception from sending means, in words an operator can act on."""
+def classify(exc: BaseException, config: ResolvedSMTP, stage: str = "send") -> DeliveryReport:
+    """What an exception from sending means, in words an operator can act on.
+
+    ``stage`` is the step that failed (connect, greeting, starttls, auth, mail, rcpt, data):
+    a 5xx answer to AUTH means the credentials are wrong (permanent), while a "530 Must issue
+    a STARTTLS command first" at any step means the connection was not secured.
+    """
     server = _server(config)
     chain = _cause_chain(exc)
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == 530:
+        if "TLS" in exc.message.upper():
+            return DeliveryReport(
+                Outcome.TLS_FAILED,
+                _clip(f"{server} requires TLS first (set use_tls): {exc.code} {exc.message}"),
+                exc.code,
+            )
+        return DeliveryReport(
+            Outcome.AUTH_FAILED,
+            _clip(f"{server} requires authentication: {exc.code} {exc.message}"),
+            exc.code,
+            permanent=True,
+        )
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError) or (
-        isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == 530
+        stage == "auth" and isinstance(exc, aiosmtplib.SMTPResponseException)
     ):
+        assert isinstance(exc, aiosmtplib.SMTPResponseException)
         return DeliveryReport(
             Outcome.AUTH_FAILED,
             _clip(f"authentication failed at {server}: {exc.code} {exc.message}"),
             exc.code,
+            permanent=exc.code >= 500,
         )
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         refused = exc.recipients[0] if exc.recipients else None
@@ -167,7 +195,7 @@ def classify(exc: BaseException, config: ResolvedSMTP) -> DeliveryReport:
             code,
             permanent=code is None or code >= 500,
         )
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and stage != "greeting":
         permanent = exc.code >= 500
         verb = "rejected the mail" if permanent else "deferred the mail"
         return DeliveryReport(
@@ -181,19 +209,26 @@ def classify(exc: BaseException, config: ResolvedSMTP) -> DeliveryReport:
         return DeliveryReport(
             Outcome.TLS_FAILED, _clip(f"TLS with {server} failed: {_ssl_reason(reason)}")
         )
-    if isinstance(exc, aiosmtplib.SMTPNotSupported):
-        outcome = Outcome.TLS_FAILED if "TLS" in str(exc).upper() else Outcome.ERROR
-        return DeliveryReport(outcome, _clip(f"{server}: {exc}"))
-    if isinstance(exc, aiosmtplib.SMTPException) and "AUTH" in str(exc).upper():
+    if isinstance(exc, StartTlsMissing):
         return DeliveryReport(
-            Outcome.AUTH_FAILED, _clip(f"{server} offers no way to log in: {exc}")
+            Outcome.TLS_FAILED,
+            f"{server} does not offer STARTTLS (is it an implicit-TLS port? then set "
+            "tls_mode implicit)",
         )
+    if isinstance(exc, StartTlsRequired):
+        return DeliveryReport(
+            Outcome.TLS_FAILED, f"{server} lets clients log in only after STARTTLS: set use_tls"
+        )
+    if isinstance(exc, NoLoginMechanism):
+        return DeliveryReport(Outcome.AUTH_FAILED, _clip(f"{server} {exc}"), permanent=True)
     if any(isinstance(item, TimeoutError) for item in chain):
-        return DeliveryReport(Outcome.TIMEOUT, _clip(f"{server} timed out: {exc}"))
+        return DeliveryReport(Outcome.TIMEOUT, _clip(f"{server} timed out ({stage}): {exc}"))
     if any(isinstance(item, ConnectionRefusedError) for item in chain):
         return DeliveryReport(
             Outcome.CONNECTION_REFUSED, f"{server} refused the connection (nothing listens there)"
         )
+    if stage == "starttls" and isinstance(exc, aiosmtplib.SMTPException):
+        return DeliveryReport(Outcome.TLS_FAILED, _clip(f"STARTTLS with {server} failed: {exc}"))
     if isinstance(exc, aiosmtplib.SMTPException | OSError):
         return DeliveryReport(
             Outcome.CONNECTION_FAILED, _clip(f"the connection to {server} failed: {exc}")
@@ -224,14 +259,71 @@ def neutral(report: DeliveryReport, config: ResolvedSMTP) -> DeliveryReport:
     )
 
 
-class SmtpTransport:
-    """The real transport: one connection per mail, through aiosmtplib."""
+class StartTlsMissing(aiosmtplib.SMTPException):
+    """The server's EHLO does not offer STARTTLS, though the settings ask for it."""
 
-    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, local_hostname: str | None = None):
+
+class StartTlsRequired(aiosmtplib.SMTPException):
+    """The server offers AUTH only after STARTTLS, and the settings send in plain text."""
+
+
+class NoLoginMechanism(aiosmtplib.SMTPException):
+    """Credentials are configured but the server offers no AUTH mechanism we speak."""
+
+
+# One mechanism per attempt, the first the server offers in this order: a wrong password
+# costs the relay one failed login, not one per mechanism.
+_MECHANISMS = ("plain", "login", "cram-md5")
+
+
+@dataclass
+class SendProgress:
+    """How far a send got, read by the worker when it stops: before ``data_sent`` nothing can
+    have been delivered (cancelling is safe); after it the server may accept the mail."""
+
+    data_sent: bool = False
+    accepted: bool = False
+
+
+class SmtpTransport:
+    """The real transport: one connection per mail, driven step by step through aiosmtplib.
+
+    Connecting and the server's greeting have their own short timeouts, so a relay that accepts
+    TCP and never speaks is given up quickly; each later command has ``timeout``. After the
+    reply to DATA the socket is closed without QUIT: the answer that matters has arrived, and
+    a stop must not wait for a slow relay's goodbye.
+    """
+
+    # Commands after the greeting: EHLO, STARTTLS, EHLO, AUTH (two round trips for LOGIN),
+    # MAIL, RCPT, DATA, end of data.
+    COMMANDS = 9
+
+    def __init__(
+        self,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float | None = None,
+        greeting_timeout: float | None = None,
+        local_hostname: str | None = None,
+    ):
         self.timeout = timeout
+        self.connect_timeout = (
+            min(timeout, DEFAULT_CONNECT_TIMEOUT) if connect_timeout is None else connect_timeout
+        )
+        self.greeting_timeout = (
+            min(timeout, DEFAULT_GREETING_TIMEOUT) if greeting_timeout is None else greeting_timeout
+        )
         self.local_hostname = local_hostname
 
-    async def send(self, config: ResolvedSMTP, mail: OutgoingMail) -> DeliveryReport:
+    @property
+    def longest_send(self) -> float:
+        """The most one send may take; a claim lease must be longer."""
+        return self.connect_timeout + self.greeting_timeout + self.timeout * self.COMMANDS
+
+    async def send(
+        self, config: ResolvedSMTP, mail: OutgoingMail, progress: SendProgress | None = None
+    ) -> DeliveryReport:
+        progress = progress if progress is not None else SendProgress()
         message = build_message(config, mail)
         try:
             context = tls_context(config) if config.tls is not TlsMode.NONE else None
@@ -239,47 +331,100 @@ class SmtpTransport:
             return DeliveryReport(
                 Outcome.TLS_FAILED, _clip(f"the trusted CA certificate is unusable: {exc}")
             )
+        stage = "connect"
+        sock: socket.socket | None = None
+        client: aiosmtplib.SMTP | None = None
         try:
-            async with asyncio.timeout(self.timeout * 4):
-                sock = await self._connect_checked(config) if config.restrict_destination else None
-                _errors, reply = await aiosmtplib.send(
-                    message,
+            async with asyncio.timeout(self.longest_send):
+                sock = await self._connect(config)
+                stage = "greeting"
+                client = aiosmtplib.SMTP(
                     hostname=config.host,
-                    port=None if sock is not None else config.port,
-                    sock=sock,
-                    username=config.username if config.password is not None else None,
-                    password=config.password if config.username is not None else None,
-                    use_tls=config.tls is TlsMode.IMPLICIT,
-                    start_tls=config.tls is TlsMode.STARTTLS,
-                    tls_context=context,
                     timeout=self.timeout,
+                    use_tls=config.tls is TlsMode.IMPLICIT,
+                    start_tls=False,
+                    tls_context=context,
                     local_hostname=self.local_hostname,
                 )
+                await client.connect(sock=sock, timeout=self.greeting_timeout)
+                stage = "ehlo"
+                await client.ehlo()
+                if config.tls is TlsMode.STARTTLS:
+                    stage = "starttls"
+                    if not client.supports_extension("starttls"):
+                        raise StartTlsMissing("STARTTLS not offered")
+                    await client.starttls()
+                    await client.ehlo()
+                if config.username is not None and config.password is not None:
+                    stage = "auth"
+                    await self._login(client, config.username, config.password)
+                stage = "mail"
+                await client.mail(config.from_email)
+                stage = "rcpt"
+                reply = await client.rcpt(mail.to)
+                if reply.code >= 400:  # pragma: no cover - aiosmtplib raises for these
+                    raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, mail.to)
+                stage = "data"
+                progress.data_sent = True
+                reply = await client.data(message.as_bytes())
+                progress.accepted = True
         except destinations.DestinationForbidden as exc:
             return DeliveryReport(Outcome.DESTINATION_FORBIDDEN, exc.message)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            return neutral(classify(exc, config), config)
+            return neutral(classify(exc, config, stage), config)
+        finally:
+            # No QUIT: on success the answer is in; on failure or cancellation the server
+            # gets nothing more from us.
+            _abort(client, sock)
         return DeliveryReport(
-            Outcome.DELIVERED, _clip(f"{_server(config)} accepted the mail: {reply}"), 250
+            Outcome.DELIVERED,
+            _clip(f"{_server(config)} accepted the mail: {reply.code} {reply.message}"),
+            250,
         )
 
-    async def _connect_checked(self, config: ResolvedSMTP) -> socket.socket:
-        """A socket connected to an address of ``config.host`` that was checked just now:
-        every address the name has must be allowed, so a rebinding name cannot slip one in.
-        TLS still verifies the certificate against the host name."""
-        addresses = await destinations.resolve(config.host, config.port)
-        if any(destinations.is_forbidden(address) for address in addresses):
-            raise destinations.DestinationForbidden(config.host)
-        # Each checked address in turn, as a plain connect would (a dual-stack name whose
-        # IPv6 address is unreachable from here still works over IPv4), within one timeout.
+    @staticmethod
+    async def _login(client: aiosmtplib.SMTP, username: str, password: str) -> None:
+        offered = client.server_auth_methods if client.supports_extension("auth") else []
+        for mechanism in _MECHANISMS:
+            if mechanism in offered:
+                method = getattr(client, f"auth_{mechanism.replace('-', '')}")
+                await method(username, password)
+                return
+        if client.supports_extension("starttls") and client.get_transport_info("sslcontext") is None:
+            raise StartTlsRequired("offers login only after STARTTLS")
+        raise NoLoginMechanism(
+            "offers no login mechanism on this connection (PLAIN, LOGIN or CRAM-MD5); "
+            "if it only offers one over TLS, enable TLS"
+        )
+
+    async def _connect(self, config: ResolvedSMTP) -> socket.socket:
+        """A socket connected to an address of ``config.host`` within ``connect_timeout``.
+
+        For an org's settings on a server that forbids private hosts, every address the name
+        has must be allowed, so a rebinding name cannot slip one in. TLS still verifies the
+        certificate against the host name."""
+        if config.restrict_destination:
+            addresses = await destinations.resolve(config.host, config.port)
+            if any(destinations.is_forbidden(address) for address in addresses):
+                raise destinations.DestinationForbidden(config.host)
+            targets = [
+                (socket.AF_INET6 if address.version == 6 else socket.AF_INET, str(address))
+                for address in addresses
+            ]
+        else:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                config.host, config.port, type=socket.SOCK_STREAM
+            )
+            targets = [(family, str(sockaddr[0])) for family, _, _, _, sockaddr in infos]
+        # Each address in turn, as a plain connect would (a dual-stack name whose IPv6 address
+        # is unreachable from here still works over IPv4), within one timeout.
         failure: BaseException | None = None
-        async with asyncio.timeout(self.timeout):
-            for address in addresses:
-                family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        async with asyncio.timeout(self.connect_timeout):
+            for family, address in targets:
                 sock = socket.socket(family, socket.SOCK_STREAM)
                 sock.setblocking(False)
                 try:
-                    await asyncio.get_running_loop().sock_connect(sock, (str(address), config.port))
+                    await asyncio.get_running_loop().sock_connect(sock, (address, config.port))
                 except OSError as exc:
                     sock.close()
                     failure = exc
@@ -288,8 +433,21 @@ class SmtpTransport:
                     sock.close()
                     raise
                 return sock
-        assert failure is not None  # resolve() returns at least one address
+        if failure is None:
+            raise OSError(f"{config.host} has no address")
         raise failure
+
+
+def _abort(client: aiosmtplib.SMTP | None, sock: socket.socket | None) -> None:
+    """Close at once, without QUIT or a TLS goodbye; the socket belongs to the client's
+    transport once it exists (closing it underneath would leave the transport unclosed)."""
+    transport = client.transport if client is not None else None
+    if transport is not None:
+        transport.abort()
+        assert client is not None
+        client.close()
+    elif sock is not None:
+        sock.close()
 
 
 @dataclass
@@ -306,7 +464,9 @@ class FakeTransport:
         self.sent: list[SentMail] = []
         self.fail_with: list[DeliveryReport] = []
 
-    async def send(self, config: ResolvedSMTP, mail: OutgoingMail) -> DeliveryReport:
+    async def send(
+        self, config: ResolvedSMTP, mail: OutgoingMail, progress: SendProgress | None = None
+    ) -> DeliveryReport:
         if self.fail_with:
             return self.fail_with.pop(0)
         self.sent.append(SentMail(config, mail, build_message(config, mail)))
