@@ -7,9 +7,10 @@ permanent refusal (5xx) or too many attempts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,15 +28,30 @@ MAX_RECIPIENT_LENGTH = 320
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff: ``base * 2**(attempt-1)``, capped; ``failed`` after ``max_attempts``."""
+    """Jittered exponential backoff: ``base * 2**(attempt-1)``, capped, then scaled by a
+    random factor in [0.5, 1] so mails that failed together do not return together.
+    ``failed`` after ``max_attempts`` or once ``give_up_after`` has passed since queueing."""
 
-    max_attempts: int = 10
+    max_attempts: int = 100
     base_delay: float = 30.0
     max_delay: float = 3600.0
+    give_up_after: timedelta = timedelta(hours=72)
+    jitter: Callable[[], float] = field(default=random.random, compare=False)
 
     def delay(self, attempts: int) -> timedelta:
         exponent = min(max(attempts - 1, 0), 30)
-        return timedelta(seconds=min(self.max_delay, self.base_delay * (2**exponent)))
+        ceiling = min(self.max_delay, self.base_delay * (2**exponent))
+        return timedelta(seconds=ceiling * (0.5 + self.jitter() / 2))
+
+    def gives_up(self, attempts: int, queued_at: datetime | None, now: datetime) -> bool:
+        if attempts >= self.max_attempts:
+            return True
+        return queued_at is not None and now - _aware(queued_at) >= self.give_up_after
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive UTC datetimes."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 async def enqueue(
@@ -84,6 +100,7 @@ async def record_report(
     attempts: int,
     policy: RetryPolicy,
     retry: bool = True,
+    queued_at: datetime | None = None,
     now: datetime | None = None,
 ) -> MailStatus | None:
     """Store what the send did; None when this sender had lost its claim meanwhile."""
@@ -92,7 +109,7 @@ async def record_report(
     if report.delivered:
         status = MailStatus.SENT
         values.update(sent_at=now, last_error=None)
-    elif report.permanent or not retry or attempts >= policy.max_attempts:
+    elif report.permanent or not retry or policy.gives_up(attempts, queued_at, now):
         status = MailStatus.FAILED
         values["last_error"] = report.message[:1024]
     else:

@@ -13,12 +13,14 @@ import logging
 import socket
 import ssl
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 from typing import Protocol
 
 import aiosmtplib
 
+from wiremesh.server.config import MAIL_COMMANDS_PER_SEND
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.mail import destinations
 from wiremesh.server.mail.models import TlsMode
@@ -78,6 +80,8 @@ class ResolvedSMTP:
     restrict_destination: bool = False
     # Shown beside the address in From ("Example Ops <noreply@example.com>").
     from_name: str | None = None
+    # The settings row's updated_at: a pause applies only to the settings that failed.
+    settings_version: datetime | None = None
 
     @property
     def scope(self) -> str:
@@ -296,7 +300,7 @@ class SmtpTransport:
 
     # Commands after the greeting: EHLO, STARTTLS, EHLO, AUTH (two round trips for LOGIN),
     # MAIL, RCPT, DATA, end of data.
-    COMMANDS = 9
+    COMMANDS = MAIL_COMMANDS_PER_SEND
 
     def __init__(
         self,
@@ -390,7 +394,10 @@ class SmtpTransport:
                 method = getattr(client, f"auth_{mechanism.replace('-', '')}")
                 await method(username, password)
                 return
-        if client.supports_extension("starttls") and client.get_transport_info("sslcontext") is None:
+        if (
+            client.supports_extension("starttls")
+            and client.get_transport_info("sslcontext") is None
+        ):
             raise StartTlsRequired("offers login only after STARTTLS")
         raise NoLoginMechanism(
             "offers no login mechanism on this connection (PLAIN, LOGIN or CRAM-MD5); "
@@ -442,10 +449,14 @@ def _abort(client: aiosmtplib.SMTP | None, sock: socket.socket | None) -> None:
     """Close at once, without QUIT or a TLS goodbye; the socket belongs to the client's
     transport once it exists (closing it underneath would leave the transport unclosed)."""
     transport = client.transport if client is not None else None
-    if transport is not None:
+    if isinstance(transport, asyncio.Transport):
         transport.abort()
         assert client is not None
         client.close()
+    elif client is not None:
+        client.close()
+        if sock is not None:
+            sock.close()
     elif sock is not None:
         sock.close()
 
