@@ -86,6 +86,9 @@ class Inbox:
     recipients: list[list[str]] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
     failed_logins: list[str] = field(default_factory=list)
+    # Seconds between taking a message (it counts as delivered: a real relay has queued it)
+    # and answering 250: a slow relay, for stops in the middle of DATA.
+    data_delay: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -94,6 +97,8 @@ class Inbox:
         with self._lock:
             self.messages.append(message)
             self.recipients.append(list(envelope.rcpt_tos))
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         return "250 2.0.0 OK: queued as test"
 
 
@@ -149,11 +154,13 @@ def start_server(
     password: str = "s3cret-pw",  # noqa: S107 - the test server's login
     port: int | None = None,
     reject_recipients: bool = False,
+    data_delay: float = 0.0,
 ) -> SmtpServer:
     """``starttls``: STARTTLS required, AUTH only over TLS; ``implicit``: TLS from the first
     byte (port-465 style), AUTH required; ``plain``: no TLS offered at all, AUTH in plain
     text."""
     inbox: Inbox = _RejectingInbox() if reject_recipients else Inbox()
+    inbox.data_delay = data_delay
     port = port or free_port()
     common: dict[str, Any] = {
         "hostname": HOST,

@@ -309,6 +309,7 @@ async def test_a_long_outage_fails_a_mail_only_past_the_give_up_horizon(
     mail_id = await queue(sessionmaker, None)  # no SMTP configured: a temporary failure
     policy = RetryPolicy(base_delay=0.0, give_up_after=timedelta(hours=72))
     worker = MailOutboxWorker(sessionmaker, settings, options=OutboxOptions(retry=policy))
+
     async def queued_ago(hours: float) -> None:
         async with sessionmaker() as db:
             await db.execute(
