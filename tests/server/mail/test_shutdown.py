@@ -29,7 +29,9 @@ from wiremesh.server.config import Settings
 DATA_DELAY = 3.0
 
 
-def _server(processes: ProcessGroup, settings: Settings, database_url: str | None) -> ServerProcess:
+def server_process(
+    processes: ProcessGroup, settings: Settings, database_url: str | None
+) -> ServerProcess:
     env = {
         **clean_environ(),
         **SERVER_ENV,
@@ -74,7 +76,7 @@ async def test_sigterm_mid_data_records_the_replies_and_sends_nothing_twice(
     certificate: Certificate,
 ) -> None:
     relay = smtp_servers(mode="starttls", data_delay=DATA_DELAY)
-    server = _server(processes, settings, database_url)
+    server = server_process(processes, settings, database_url)
     await _two_mails_in_data(session, sessionmaker, settings, relay, certificate, server)
 
     stopping = time.monotonic()
@@ -102,7 +104,7 @@ async def test_sigkill_mid_data_resends_at_once_after_a_restart_with_the_same_id
     certificate: Certificate,
 ) -> None:
     relay = smtp_servers(mode="starttls", data_delay=DATA_DELAY)
-    server = _server(processes, settings, database_url)
+    server = server_process(processes, settings, database_url)
     await _two_mails_in_data(session, sessionmaker, settings, relay, certificate, server)
 
     server.kill()

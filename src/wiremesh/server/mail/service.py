@@ -226,7 +226,9 @@ async def put_settings(
     if data.clear_password:
         password_token = None
     elif data.smtp_password is not None:
-        password_token = secret_box(settings, for_encrypting=True).encrypt(data.smtp_password)
+        stored = len(await repository.settings_with_password(session))
+        box = secret_box(settings, for_encrypting=True, stored=stored)
+        password_token = box.encrypt(data.smtp_password)
     else:
         password_token = row.smtp_password
 
@@ -383,5 +385,25 @@ async def rotate_passwords(session: AsyncSession, box: SecretBox) -> int:
             f"{', '.join(map(str, failed))}; nothing was rotated. Put the old key back in the "
             "key list (after the new one), or set those passwords again"
         )
+    await session.flush()
+    return len(rows)
+
+
+async def settings_with_password(session: AsyncSession) -> list[SMTPSettings]:
+    return list(await repository.settings_with_password(session))
+
+
+LOST_KEY_REASON = "the key that encrypted the SMTP password was lost: set the password again"
+
+
+async def discard_lost_passwords(session: AsyncSession) -> int:
+    """After the key was lost for good: clear every stored password (none can be decrypted)
+    and pause its settings until a password is set again (saving the settings resumes)."""
+    rows = await repository.settings_with_password(session)
+    now = utcnow()
+    for row in rows:
+        row.smtp_password = None
+        row.paused_at = now
+        row.paused_reason = LOST_KEY_REASON
     await session.flush()
     return len(rows)

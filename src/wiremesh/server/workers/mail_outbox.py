@@ -33,7 +33,12 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wiremesh.server.config import Settings
-from wiremesh.server.crypto import SecretKeyInvalid, SecretKeyMismatch
+from wiremesh.server.crypto import (
+    SecretKeyInvalid,
+    SecretKeyMismatch,
+    missing_key_file,
+    missing_key_message,
+)
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.mail import outbox, pausing, repository, service
 from wiremesh.server.mail.models import MailKind, MailStatus
@@ -167,6 +172,12 @@ class MailOutboxWorker(PeriodicWorker):
         async with self.sessionmaker() as session:
             taken = await repository.take_back_claims(session, self.claimant, utcnow())
             await session.commit()
+            stored = len(await repository.settings_with_password(session))
+        missing = missing_key_file(self.settings)
+        if stored and missing is not None:
+            # Not fatal for the server (agents and the API work without mail), but every
+            # mail through a password-protected relay fails until the key is back.
+            logger.error("%s", missing_key_message(missing, stored))
         if taken:
             logger.warning(
                 "%d mail(s) were being sent when this replica (%s) last stopped; sending them "
