@@ -246,3 +246,15 @@ def test_message_headers_cannot_be_injected_and_ids_are_stable() -> None:
     second = build_message(config, mail)
     assert first["Message-ID"] == second["Message-ID"] == "<wiremesh.7.1@example.com>"
     assert first["Auto-Submitted"] == "auto-generated"
+
+
+async def test_the_from_name_is_shown_beside_the_address(
+    smtp_servers: Callable[..., SmtpServer], certificate: Certificate
+) -> None:
+    server = smtp_servers(mode="starttls")
+    config = config_for(server, certificate, from_name="Ops, Alpha Ünit")
+    report = await SmtpTransport(timeout=5).send(config, MAIL)
+    assert report.outcome is Outcome.DELIVERED, report
+    [message] = server.inbox.messages
+    assert message["From"].addresses[0].display_name == "Ops, Alpha Ünit"
+    assert message["From"].addresses[0].addr_spec == "noreply@example.com"

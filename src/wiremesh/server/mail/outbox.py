@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.db.base import utcnow
-from wiremesh.server.errors import Conflict, NotFound
+from wiremesh.server.errors import Conflict, Invalid, NotFound
 from wiremesh.server.mail import repository
 from wiremesh.server.mail.models import MailOutbox, MailStatus
 from wiremesh.server.mail.render import RenderedMail
@@ -134,13 +134,27 @@ async def list_mail(
     return await repository.list_mail(session, scope, status=status, limit=limit, offset=offset)
 
 
-async def retry_failed(session: AsyncSession, mail_id: int) -> MailOutbox:
-    """Queue a failed mail again, from its first attempt."""
-    row = await repository.get_mail(session, mail_id)
+RETRYABLE = (MailStatus.FAILED.value, MailStatus.QUEUED.value)
+
+
+async def retry_mail(session: AsyncSession, scope: TenantScope, mail_id: int) -> MailOutbox:
+    """Send one of the scope's mails again now: a failed one from its first attempt (queued
+    anew: its give-up horizon restarts), a queued one without waiting out its backoff."""
+    row = await repository.get_visible_mail(session, scope, mail_id)
     if row is None:
         raise NotFound("mail")
-    if not await repository.requeue_failed(session, mail_id, utcnow()):
-        raise Conflict("mail_not_failed", f"mail {mail_id} is {row.status}, not failed")
-    refreshed = await repository.get_mail(session, mail_id)
+    if row.status not in RETRYABLE:
+        raise Conflict(
+            "mail_not_retryable", f"mail {mail_id} is {row.status}; only failed or queued mails"
+        )
+    await repository.retry_mails(session, scope, utcnow(), status=row.status, mail_id=mail_id)
+    refreshed = await repository.get_visible_mail(session, scope, mail_id)
     assert refreshed is not None
     return refreshed
+
+
+async def retry_all(session: AsyncSession, scope: TenantScope, status: str) -> int:
+    """Send every one of the scope's mails in ``status`` (failed or queued) again now."""
+    if status not in RETRYABLE:
+        raise Invalid("invalid_status", "only failed or queued mails can be retried")
+    return await repository.retry_mails(session, scope, utcnow(), status=status)

@@ -6,9 +6,10 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wiremesh.server.db.batches import delete_batch
 from wiremesh.server.mail.models import MailKind, MailOutbox, MailStatus, SMTPSettings
 from wiremesh.server.tenancy import TenantScope, owned_by, visible_to
 
@@ -197,11 +198,44 @@ async def list_mail(
     return (await session.execute(statement)).scalars().all()
 
 
-async def requeue_failed(session: AsyncSession, mail_id: int, now: datetime) -> bool:
-    result = await session.execute(
-        update(MailOutbox)
-        .where(MailOutbox.id == mail_id, MailOutbox.status == MailStatus.FAILED.value)
-        .values(status=_QUEUED, attempts=0, next_attempt_at=now, claimed_by=None)
-        .execution_options(synchronize_session=False)
+async def get_visible_mail(
+    session: AsyncSession, scope: TenantScope, mail_id: int
+) -> MailOutbox | None:
+    statement = (
+        select(MailOutbox)
+        .where(MailOutbox.id == mail_id, visible_to(scope, MailOutbox.org_id))
+        .execution_options(populate_existing=True)
     )
-    return bool(getattr(result, "rowcount", 0) == 1)
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def retry_mails(
+    session: AsyncSession,
+    scope: TenantScope,
+    now: datetime,
+    *,
+    status: str,
+    mail_id: int | None = None,
+) -> int:
+    """Make the scope's mails in ``status`` due now: failed ones from their first attempt,
+    queued ones without waiting out their backoff. The number of mails."""
+    values: dict[str, Any] = {"next_attempt_at": now}
+    if status == MailStatus.FAILED.value:
+        values.update(status=_QUEUED, attempts=0, claimed_by=None, created_at=now)
+    statement = update(MailOutbox).where(
+        MailOutbox.status == status, visible_to(scope, MailOutbox.org_id)
+    )
+    if mail_id is not None:
+        statement = statement.where(MailOutbox.id == mail_id)
+    result = await session.execute(
+        statement.values(**values).execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def purge_finished(session: AsyncSession, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` sent or failed mails finished before ``before``: their bodies
+    (an invitation's link among them) are kept no longer than the retention."""
+    finished = MailOutbox.status.in_([MailStatus.SENT.value, MailStatus.FAILED.value])
+    ended = func.coalesce(MailOutbox.sent_at, MailOutbox.next_attempt_at)
+    return await delete_batch(session, MailOutbox.id, finished, ended < before, batch_size=limit)

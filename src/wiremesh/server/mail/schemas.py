@@ -187,3 +187,17 @@ class MailOut(BaseModel):
             created_at=row.created_at,
             sent_at=row.sent_at,
         )
+
+
+class MailRetryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["failed", "queued"] = Field(
+        default="failed",
+        description="failed: queue them again from their first attempt; queued: send them "
+        "now instead of after their backoff",
+    )
+
+
+class MailRetryOut(BaseModel):
+    retried: int

@@ -14,8 +14,9 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, make_msgid
 from typing import Protocol
 
 import aiosmtplib
@@ -110,9 +111,11 @@ class MailTransport(Protocol):
 def build_message(config: ResolvedSMTP, mail: OutgoingMail) -> EmailMessage:
     """A multipart/alternative message (plain text + HTML) from the configured sender."""
     message = EmailMessage()
-    message["From"] = (
-        formataddr((config.from_name, config.from_email)) if config.from_name else config.from_email
-    )
+    if config.from_name:
+        # The header registry quotes and encodes the name (commas, non-ASCII) as needed.
+        message["From"] = Address(display_name=config.from_name, addr_spec=config.from_email)
+    else:
+        message["From"] = config.from_email
     message["To"] = mail.to
     message["Subject"] = mail.subject
     message["Date"] = format_datetime(utcnow())
