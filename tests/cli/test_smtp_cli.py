@@ -261,3 +261,35 @@ def test_a_key_lost_for_good_is_replaced_on_request(settings: Settings) -> None:
     shown = json.loads(ok("smtp", "show", "--json"))
     assert (shown["password_set"], shown["paused_at"]) == (True, None)
     assert json.loads(ok("secrets", "status", "--json"))["secrets_not_decryptable"] == 0
+
+
+def test_from_name_and_resume(settings: Settings) -> None:
+    ok("org", "create", "acme")
+    ok(
+        "smtp", "set", "--org", "acme", "--server", "smtp.acme.example.org",
+        "--from", "it@acme.example.org", "--from-name", "Acme IT",
+    )  # fmt: skip
+    ok("smtp", "set", "--org", "acme", "--port", "2525")  # the name is kept
+    shown = json.loads(ok("smtp", "show", "--org", "acme", "--json"))
+    assert (shown["from_name"], shown["smtp_port"], shown["paused_at"]) == ("Acme IT", 2525, None)
+    not_paused = invoke("smtp", "resume", "--org", "acme")
+    assert not_paused.exit_code == 1
+    assert "smtp_not_paused" in not_paused.output
+
+    async def pause(session: AsyncSession) -> None:
+        row = (await session.execute(select(SMTPSettings))).scalar_one()
+        row.paused_at = row.updated_at
+        row.paused_reason = "535 5.7.8 no"
+        await session.commit()
+
+    query(settings, pause)
+    assert json.loads(ok("smtp", "show", "--org", "acme", "--json"))["paused_reason"] == (
+        "535 5.7.8 no"
+    )
+    resumed = json.loads(ok("smtp", "resume", "--org", "acme", "--json"))
+    assert (resumed["paused_at"], resumed["paused_reason"]) == (None, None)
+    ok("smtp", "set", "--org", "acme", "--from-name", "")
+    assert json.loads(ok("smtp", "show", "--org", "acme", "--json"))["from_name"] is None
+    long_name = invoke("smtp", "set", "--org", "acme", "--from-name", "x" * 129)
+    assert long_name.exit_code == 1
+    assert "invalid_from_name" in long_name.output
