@@ -368,9 +368,7 @@ class SmtpTransport:
                 stage = "mail"
                 await client.mail(config.from_email)
                 stage = "rcpt"
-                reply = await client.rcpt(mail.to)
-                if reply.code >= 400:  # pragma: no cover - aiosmtplib raises for these
-                    raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, mail.to)
+                await client.rcpt(mail.to)  # raises SMTPRecipientRefused for a refusal
                 stage = "data"
                 progress.data_sent = True
                 reply = await client.data(message.as_bytes())
@@ -449,18 +447,14 @@ class SmtpTransport:
 
 
 def _abort(client: aiosmtplib.SMTP | None, sock: socket.socket | None) -> None:
-    """Close at once, without QUIT or a TLS goodbye; the socket belongs to the client's
-    transport once it exists (closing it underneath would leave the transport unclosed)."""
+    """Close at once, without QUIT or a TLS goodbye. Once the client has a transport the
+    socket is the transport's (closing it underneath would leave the transport unclosed)."""
     transport = client.transport if client is not None else None
     if isinstance(transport, asyncio.Transport):
         transport.abort()
-        assert client is not None
+    if client is not None:
         client.close()
-    elif client is not None:
-        client.close()
-        if sock is not None:
-            sock.close()
-    elif sock is not None:
+    if transport is None and sock is not None:
         sock.close()
 
 
