@@ -27,16 +27,11 @@ from wiremesh.server.db.base import utcnow
 from wiremesh.server.mail import outbox, service
 from wiremesh.server.mail.models import MailOutbox
 from wiremesh.server.mail.outbox import RetryPolicy
+from wiremesh.server.mail.outcomes import DeliveryReport
 from wiremesh.server.mail.render import RenderedMail
 from wiremesh.server.mail.schemas import SMTPSettingsIn
 from wiremesh.server.mail.service import SMTPSettingsInput
-from wiremesh.server.mail.transport import (
-    DeliveryReport,
-    FakeTransport,
-    OutgoingMail,
-    ResolvedSMTP,
-    SendProgress,
-)
+from wiremesh.server.mail.transport import FakeTransport, OutgoingMail, ResolvedSMTP, SendProgress
 from wiremesh.server.tenancy import SERVER_SCOPE, OrgScope
 from wiremesh.server.workers.mail_outbox import MailOutboxWorker, OutboxOptions
 

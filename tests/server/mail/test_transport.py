@@ -8,13 +8,8 @@ from dataclasses import replace
 from tests.server.mail.smtp_servers import HOST, Certificate, SilentServer, SmtpServer
 from tests.support.ports import free_port
 from wiremesh.server.mail.models import TlsMode
-from wiremesh.server.mail.transport import (
-    Outcome,
-    OutgoingMail,
-    ResolvedSMTP,
-    SmtpTransport,
-    build_message,
-)
+from wiremesh.server.mail.outcomes import Outcome
+from wiremesh.server.mail.transport import OutgoingMail, ResolvedSMTP, SmtpTransport, build_message
 
 MAIL = OutgoingMail(to="ops@example.org", subject="Hello", text="plain body", html="<p>html</p>")
 

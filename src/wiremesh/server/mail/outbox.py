@@ -19,8 +19,9 @@ from wiremesh.server.db.base import utcnow
 from wiremesh.server.errors import Conflict, Invalid, NotFound
 from wiremesh.server.mail import repository
 from wiremesh.server.mail.models import MailOutbox, MailStatus
+from wiremesh.server.mail.outcomes import DeliveryReport
 from wiremesh.server.mail.render import RenderedMail
-from wiremesh.server.mail.transport import DeliveryReport, OutgoingMail
+from wiremesh.server.mail.transport import OutgoingMail
 from wiremesh.server.tenancy import TenantScope
 
 MAX_RECIPIENT_LENGTH = 320

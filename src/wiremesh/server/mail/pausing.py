@@ -17,8 +17,9 @@ from wiremesh.server.db.base import utcnow
 from wiremesh.server.errors import Conflict, NotFound
 from wiremesh.server.mail import outbox, repository
 from wiremesh.server.mail.models import MailKind, MailStatus, SMTPSettings
+from wiremesh.server.mail.outcomes import DeliveryReport
 from wiremesh.server.mail.render import format_time, render
-from wiremesh.server.mail.transport import DeliveryReport, ResolvedSMTP
+from wiremesh.server.mail.transport import ResolvedSMTP
 from wiremesh.server.orgs.models import Membership, Organization, OrgRole
 from wiremesh.server.tenancy import TenantScope
 from wiremesh.server.users.models import User

@@ -8,8 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from wiremesh.server.mail.models import MailOutbox, MailStatus, SMTPSettings
+from wiremesh.server.mail.outcomes import DeliveryReport
 from wiremesh.server.mail.service import SMTPSettingsInput, TlsModeChoice, tls_mode_choice
-from wiremesh.server.mail.transport import DeliveryReport, ResolvedSMTP
+from wiremesh.server.mail.transport import ResolvedSMTP
 from wiremesh.server.users.schemas import Email
 
 MailStatusName = Literal["queued", "sending", "sent", "failed"]

@@ -43,11 +43,10 @@ from wiremesh.server.db.base import utcnow
 from wiremesh.server.mail import outbox, pausing, repository, service
 from wiremesh.server.mail.models import MailKind, MailStatus
 from wiremesh.server.mail.outbox import RetryPolicy
+from wiremesh.server.mail.outcomes import DeliveryReport, Outcome
 from wiremesh.server.mail.transport import (
     DEFAULT_TIMEOUT,
-    DeliveryReport,
     MailTransport,
-    Outcome,
     OutgoingMail,
     ResolvedSMTP,
     SendProgress,
