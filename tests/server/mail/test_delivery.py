@@ -43,12 +43,13 @@ async def queue(
     org_id: int | None,
     to: str = "someone@example.org",
     subject: str = "Hello",
+    kind: str = "test",
 ) -> int:
     async with sessionmaker() as session:
         row = await outbox.enqueue(
             session,
             org_id=org_id,
-            kind="test",
+            kind=kind,
             to=to,
             rendered=RenderedMail(subject=subject, text="body text", html="<p>body</p>"),
         )

@@ -113,10 +113,15 @@ async def due_mails(
 
 async def take_back_claims(session: AsyncSession, claimed_by: str, now: datetime) -> int:
     """Queue again, due now, the mails a replica of this identity left ``sending`` (it
-    stopped or died mid-send); the number of mails."""
+    stopped or died mid-send); the number of mails. Test mails are left to their lease: a
+    request or a CLI command on this host (same identity) may be sending one right now."""
     result = await session.execute(
         update(MailOutbox)
-        .where(MailOutbox.status == _SENDING, MailOutbox.claimed_by == claimed_by)
+        .where(
+            MailOutbox.status == _SENDING,
+            MailOutbox.claimed_by == claimed_by,
+            MailOutbox.kind != MailKind.TEST.value,
+        )
         .values(status=_QUEUED, claimed_until=None, next_attempt_at=now)
         .execution_options(synchronize_session=False)
     )
