@@ -293,3 +293,14 @@ def test_from_name_and_resume(settings: Settings) -> None:
     long_name = invoke("smtp", "set", "--org", "acme", "--from-name", "x" * 129)
     assert long_name.exit_code == 1
     assert "invalid_from_name" in long_name.output
+
+
+def test_status_without_the_key_file_says_to_restore_it(settings: Settings) -> None:
+    ok(
+        "smtp", "set", "--server", "smtp.example.com", "--username", "mailer",
+        "--password-stdin", "--from", "noreply@example.com", input=f"{PASSWORD}\n",
+    )  # fmt: skip
+    (settings.data_dir / "secret.key").unlink()
+    status = invoke("secrets", "status")
+    assert status.exit_code == 1
+    assert "restore it from your backup" in status.output

@@ -107,7 +107,8 @@ def read_key_file(path: Path) -> list[str]:
         content = path.read_text(encoding="ascii")
     except FileNotFoundError:
         raise SecretKeyMismatch(
-            f"the key file {path} does not exist, so stored secrets cannot be decrypted"
+            f"the key file {path} does not exist, so stored secrets cannot be decrypted; "
+            "restore it from your backup (`wiremesh secrets --help` says what else can be done)"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SecretKeyInvalid(f"the key file {path} cannot be read: {exc}") from None
