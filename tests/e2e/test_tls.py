@@ -14,8 +14,8 @@ from tests.support.certificates import CertificateAuthority
 from tests.support.deployment import Deployment, StartDeployment
 from tests.support.processes import AGENT_ONLY, AgentProcess, clean_environ
 from tests.support.waiting import eventually
-from wiremesh.agent.api import CA_FILE_ENV, tls_context
 from wiremesh.agent.enroll import EnrollError, enroll
+from wiremesh.agent.tls import CA_FILE_ENV, tls_context
 
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
 """TLS sits in front of everything; the database does not matter to it."""

@@ -14,8 +14,8 @@ from tests.protocol.helpers import wg_key
 from tests.support.certificates import CertificateAuthority
 from tests.support.deployment import StartDeployment
 from tests.support.waiting import eventually
-from wiremesh.agent.api import tls_context
 from wiremesh.agent.backend import PeerChange, PeerState
+from wiremesh.agent.tls import tls_context
 from wiremesh.protocol import Relay
 from wiremesh.relay.runner import RelayRunner
 

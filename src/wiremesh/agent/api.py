@@ -2,8 +2,9 @@
 
 Enrollment (:mod:`wiremesh.agent.enroll`) and key rotation
 (:mod:`wiremesh.agent.wireguard.rotate`) ask the same servers the same way, and the
-session loop connects to the WebSocket under the same base URLs; the paths come from
-:mod:`wiremesh.protocol.urls`, shared with the server.
+session loop connects to the WebSocket under the same base URLs (``websocket_url`` and
+``USER_AGENT`` live in :mod:`.servers`, so the session loop does not load httpx); the paths
+come from :mod:`wiremesh.protocol.urls`, shared with the server.
 """
 
 from __future__ import annotations
@@ -11,58 +12,25 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from wiremesh import __version__
-from wiremesh.protocol.urls import AGENT_WEBSOCKET_PATH
+from wiremesh.agent.servers import USER_AGENT, websocket_url
+from wiremesh.agent.tls import tls_context
 
 __all__ = [
-    "CA_FILE_ENV",
     "REQUEST_TIMEOUT",
     "USER_AGENT",
     "NoServerAnswered",
-    "UnusableCAFile",
     "first_answer",
     "server_error",
-    "tls_context",
     "websocket_url",
 ]
 
 logger = logging.getLogger("wiremesh.agent")
 
 REQUEST_TIMEOUT: Final = 15.0
-USER_AGENT: Final = f"wiremesh-agent/{__version__}"
-"""Sent with every request and WebSocket handshake, so server logs show agent versions."""
-
-
-CA_FILE_ENV: Final = "WIREMESH_AGENT_CA_FILE"
-"""Where ``--ca-file`` is read from when not given: a private CA's certificate (PEM)."""
-
-
-class UnusableCAFile(Exception):
-    """The private CA file cannot be read or holds no certificate."""
-
-
-def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
-    """What the agent trusts on https:// and wss://: the system's CAs, or, with ``ca_file``,
-    only that private CA. Certificates and host names are always verified."""
-    if ca_file is None:
-        return ssl.create_default_context()
-    try:
-        return ssl.create_default_context(cafile=str(ca_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise UnusableCAFile(f"cannot use the CA file {ca_file}: {exc}") from None
-
-
-def websocket_url(server_url: str) -> str:
-    """The agent WebSocket URL under ``server_url`` (ws:// for http, wss:// for https)."""
-    parts = urlsplit(server_url)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + AGENT_WEBSOCKET_PATH, "", ""))
 
 
 def server_error(response: httpx.Response) -> str:
@@ -104,7 +72,7 @@ async def first_answer(
     response is the deployment's answer, a refusal included: every replica shares one
     database, so asking the next one would only repeat it. Raises
     :class:`NoServerAnswered` when every server was skipped. ``tls`` is what https:// URLs
-    are verified with (default: the system's CAs).
+    are verified with (default: the system's CAs, see :mod:`wiremesh.agent.tls`).
     """
     failures: list[str] = []
     async with httpx.AsyncClient(

@@ -7,13 +7,11 @@ them without importing the other.
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 import typer
 
-from wiremesh.agent.api import CA_FILE_ENV, UnusableCAFile, tls_context
 from wiremesh.agent.state import (
     KEY_FILE,
     STATE_DIR_ENV,
@@ -22,6 +20,10 @@ from wiremesh.agent.state import (
     load_enrollment,
     load_private_key,
 )
+from wiremesh.agent.tls import CA_FILE_ENV, UnusableCAFile, tls_context
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["EXIT_ERROR", "CAFileOption", "StateDirOption", "fail", "load_state", "server_tls"]
 
@@ -44,8 +46,11 @@ CAFileOption = typer.Option(
 )
 
 
-def server_tls(ca_file: Path | None) -> ssl.SSLContext:
-    """The TLS trust for the server, or a clear error for an unusable CA file."""
+def server_tls(ca_file: Path | None) -> ssl.SSLContext | None:
+    """The private CA's context, or a clear error for an unusable CA file; None without one
+    (the system's CAs, loaded only by whatever connects over TLS)."""
+    if ca_file is None:
+        return None
     try:
         return tls_context(ca_file)
     except UnusableCAFile as exc:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import typer
 
-from wiremesh.agent.api import UnusableCAFile, tls_context
 from wiremesh.agent.backend import DeviceConfig
 from wiremesh.agent.keys import generate_keypair, public_key_of
+from wiremesh.agent.tls import UnusableCAFile, tls_context
 from wiremesh.protocol import Relay
 from wiremesh.relay.interface import DEFAULT_POOL, RelayInterface
 from wiremesh.relay.runner import RelayRunner

@@ -12,8 +12,8 @@ from typing import Final
 
 import httpx
 
-from wiremesh.agent.api import tls_context
 from wiremesh.agent.backend import AddPeer, PeerChange, PeerState, RemovePeer, UpdatePeer
+from wiremesh.agent.tls import tls_context
 from wiremesh.protocol import Relay
 from wiremesh.protocol.relay import (
     MAX_OBSERVED,
