@@ -20,6 +20,7 @@ from wiremesh.server.alerts.worker import OfflineAlertChecker
 from wiremesh.server.config import Settings, load_settings
 from wiremesh.server.db import migrate
 from wiremesh.server.db.session import create_engine, create_sessionmaker
+from wiremesh.server.events.broadcast import EventBroadcast
 from wiremesh.server.events.feed import EventFeed
 from wiremesh.server.events.pruning import EventPruner
 from wiremesh.server.http_errors import document_error_responses, install_error_handlers
@@ -30,6 +31,7 @@ from wiremesh.server.presence.gateway import serve_agent
 from wiremesh.server.presence.hub import PresenceHub
 from wiremesh.server.ratelimit import AuthThrottle
 from wiremesh.server.state import AppState
+from wiremesh.server.web import mount_dashboard
 from wiremesh.server.workers.mail_outbox import MailOutboxWorker, OutboxOptions
 from wiremesh.server.workers.periodic import PeriodicWorker
 
@@ -97,7 +99,10 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
         sessionmaker = create_sessionmaker(engine, after_commit=feed.after_commit)
         hub = PresenceHub(settings, sessionmaker, on_transition=alert_on_transition)
         await hub.start()
-        await feed.start(sessionmaker, apply=hub.apply_events, reset=hub.reload_view)
+        broadcast = EventBroadcast()
+        await feed.start(
+            sessionmaker, apply=broadcast.chain(hub.apply_events), reset=hub.reload_view
+        )
         workers: list[PeriodicWorker] = [
             CleanupWorker(settings, sessionmaker),
             EventPruner(settings, sessionmaker),
@@ -124,6 +129,7 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
             hub=hub,
             feed=feed,
             auth_throttle=throttle,
+            broadcast=broadcast,
         )
         try:
             yield
@@ -170,4 +176,5 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
     for router in _api_routers():
         document_error_responses(router)
         app.include_router(router, prefix=API_PREFIX)
+    mount_dashboard(app, settings)
     return app

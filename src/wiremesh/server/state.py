@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from wiremesh.server.config import Settings
 
 if TYPE_CHECKING:
+    from wiremesh.server.events.broadcast import EventBroadcast
     from wiremesh.server.events.feed import EventFeed
     from wiremesh.server.presence.hub import PresenceHub
     from wiremesh.server.ratelimit import AuthThrottle, TokenBuckets
@@ -24,3 +25,4 @@ class AppState:
     feed: EventFeed | None = None
     auth_throttle: AuthThrottle | None = None
     test_mail_budget: TokenBuckets | None = None  # per org; made by mail.api on first use
+    broadcast: EventBroadcast | None = None  # wakes the dashboard's live pages

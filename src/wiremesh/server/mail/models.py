@@ -106,6 +106,7 @@ class MailKind(enum.StrEnum):
     INVITATION = "invitation"
     DEVICE_OFFLINE = "device_offline"
     DEVICE_ONLINE = "device_online"
+    SIGN_IN = "sign_in"
 
 
 class MailOutbox(Base):
