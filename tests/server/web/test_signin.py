@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.factories import make_member, make_org, make_user
 from tests.server.web.dashboard import PASSWORD, csrf_of, form_token, post_form, sign_in
-from wiremesh.server.auth.models import WebSession
 from wiremesh.server.app import create_app
+from wiremesh.server.auth.models import WebSession
 from wiremesh.server.config import Settings
 from wiremesh.server.web.signin.throttle import ACCOUNT_BURST
 

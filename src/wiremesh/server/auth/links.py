@@ -104,6 +104,7 @@ async def mail_link(
         "sign_in",
         purpose=purpose.value,
         person=user.name,
+        org_name=None,
         url=f"{base_url}{link_path(purpose, token)}",
         expires_at=format_time(link.expires_at),
     )

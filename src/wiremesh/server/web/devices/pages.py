@@ -7,14 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
 
 from wiremesh.server.auth.deps import DbSession, State
 from wiremesh.server.devices import service as devices_service
+from wiremesh.server.devices.schemas import DeviceUpdate
 from wiremesh.server.presence import monitoring
 from wiremesh.server.state import AppState
 from wiremesh.server.web.devices.overview import device_rows
 from wiremesh.server.web.devices.timeline import PERIODS, timeline_svg
-from wiremesh.server.web.errors import as_page_refusal
+from wiremesh.server.web.errors import PageRefusal, as_page_refusal
 from wiremesh.server.web.orgs.access import AdminPage, IdPath, MemberPage
 from wiremesh.server.web.templating import render_page
 
@@ -72,8 +74,12 @@ async def rename(
     device_id: IdPath,
     hostname: Annotated[str, Form(min_length=1, max_length=253)],
 ) -> Response:
+    try:
+        valid = DeviceUpdate(hostname=hostname)  # the API's rule for a hostname
+    except ValidationError:
+        raise PageRefusal(422, f"{hostname!r} is not a valid hostname") from None
     with as_page_refusal():
-        await devices_service.rename_device(session, page.org.id, device_id, hostname)
+        await devices_service.rename_device(session, page.org.id, device_id, valid.hostname)
     await session.commit()
     return _to_list(page)
 

@@ -61,17 +61,17 @@ async def send(
     role: Annotated[OrgRole, Form()] = OrgRole.MEMBER,
 ) -> Response:
     try:
-        await invitations.create_invitation(
-            session,
-            state.settings,
-            page.org.id,
-            email=email,
-            role=role,
-            caller_role=page.role,
-            invited_by_user_id=page.viewer.principal.user_id or None,
-        )
+        async with session.begin_nested():  # a refusal undoes only this, the page stays loaded
+            await invitations.create_invitation(
+                session,
+                state.settings,
+                page.org.id,
+                email=email,
+                role=role,
+                caller_role=page.role,
+                invited_by_user_id=page.viewer.principal.user_id or None,
+            )
     except ApiError as exc:
-        await session.rollback()
         return await _list_page(request, page, session, error=exc.message, status=exc.status)
     await session.commit()
     return RedirectResponse(f"/orgs/{page.org.id}/invitations", status_code=303)
@@ -133,9 +133,9 @@ async def accept_with_new_account(
         raise _not_usable()
     try:
         hashed = passwords.hash_password(password)
-        user = await users_service.create_user(session, email=invitation.email, name=name)
+        async with session.begin_nested():
+            user = await users_service.create_user(session, email=invitation.email, name=name)
     except ApiError as exc:
-        await session.rollback()
         org = await orgs_repository.get(session, invitation.org_id)
         context = {
             "invitation": invitation,

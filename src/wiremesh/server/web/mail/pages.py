@@ -72,9 +72,9 @@ async def _save(
     form: SMTPSettingsInput,
 ) -> Response:
     try:
-        await service.put_settings(session, state.settings, scope, form)
+        async with session.begin_nested():  # a refusal undoes only this, the page stays loaded
+            await service.put_settings(session, state.settings, scope, form)
     except ApiError as exc:
-        await session.rollback()
         return await _mail_page(
             request, session, scope, base, context, error=exc.message, status=exc.status
         )
@@ -94,8 +94,7 @@ async def _test(
     try:
         charge_test_mail(state, scope)
         result = await send_test_mail(session, state.settings, _transport, scope, to)
-    except ApiError as exc:
-        await session.rollback()
+    except ApiError as exc:  # refused before anything was stored
         return await _mail_page(
             request, session, scope, base, context, error=exc.message, status=exc.status
         )

@@ -53,20 +53,23 @@ async def create(
     expires_in_days: Annotated[int | None, Form(ge=1, le=3650)] = None,
 ) -> Response:
     try:
-        owner = await devices_service.default_key_owner(
-            session, page.org.id, caller_user_id=page.viewer.principal.user_id, owner_option="owner"
-        )
-        _key, plaintext = await devices_service.create_setup_key(
-            session,
-            page.org.id,
-            owner_user_id=owner,
-            name=name,
-            reusable=reusable,
-            usage_limit=None,
-            expires_in=timedelta(days=expires_in_days) if expires_in_days else None,
-        )
+        async with session.begin_nested():  # a refusal undoes only this, the page stays loaded
+            owner = await devices_service.default_key_owner(
+                session,
+                page.org.id,
+                caller_user_id=page.viewer.principal.user_id,
+                owner_option="owner",
+            )
+            _key, plaintext = await devices_service.create_setup_key(
+                session,
+                page.org.id,
+                owner_user_id=owner,
+                name=name,
+                reusable=reusable,
+                usage_limit=None,
+                expires_in=timedelta(days=expires_in_days) if expires_in_days else None,
+            )
     except ApiError as exc:
-        await session.rollback()
         return await _page(request, page, session, error=exc.message, status=exc.status)
     await session.commit()
     return await _page(request, page, session, created=plaintext)
