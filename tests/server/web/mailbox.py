@@ -49,7 +49,8 @@ async def mail_to(server: SmtpServer, address: str, *, seconds: float = 30.0) ->
             reversed(server.inbox.messages), reversed(server.inbox.recipients), strict=True
         ):
             if address in recipients:
-                return message
+                found: EmailMessage = message
+                return found
         return None
 
     return await eventually(received, seconds, f"a mail to {address}")
@@ -59,8 +60,9 @@ def link_in(message: EmailMessage, path: str) -> str:
     """The link to ``path`` in the mail's plain text, as a path with its query."""
     body = message.get_body(preferencelist=("plain",))
     assert body is not None
-    text = body.get_content()
+    text: str = body.get_content()
     for url in _URL.findall(text):
         if path in url:
-            return url[url.index(path) :]
+            found: str = url[url.index(path) :]
+            return found
     raise AssertionError(f"no link to {path} in:\n{text}")

@@ -6,6 +6,7 @@ queries), so the page and ``GET /orgs/{id}/devices`` agree on who is online and 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,6 +18,7 @@ from wiremesh.server.presence import monitoring
 from wiremesh.server.presence.models import ConnectionState
 from wiremesh.server.presence.schemas import ConnectionOut
 from wiremesh.server.tenancy import OrgScope
+from wiremesh.server.web.templating import environment
 
 MAX_LIVE_ROWS = 100_000
 
@@ -68,3 +70,13 @@ async def device_rows(
         )
         for device in devices
     ]
+
+
+def render_rows(rows: list[DeviceRow], context: dict[str, object]) -> str:
+    """The table body, the same markup for the page and for the live stream."""
+    return environment().get_template("devices/_rows.html").render(rows=rows, **context)
+
+
+def rows_digest(html: str) -> str:
+    """Names the rows a page shows, so the stream sends them only once they changed."""
+    return hashlib.sha256(html.encode()).hexdigest()[:16]

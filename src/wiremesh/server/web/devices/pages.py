@@ -14,7 +14,7 @@ from wiremesh.server.devices import service as devices_service
 from wiremesh.server.devices.schemas import DeviceUpdate
 from wiremesh.server.presence import monitoring
 from wiremesh.server.state import AppState
-from wiremesh.server.web.devices.overview import device_rows
+from wiremesh.server.web.devices.overview import device_rows, render_rows, rows_digest
 from wiremesh.server.web.devices.timeline import PERIODS, timeline_svg
 from wiremesh.server.web.errors import PageRefusal, as_page_refusal
 from wiremesh.server.web.orgs.access import AdminPage, IdPath, MemberPage
@@ -33,7 +33,8 @@ async def device_list(
     request: Request, page: MemberPage, session: DbSession, state: State
 ) -> Response:
     rows = await device_rows(session, page.scope, silent_for=silence(state))
-    context = {**page.context("devices"), "rows": rows}
+    html = render_rows(rows, {**page.context("devices"), "csrf": request.state.csrf})
+    context = {**page.context("devices"), "rows_html": html, "digest": rows_digest(html)}
     return render_page(request, "devices/list.html", context)
 
 

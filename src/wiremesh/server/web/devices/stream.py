@@ -2,7 +2,8 @@
 
 The stream waits on the org's ``EventBroadcast`` watcher (sessions opened and ended, devices
 enrolled, renamed, revoked, deleted: whichever replica made the change), re-reads the rows
-with the same queries as the page, and sends them only when the rendered rows differ. A
+with the same queries as the page, and sends them only when the rendered rows differ from
+the last ones sent (at first: the ones the page was rendered with, ``shown``). A
 slow heartbeat re-check catches what no event announces (a session turning at-risk).
 """
 
@@ -13,16 +14,17 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from wiremesh.server.auth.deps import DbSession, State
 from wiremesh.server.state import AppState
 from wiremesh.server.tenancy import OrgScope
-from wiremesh.server.web.devices.overview import device_rows
+from wiremesh.server.web.devices.overview import device_rows, render_rows, rows_digest
 from wiremesh.server.web.orgs.access import MemberPage
-from wiremesh.server.web.templating import environment, secure_headers
+from wiremesh.server.web.templating import secure_headers
 
 router = APIRouter()
 
@@ -35,8 +37,7 @@ async def _rows_html(
 ) -> str:
     async with state.sessionmaker() as session:
         rows = await device_rows(session, scope, silent_for=silent_for)
-    template = environment().get_template("devices/_rows.html")
-    return template.render(rows=rows, **context)
+    return render_rows(rows, context)
 
 
 def _event(name: str, data: dict[str, object]) -> str:
@@ -45,7 +46,11 @@ def _event(name: str, data: dict[str, object]) -> str:
 
 @router.get("/orgs/{org_id}/devices/stream")
 async def device_stream(
-    request: Request, page: MemberPage, state: State, session: DbSession
+    request: Request,
+    page: MemberPage,
+    state: State,
+    session: DbSession,
+    shown: Annotated[str, Query(max_length=64)] = "",
 ) -> StreamingResponse:
     """The request's own database session ends here; each re-read opens a short one, so a
     page open for hours holds no connection of the pool."""
@@ -61,14 +66,15 @@ async def device_stream(
 
     async def events() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
-        sent = ""
+        sent = shown  # the digest of the rows the page was rendered with
         with broadcast.watch(scope.org_id) if broadcast else contextlib.nullcontext() as watcher:
             while not await request.is_disconnected():
                 if watcher is not None:
                     watcher.clear()
                 html = await _rows_html(state, scope, context, silent_for)
-                if html != sent:
-                    sent = html
+                digest = rows_digest(html)
+                if digest != sent:
+                    sent = digest
                     yield _event("devices", {"html": html})
                 else:
                     yield ": keep-alive\n\n"
