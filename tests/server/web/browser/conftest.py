@@ -16,9 +16,9 @@ pytest.importorskip("playwright.async_api", reason="the browser tests need Playw
 from playwright.async_api import Browser
 
 from tests.factories import make_member, make_user
-from tests.server.web.browser.chromium import chromium_path, launch_chromium
 from tests.server.web.dashboard import PASSWORD
 from tests.server.web.fixtures import Tenant, make_tenant
+from tests.support.chromium import chromium_path, launch_chromium
 from tests.support.deployment import Deployment, StartDeployment
 from wiremesh.server.orgs.models import Organization, OrgRole
 
