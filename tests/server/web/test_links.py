@@ -16,8 +16,11 @@ from wiremesh.server.auth import links
 from wiremesh.server.auth.links import LinkPurpose
 from wiremesh.server.auth.models import SignInLink
 from wiremesh.server.config import Settings
+from wiremesh.server.mail import service as mail_service
 from wiremesh.server.mail.models import MailOutbox
+from wiremesh.server.mail.service import SMTPSettingsInput
 from wiremesh.server.tenancy import SERVER_SCOPE
+from wiremesh.server.web.signin.throttle import LINK_MAILS_BURST
 
 NEW_PASSWORD = "a much better passphrase"
 
@@ -143,3 +146,26 @@ async def test_no_mail_is_queued_when_no_smtp_server_can_reach_the_person(
     async with sessionmaker() as session:
         assert (await session.execute(select(MailOutbox))).first() is None
         assert (await session.execute(select(SignInLink))).first() is None
+
+
+async def test_links_to_one_address_are_limited_and_the_page_does_not_say_so(
+    browser: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    async with sessionmaker() as session:
+        await make_user(session, email="kim@example.com")
+        await mail_service.put_settings(
+            session,
+            settings,
+            SERVER_SCOPE,
+            SMTPSettingsInput(smtp_server="127.0.0.1", smtp_port=9, from_email="a@example.com"),
+        )
+        await session.commit()
+    pages = [
+        await post_form(browser, "/sign-in/email", "/sign-in/email", {"email": "kim@example.com"})
+        for _ in range(LINK_MAILS_BURST + 2)
+    ]
+    assert {page.status_code for page in pages} == {200}
+    assert len({page.text for page in pages}) == 1
+    async with sessionmaker() as session:
+        mails = (await session.execute(select(MailOutbox))).scalars().all()
+    assert len(mails) == LINK_MAILS_BURST

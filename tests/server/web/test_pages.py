@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.server.web.dashboard import csrf_of, form_token, sign_in
 from tests.server.web.fixtures import Tenant, make_tenant
+from wiremesh.server.alerts.service import get_alert_settings
 from wiremesh.server.devices.models import VirtualIPMapping
 
 
@@ -44,6 +45,7 @@ async def test_an_owner_sees_every_page_of_their_org(
         f"{base}/setup-keys",
         f"{base}/stale",
         f"{base}/mail",
+        f"{base}/alerts",
         "/account/tokens",
     ):
         page = await browser.get(path)
@@ -182,3 +184,32 @@ async def test_a_server_admin_sees_the_server_pages(
     assert (await browser.get("/admin/mail")).status_code == 200
     # A server administrator passes the org rule everywhere, as in the API.
     assert (await browser.get(f"/orgs/{tenants[1].org.id}/invitations")).status_code == 200
+
+
+async def test_alert_settings_are_saved_and_bad_values_refused(
+    browser: httpx.AsyncClient,
+    tenants: tuple[Tenant, Tenant],
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    acme, _ = tenants
+    await sign_in(browser, acme.owner.email)
+    path = f"/orgs/{acme.org.id}/alerts"
+    token = await form_token(browser, path)
+    saved = await browser.post(
+        path,
+        data={
+            "csrf": token,
+            "enabled": "true",
+            "offline_threshold_seconds": "300",
+            "debounce_seconds": "600",
+        },
+    )
+    assert saved.status_code == 303
+    bad = await browser.post(
+        path,
+        data={"csrf": token, "offline_threshold_seconds": "999999999", "debounce_seconds": "1"},
+    )
+    assert bad.status_code == 422
+    async with sessionmaker() as session:
+        view = await get_alert_settings(session, acme.org.id)
+    assert (view.enabled, view.offline_threshold_seconds, view.debounce_seconds) == (True, 300, 600)

@@ -12,7 +12,7 @@ import enum
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.auth.models import SignInLink
@@ -49,18 +49,21 @@ async def issue_link(
     ttl: timedelta,
     now: datetime | None = None,
 ) -> tuple[SignInLink, str]:
-    """A new link for ``user``; the token is returned once. Older unused links of the same
-    purpose stop working, so only the newest mail counts."""
+    """A new link for ``user``; the token is returned once. Older links of the same purpose
+    stop working, so only the newest mail counts."""
     now = now or utcnow()
+    # Older links of this purpose stop working; spent and expired ones are forgotten.
     await session.execute(
-        update(SignInLink)
+        delete(SignInLink)
         .where(
             SignInLink.user_id == user.id,
-            SignInLink.purpose == purpose.value,
-            SignInLink.used_at.is_(None),
+            or_(
+                SignInLink.purpose == purpose.value,
+                SignInLink.used_at.is_not(None),
+                SignInLink.expires_at <= now,
+            ),
         )
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session="fetch")  # drop them from the session too
     )
     issued = issue_secret(LINK_KIND)
     link = SignInLink(

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.auth.models import WebSession
@@ -28,6 +28,15 @@ async def start_session(
 ) -> tuple[WebSession, str]:
     """A new session for ``user``; the secret is returned once (for the cookie)."""
     now = now or utcnow()
+    # The user's ended and expired sessions are forgotten here: no sweeper needed.
+    await session.execute(
+        delete(WebSession)
+        .where(
+            WebSession.user_id == user.id,
+            or_(WebSession.ended_at.is_not(None), WebSession.expires_at <= now),
+        )
+        .execution_options(synchronize_session="fetch")  # drop them from the session too
+    )
     issued = issue_secret(SESSION_KIND)
     row = WebSession(
         user_id=user.id,

@@ -8,6 +8,7 @@ from wiremesh.server.web.admin.pages import router as admin_router
 from wiremesh.server.web.devices.pages import router as devices_router
 from wiremesh.server.web.devices.stream import router as stream_router
 from wiremesh.server.web.invitations.pages import router as invitations_router
+from wiremesh.server.web.mail.alerts import router as alerts_router
 from wiremesh.server.web.mail.pages import router as mail_router
 from wiremesh.server.web.orgs.pages import router as orgs_router
 from wiremesh.server.web.orgs.setup_keys import router as setup_keys_router
@@ -27,6 +28,7 @@ def dashboard_router() -> APIRouter:
         invitations_router,
         tokens_router,
         mail_router,
+        alerts_router,
         admin_router,
     ):
         router.include_router(pages)

@@ -17,7 +17,7 @@ from wiremesh.server.users.models import User
 from wiremesh.server.users.service import normalize_email
 from wiremesh.server.web.errors import PageRefusal
 from wiremesh.server.web.security import OptionalViewer
-from wiremesh.server.web.signin.throttle import count_failure, wait_before_trying
+from wiremesh.server.web.signin.throttle import count_failure, may_mail_link, wait_before_trying
 from wiremesh.server.web.templating import SESSION_COOKIE, render_page, set_cookie
 
 router = APIRouter()
@@ -117,8 +117,9 @@ async def _ask_link(
     request: Request, session: DbSession, state: State, email: str, kind: str
 ) -> Response:
     """The same answer whether or not the address has an account, so it tells nobody."""
-    user = await users_repository.get_by_email(session, normalize_email(email))
-    if user is not None and user.is_active:
+    address = normalize_email(email)
+    user = await users_repository.get_by_email(session, address)
+    if user is not None and user.is_active and may_mail_link(request, address):
         await links.mail_link(session, user, _purpose(kind), public_base_url(state.settings))
         await session.commit()
     return render_page(request, "signin/ask_link.html", {"kind": kind, "sent": True})

@@ -1,5 +1,7 @@
 """Failed sign-ins, limited per client address and per account.
 
+Mailed links are limited per address too, so nobody can flood someone's inbox.
+
 Passwords are chosen by people and may be guessable, so unlike the random bearer secrets a
 spent budget refuses the next attempt *before* the password is checked: a guesser cannot go
 on at full speed hoping for a hit. The per-account budget slows a guesser spread over many
@@ -17,6 +19,9 @@ from wiremesh.server.state import AppState
 
 ACCOUNT_BURST = 10
 ACCOUNT_PER_MINUTE = 5.0
+LINK_MAILS_BURST = 3
+LINK_MAILS_PER_HOUR = 6.0
+"""Mailed links per address: enough for a person who retries, too few to flood an inbox."""
 
 
 def _accounts(request: Request, state: AppState) -> TokenBuckets:
@@ -47,3 +52,16 @@ def count_failure(request: Request, state: AppState, email: str) -> None:
     if state.auth_throttle is not None:
         state.auth_throttle.failed(request.scope, "bad_password")
     _accounts(request, state).take(email)
+
+
+def may_mail_link(request: Request, email: str) -> bool:
+    """Whether another link may be mailed to ``email`` now (spends one when it may). The
+    page answers the same either way, so this tells nobody anything."""
+    buckets: TokenBuckets | None = getattr(request.app.state, "link_mails", None)
+    if buckets is None:
+        buckets = TokenBuckets(LINK_MAILS_BURST, LINK_MAILS_PER_HOUR / 3600)
+        request.app.state.link_mails = buckets
+    if buckets.retry_after(email) is not None:
+        return False
+    buckets.take(email)
+    return True
