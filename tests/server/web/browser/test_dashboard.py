@@ -47,9 +47,12 @@ async def test_a_device_goes_offline_live_and_is_revoked(
     await expect(row).to_have_attribute("data-state", "offline")
     assert await page.evaluate("window.stillTheSamePage") is True  # no reload happened
 
+    # By keyboard: open the row's actions, then Revoke, and confirm.
     page.once("dialog", lambda dialog: dialog.accept())
-    await row.get_by_text("Manage").click()
-    await row.get_by_role("button", name="Revoke").click()
+    await row.get_by_text("Manage").focus()
+    await page.keyboard.press("Enter")
+    await row.get_by_role("button", name="Revoke").focus()
+    await page.keyboard.press("Enter")
     await expect(row).to_have_attribute("data-state", "revoked")
     async with deployment.sessionmaker() as session:
         device = await session.get(VirtualIPMapping, enrolled["device"]["id"])
