@@ -213,3 +213,23 @@ async def test_alert_settings_are_saved_and_bad_values_refused(
     async with sessionmaker() as session:
         view = await get_alert_settings(session, acme.org.id)
     assert (view.enabled, view.offline_threshold_seconds, view.debounce_seconds) == (True, 300, 600)
+
+
+async def test_a_malformed_form_and_an_unknown_page_are_pages_and_the_api_keeps_json(
+    browser: httpx.AsyncClient, tenants: tuple[Tenant, Tenant]
+) -> None:
+    acme, _ = tenants
+    await sign_in(browser, acme.owner.email)
+    token = await form_token(browser, f"/orgs/{acme.org.id}/members")
+    bad_role = await browser.post(
+        f"/orgs/{acme.org.id}/members/{acme.member.id}/role", data={"csrf": token, "role": "god"}
+    )
+    assert bad_role.status_code == 422
+    assert "text/html" in bad_role.headers["content-type"]
+    assert "not valid" in bad_role.text
+    missing = await browser.get("/no/such/page")
+    assert missing.status_code == 404
+    assert "There is no such page." in missing.text
+    api = await browser.get("/api/v1/no/such/endpoint")
+    assert api.status_code == 404
+    assert api.json()["error"]["code"] == "not_found"

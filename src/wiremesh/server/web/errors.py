@@ -7,8 +7,11 @@ from contextlib import contextmanager
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from wiremesh.protocol.urls import API_PREFIX
 from wiremesh.server.errors import ApiError
 from wiremesh.server.web.templating import render_page
 
@@ -55,3 +58,23 @@ def install_page_errors(app: FastAPI) -> None:
 
     app.add_exception_handler(PageRefusal, refused)
     app.add_exception_handler(SignInRequired, sign_in)
+    _pages_for_people(app, RequestValidationError, 422, "The form has a value that is not valid.")
+    _pages_for_people(app, StarletteHTTPException, None, "There is no such page.")
+
+
+def _pages_for_people(
+    app: FastAPI, kind: type[Exception], status: int | None, message: str
+) -> None:
+    """Outside the API, a malformed form or an unknown path is a page too; the API keeps
+    its JSON error body (the handler installed before is called for it)."""
+    api_handler = app.exception_handlers[kind]
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        if request.url.path.startswith(API_PREFIX):
+            answer: Response = await api_handler(request, exc)  # type: ignore[misc]
+            return answer
+        code = status if status is not None else getattr(exc, "status_code", 500)
+        text = message if code in (404, 422) else str(getattr(exc, "detail", message))
+        return render_page(request, "error.html", {"status": code, "message": text}, status=code)
+
+    app.add_exception_handler(kind, handle)
