@@ -21,11 +21,12 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.loadgen import LoadGen, raise_nofile_limit, source_addresses, ws_url
+from benchmarks.loadgen import LoadGen, source_addresses, ws_url
 from benchmarks.plan import FD_RESERVE, MASS_CLOSE_CONCURRENCY, Plan
 from benchmarks.report import Row, log
 from benchmarks.seed import Seeded, admin_url, asyncpg_dsn, create_database, drop_database, seed
 from benchmarks.server import ServerProcess
+from benchmarks.simagents import raise_nofile_limit
 
 
 class Bench:

@@ -1,25 +1,14 @@
-"""Load generator: many simulated agents per process, speaking the real protocol.
-
-Each simulated agent opens a real WebSocket (``websockets.asyncio.client.connect``, no
-compression), authenticates with its device credential, answers every ping with a pong
-carrying the ping's ``seq``, applies the welcome and every ``peers_delta`` to its peer map,
-and reconnects by itself with full-jitter exponential backoff like the real agent. It can
-be told to fall silent (stop answering pings, keep the socket open) or to close cleanly.
+"""Load generator: simulated agents (:mod:`benchmarks.simagents`) in several processes,
+driven from here.
 
 Several worker processes share the agents (agent ``i`` lives in worker ``i % processes``);
-each raises ``RLIMIT_NOFILE`` and spreads its sockets over the source addresses
-127.0.0.2..127.0.0.N, because one source address only has ~28,000 ephemeral ports towards
-one server port. The parent drives the workers over their stdin/stdout with one JSON object
-per line (:class:`LoadGen`); ``python -m benchmarks.loadgen run`` is a standalone driver.
+each spreads its sockets over the source addresses 127.0.0.2..127.0.0.N, because one source
+address only has ~28,000 ephemeral ports towards one server port. :class:`LoadGen` drives
+the workers over their stdin/stdout with one JSON object per line;
+``python -m benchmarks.loadgen run`` is a standalone driver.
 
 Timestamps are ``time.time()`` (one clock for every process of the machine and the
 database's ``now()``), so latencies can be computed across processes and against rows.
-
-Parsers: ``light`` (default) decodes frames with ``json.loads`` and keeps ``peer_id ->
-online``; ``session`` runs :class:`wiremesh.protocol.AgentSession` (full validation, as
-the real agent). ``python -m benchmarks.loadgen parsers`` measures both. Welcomes of more
-than ``peer_dict_max`` peers are only counted (header read with a regex), because ten
-thousand agents each holding ten thousand peers would not fit the load generator's memory.
 """
 
 from __future__ import annotations
@@ -27,57 +16,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import itertools
 import json
 import math
 import os
-import random
-import re
-import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-
-from wiremesh.agent.backoff import Backoff
-from wiremesh.protocol import (
-    MAX_SERVER_MESSAGE_BYTES,
-    AgentSession,
-    AuthMessage,
-    PeersChanged,
-    PongMessage,
-    ProtocolError,
-    WelcomeReceived,
-    encode,
-    should_reconnect,
-)
+from benchmarks.simagents import measure_parsers, raise_nofile_limit, run_event_loop
 
 AGENT_PATH = "/api/v1/agent/ws"
-AGENT_VERSION = "wiremesh-bench/1"
-OPEN_TIMEOUT = 30.0
-LARGE_WELCOME_BYTES = 256 * 1024
 PER_SOURCE_ADDRESS = 10_000
 """Sockets per source address; well under the ~28k ephemeral ports of the default range."""
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
-_WELCOME_HEADER = re.compile(
-    r'"connection_id":"(?P<cid>[^"]+)","device":\{"peer_id":"(?P<pid>[^"]+)"'
-)
-
-
-def raise_nofile_limit() -> int:
-    """Raise the soft open-files limit to the hard limit; returns the limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    return soft
 
 
 def source_addresses(agents: int) -> int:
@@ -87,504 +43,6 @@ def source_addresses(agents: int) -> int:
 
 def ws_url(host: str, port: int) -> str:
     return f"ws://{host}:{port}{AGENT_PATH}"
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def pong_frame(seq: int) -> str:
-    """The pong answering ping ``seq``, by the protocol's encoder. Cached: seqs count up
-    from 1 on every connection, so the agents of a worker answer the same few thousand."""
-    return encode(PongMessage(seq=seq))
-
-
-def auth_frame(credential: str) -> str:
-    return encode(
-        AuthMessage(credential=credential, listen_port=51820, agent_version=AGENT_VERSION)
-    )
-
-
-# --------------------------------------------------------------------------- agent
-
-
-class Agent:
-    """One simulated agent and what happened to it."""
-
-    __slots__ = (
-        "close_code",
-        "close_started_at",
-        "closed_at",
-        "connect_started_at",
-        "connected_at",
-        "connection_id",
-        "connects",
-        "credential",
-        "deltas",
-        "errors",
-        "index",
-        "last_pong_at",
-        "peer_count",
-        "peer_id",
-        "peers",
-        "pings",
-        "pongs",
-        "reconnect",
-        "replica",
-        "session",
-        "silenced_at",
-        "silent",
-        "source",
-        "state",
-        "stopping",
-        "task",
-        "welcome_at",
-        "welcomes",
-        "ws",
-    )
-
-    def __init__(self, index: int, credential: str, source: str) -> None:
-        self.index = index
-        self.credential = credential
-        self.source = source
-        self.state = "idle"
-        self.replica = 0
-        self.task: asyncio.Task[None] | None = None
-        self.ws: ClientConnection | None = None
-        self.session: AgentSession | None = None
-        self.silent = False
-        self.stopping = False
-        self.reconnect = True
-        self.peer_id: str | None = None
-        self.connection_id: str | None = None
-        self.peers: dict[str, bool] | None = None
-        self.peer_count = 0
-        self.connects = 0
-        self.welcomes = 0
-        self.pings = 0
-        self.pongs = 0
-        self.deltas = 0
-        self.errors = 0
-        self.connect_started_at = 0.0
-        self.connected_at = 0.0
-        self.welcome_at = 0.0
-        self.last_pong_at = 0.0
-        self.silenced_at = 0.0
-        self.close_started_at = 0.0
-        self.closed_at = 0.0
-        self.close_code: int | None = None
-
-    def report(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "state": self.state,
-            "peer_id": self.peer_id,
-            "connection_id": self.connection_id,
-            "peer_count": self.peer_count,
-            "connects": self.connects,
-            "welcomes": self.welcomes,
-            "pongs": self.pongs,
-            "connect_started_at": self.connect_started_at,
-            "welcome_at": self.welcome_at,
-            "last_pong_at": self.last_pong_at,
-            "silenced_at": self.silenced_at,
-            "close_started_at": self.close_started_at,
-            "closed_at": self.closed_at,
-            "close_code": self.close_code,
-        }
-
-
-class Worker:
-    """The agents of one process and the commands that drive them."""
-
-    def __init__(
-        self,
-        urls: list[str],
-        agents: Iterable[tuple[int, str]],
-        *,
-        addresses: int,
-        parser: str = "light",
-        backoff_base: float = 0.5,
-        backoff_cap: float = 5.0,
-        max_pending: int = 100,
-        peer_dict_max: int = 2000,
-        seed: int = 0,
-    ) -> None:
-        if parser not in ("light", "session"):
-            raise ValueError(f"unknown parser {parser!r}")
-        self.urls = urls
-        self.parser = parser
-        # The agent's backoff; the count starts again at every welcome (reset_after=0).
-        self.backoff = Backoff(
-            base=backoff_base, cap=max(backoff_cap, backoff_base), reset_after=0.0
-        )
-        self.peer_dict_max = peer_dict_max
-        self.pending = asyncio.Semaphore(max_pending)
-        self.rng = random.Random(seed)
-        self.agents = {
-            index: Agent(index, credential, f"127.0.0.{2 + index % addresses}")
-            for index, credential in agents
-        }
-        self.watched: set[str] = set()
-        self.arrivals: dict[str, dict[int, float]] = {}
-        self.close_codes: Counter[str] = Counter()
-        self.connect_errors: Counter[str] = Counter()
-        self._intern: dict[str, str] = {}
-
-    # ---------------------------------------------------------------- commands
-
-    def connect(self, indices: Iterable[int], *, ramp: bool = True) -> int:
-        """Start agents (not already running); ``ramp`` caps handshakes in flight."""
-        started = 0
-        for index in indices:
-            agent = self.agents[index]
-            if agent.task is not None and not agent.task.done():
-                continue
-            agent.stopping = False
-            agent.silent = False
-            agent.reconnect = True
-            agent.task = asyncio.create_task(self._run(agent, ramp))
-            started += 1
-        return started
-
-    def route(self, indices: Iterable[int], replica: int) -> int:
-        """Send these agents' next connects to server ``replica`` (an index into the URLs)."""
-        if not 0 <= replica < len(self.urls):
-            raise ValueError(f"no server replica {replica}")
-        count = 0
-        for index in indices:
-            self.agents[index].replica = replica
-            count += 1
-        return count
-
-    def silence(self, indices: Iterable[int]) -> dict[int, dict[str, Any]]:
-        """Stop answering pings (socket stays open, no reconnect after the server drops it)."""
-        now = time.time()
-        out = {}
-        for index in indices:
-            agent = self.agents[index]
-            agent.silent = True
-            agent.reconnect = False
-            agent.silenced_at = now
-            out[index] = agent.report()
-        return out
-
-    async def close(self, indices: Iterable[int], concurrency: int = 50) -> dict[int, Any]:
-        """Close cleanly (1000) and stop; returns each agent's close timestamps."""
-        gate = asyncio.Semaphore(concurrency)
-
-        async def close_one(agent: Agent) -> None:
-            async with gate:
-                agent.stopping = True
-                agent.reconnect = False
-                ws = agent.ws
-                if agent.state == "established" and ws is not None:
-                    agent.close_started_at = time.time()
-                    with contextlib.suppress(Exception):
-                        await ws.close()
-                    agent.closed_at = time.time()
-                task = agent.task
-                if task is not None and not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
-                agent.state = "closed"
-
-        chosen = [self.agents[index] for index in indices]
-        await asyncio.gather(*(close_one(agent) for agent in chosen))
-        return {agent.index: agent.report() for agent in chosen}
-
-    def watch(self, peer_ids: Iterable[str]) -> None:
-        for peer_id in peer_ids:
-            self.watched.add(peer_id)
-            self.arrivals.setdefault(peer_id, {})
-
-    def arrival_times(self, peer_id: str) -> dict[int, float]:
-        return dict(self.arrivals.get(peer_id, {}))
-
-    def stats(self, since: float = 0.0) -> dict[str, Any]:
-        states: Counter[str] = Counter()
-        welcomed_since = 0
-        last_welcome = 0.0
-        totals = Counter[str]()
-        for agent in self.agents.values():
-            states[agent.state] += 1
-            if agent.state == "established" and agent.welcome_at >= since:
-                welcomed_since += 1
-                last_welcome = max(last_welcome, agent.welcome_at)
-            totals["connects"] += agent.connects
-            totals["welcomes"] += agent.welcomes
-            totals["pings"] += agent.pings
-            totals["pongs"] += agent.pongs
-            totals["deltas"] += agent.deltas
-            totals["errors"] += agent.errors
-        return {
-            "states": dict(states),
-            "welcomed_since": welcomed_since,
-            "last_welcome_at": last_welcome,
-            "totals": dict(totals),
-            "close_codes": dict(self.close_codes),
-            "connect_errors": dict(self.connect_errors),
-        }
-
-    def sessions(self, indices: Iterable[int]) -> dict[int, dict[str, Any]]:
-        return {index: self.agents[index].report() for index in indices}
-
-    async def shutdown(self) -> None:
-        await self.close(list(self.agents), concurrency=500)
-
-    # ---------------------------------------------------------------- one agent
-
-    async def _run(self, agent: Agent, ramp: bool) -> None:
-        attempt = 0
-        gate: asyncio.Semaphore | None = self.pending if ramp else None
-        while not agent.stopping:
-            welcomed = False
-            code: int | None = None
-            agent.state = "connecting"
-            agent.connect_started_at = time.time()
-            holding = False
-            if gate is not None:
-                await gate.acquire()
-                holding = True
-            try:
-                try:
-                    ws = await connect(
-                        self.urls[agent.replica],
-                        compression=None,
-                        max_size=MAX_SERVER_MESSAGE_BYTES,
-                        ping_interval=None,
-                        open_timeout=OPEN_TIMEOUT,
-                        close_timeout=5,
-                        user_agent_header=None,
-                        local_addr=(agent.source, 0),
-                    )
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    agent.errors += 1
-                    self.connect_errors[type(exc).__name__] += 1
-                else:
-                    agent.ws = ws
-                    agent.connected_at = time.time()
-                    agent.connects += 1
-                    agent.session = (
-                        AgentSession(time.monotonic()) if self.parser == "session" else None
-                    )
-                    try:
-                        await ws.send(auth_frame(agent.credential))
-                        async for frame in ws:
-                            pong = self._handle(agent, frame)
-                            if pong is not None:
-                                await ws.send(pong)
-                                agent.pongs += 1
-                                agent.last_pong_at = time.time()
-                            if agent.state == "established" and not welcomed:
-                                welcomed = True
-                                if holding and gate is not None:
-                                    gate.release()
-                                    holding = False
-                    except ConnectionClosed:
-                        pass
-                    except ProtocolError as exc:
-                        self.close_codes[f"agent:{exc.code.name.lower()}"] += 1
-                        with contextlib.suppress(Exception):
-                            await ws.close(exc.code, exc.reason)
-                    if not agent.stopping:
-                        agent.closed_at = time.time()
-                    agent.close_code = code = ws.close_code
-                    self.close_codes[str(ws.close_code)] += 1
-                    agent.ws = None
-            finally:
-                if holding and gate is not None:
-                    gate.release()
-            if agent.stopping or not agent.reconnect:
-                break
-            if code is not None and not should_reconnect(code):
-                break
-            if welcomed:
-                attempt = 0
-            agent.state = "backoff"
-            await asyncio.sleep(self.backoff.delay(attempt, self.rng))
-            attempt += 1
-            gate = None  # reconnects are the agents' own, never paced by the driver
-        agent.state = "closed"
-
-    def _handle(self, agent: Agent, frame: str | bytes) -> str | None:
-        """Apply one server frame; returns the pong to send, if any."""
-        if agent.session is not None:
-            return self._handle_session(agent, frame)
-        if isinstance(frame, bytes):
-            frame = frame.decode()
-        if len(frame) > LARGE_WELCOME_BYTES and frame.startswith('{"type":"welcome"'):
-            match = _WELCOME_HEADER.search(frame, 0, 4096)
-            if match is None:
-                raise ValueError("welcome without connection_id/device")
-            # Every peer carries one "peer_id"; the device object carries one more.
-            self._welcomed(agent, match["cid"], match["pid"], None, frame.count('"peer_id":') - 1)
-            return None
-        message = json.loads(frame)
-        kind = message["type"]
-        if kind == "ping":
-            agent.pings += 1
-            return None if agent.silent else pong_frame(message["seq"])
-        if kind == "peers_delta":
-            agent.deltas += 1
-            peers = agent.peers
-            now = time.time()
-            for change in message["changes"]:
-                if change["op"] == "upsert":
-                    peer = change["peer"]
-                    peer_id = peer["peer_id"]
-                    if peers is not None:
-                        peers[self._intern.setdefault(peer_id, peer_id)] = peer["online"]
-                    if peer["online"] and peer_id in self.watched:
-                        self.arrivals[peer_id].setdefault(agent.index, now)
-                elif peers is not None:
-                    peers.pop(change["peer_id"], None)
-            return None
-        if kind == "welcome":
-            listed = message["peers"]
-            peers = None
-            if len(listed) <= self.peer_dict_max:
-                intern = self._intern
-                peers = {intern.setdefault(p["peer_id"], p["peer_id"]): p["online"] for p in listed}
-            self._welcomed(
-                agent, message["connection_id"], message["device"]["peer_id"], peers, len(listed)
-            )
-        return None
-
-    def _handle_session(self, agent: Agent, frame: str | bytes) -> str | None:
-        session = agent.session
-        assert session is not None
-        pong: str | None = None
-        for event in session.receive(frame, time.monotonic()):
-            if isinstance(event, PongMessage):
-                agent.pings += 1
-                if not agent.silent:
-                    pong = encode(event)
-            elif isinstance(event, WelcomeReceived):
-                welcome = event.welcome
-                self._welcomed(
-                    agent,
-                    str(welcome.connection_id),
-                    welcome.device.peer_id,
-                    None,
-                    len(welcome.peers),
-                )
-            elif isinstance(event, PeersChanged):
-                agent.deltas += 1
-                now = time.time()
-                for peer in event.upserted:
-                    if peer.online and peer.peer_id in self.watched:
-                        self.arrivals[peer.peer_id].setdefault(agent.index, now)
-        return pong
-
-    def _welcomed(
-        self,
-        agent: Agent,
-        connection_id: str,
-        peer_id: str,
-        peers: dict[str, bool] | None,
-        count: int,
-    ) -> None:
-        agent.welcome_at = time.time()
-        agent.welcomes += 1
-        agent.connection_id = connection_id
-        agent.peer_id = peer_id
-        agent.peers = peers
-        agent.peer_count = count
-        agent.state = "established"
-
-
-# --------------------------------------------------------------------------- worker process
-
-
-async def _serve_worker() -> None:
-    """Worker process main: one JSON command per stdin line, one JSON answer per stdout line."""
-    raise_nofile_limit()
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 28)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    out = sys.stdout.buffer
-    worker: Worker | None = None
-    tasks: set[asyncio.Task[None]] = set()
-    done = asyncio.Event()
-
-    def answer(request_id: int, result: Any = None, error: str | None = None) -> None:
-        out.write(json.dumps({"id": request_id, "result": result, "error": error}).encode())
-        out.write(b"\n")
-        out.flush()
-
-    async def execute(request: dict[str, Any]) -> None:
-        nonlocal worker
-        request_id = request["id"]
-        command = request["cmd"]
-        args = request.get("args", {})
-        try:
-            if command == "init":
-                worker = Worker(
-                    args["urls"],
-                    [(int(i), c) for i, c in args["agents"]],
-                    addresses=args["addresses"],
-                    parser=args["parser"],
-                    backoff_base=args["backoff_base"],
-                    backoff_cap=args["backoff_cap"],
-                    max_pending=args["max_pending"],
-                    peer_dict_max=args["peer_dict_max"],
-                    seed=args["seed"],
-                )
-                answer(request_id, {"pid": os.getpid(), "nofile": raise_nofile_limit()})
-                return
-            if command == "quit":
-                if worker is not None:
-                    await worker.shutdown()
-                answer(request_id, True)
-                done.set()
-                return
-            assert worker is not None, "init first"
-            result: Any
-            if command == "connect":
-                result = worker.connect(args["indices"], ramp=args.get("ramp", True))
-            elif command == "route":
-                result = worker.route(args["indices"], args["replica"])
-            elif command == "silence":
-                result = worker.silence(args["indices"])
-            elif command == "close":
-                result = await worker.close(args["indices"], args.get("concurrency", 50))
-            elif command == "watch":
-                worker.watch(args["peer_ids"])
-                result = True
-            elif command == "arrivals":
-                result = worker.arrival_times(args["peer_id"])
-            elif command == "stats":
-                result = worker.stats(args.get("since", 0.0))
-            elif command == "sessions":
-                result = worker.sessions(args["indices"])
-            else:
-                raise ValueError(f"unknown command {command!r}")
-            answer(request_id, result)
-        except Exception as exc:
-            answer(request_id, None, f"{type(exc).__name__}: {exc}")
-
-    async def read_commands() -> None:
-        while True:
-            line = await reader.readline()
-            if not line:
-                done.set()
-                return
-            task = asyncio.create_task(execute(json.loads(line)))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-    reading = asyncio.create_task(read_commands())
-    await done.wait()
-    reading.cancel()
-
-
-def _run_event_loop(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
-        return asyncio.run(main())
-    return uvloop.run(main())
 
 
 # --------------------------------------------------------------------------- driver
@@ -646,8 +104,7 @@ class LoadGen:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "benchmarks.loadgen",
-                "worker",
+                "benchmarks.simagents",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
@@ -820,63 +277,6 @@ def _merge(parts: list[dict[Any, Any]]) -> dict[int, Any]:
     return merged
 
 
-# --------------------------------------------------------------------------- parser cost
-
-
-def measure_parsers(peers: int = 100, repeat: int = 2000) -> dict[str, float]:
-    """Microseconds per frame for the light parser and AgentSession (welcome, ping, delta)."""
-    import uuid
-
-    from wiremesh.protocol import (
-        Device,
-        Heartbeat,
-        Peer,
-        PeerUpsert,
-        PingMessage,
-        WelcomeMessage,
-        encode_peers_delta,
-    )
-
-    listed = [
-        Peer(
-            peer_id=f"peer-{i:010x}", hostname=f"h{i}", virtual_ip=f"10.0.{i // 250}.{i % 250 + 1}"
-        )
-        for i in range(peers)
-    ]
-    welcome = encode(
-        WelcomeMessage(
-            connection_id=uuid.uuid4(),
-            device=Device(peer_id="peer-self", virtual_ip="10.1.0.1", network="10.0.0.0/8"),
-            heartbeat=Heartbeat(interval=15, timeout=60),
-            peers=listed,
-        )
-    )
-    ping = encode(PingMessage(seq=7))
-    delta = encode_peers_delta([PeerUpsert(peer=listed[0])])
-    out: dict[str, float] = {}
-    for parser in ("light", "session"):
-        worker = Worker(["ws://unused"], [(0, "x")], addresses=1, parser=parser)
-        agent = worker.agents[0]
-
-        def fresh(welcomed: bool, worker: Worker = worker, agent: Agent = agent) -> None:
-            session = worker.parser == "session"
-            agent.session = AgentSession(time.monotonic()) if session else None
-            if welcomed:
-                worker._handle(agent, welcome)
-
-        for name, frame in (("welcome", welcome), ("ping", ping), ("delta", delta)):
-            fresh(welcomed=frame is not welcome)
-            elapsed = 0.0
-            for _ in range(repeat):
-                if frame is welcome:
-                    fresh(welcomed=False)
-                started = time.perf_counter()
-                worker._handle(agent, frame)
-                elapsed += time.perf_counter() - started
-            out[f"{parser}_{name}_us"] = round(elapsed / repeat * 1e6, 1)
-    return out
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -917,7 +317,6 @@ async def _standalone(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.loadgen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("worker", help="internal: a worker process driven over stdin/stdout")
     costs = sub.add_parser("parsers", help="measure the cost of the two frame parsers")
     costs.add_argument("--peers", type=int, default=100)
     run = sub.add_parser("run", help="connect agents to a running server and hold them")
@@ -933,14 +332,11 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--backoff-cap", type=float, default=5.0)
     run.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
-    if args.command == "worker":
-        _run_event_loop(_serve_worker)
-        return
     if args.command == "parsers":
         print(json.dumps(measure_parsers(args.peers), indent=2))
         return
     raise_nofile_limit()
-    result = _run_event_loop(lambda: _standalone(args))
+    result = run_event_loop(lambda: _standalone(args))
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

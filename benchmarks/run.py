@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.cluster import Bench, pg_version
-from benchmarks.loadgen import raise_nofile_limit
 from benchmarks.plan import Plan
 from benchmarks.report import loadavg, machine_facts, print_result, result
 from benchmarks.scenarios import SCENARIOS, run_all
+from benchmarks.simagents import raise_nofile_limit
 
 
 @contextlib.contextmanager

@@ -312,11 +312,15 @@ def cpu_of(pids: list[int]) -> dict[int, float]:
     return seconds
 
 
+def seconds_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds a set of processes used between two readings of :func:`cpu_of`."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
 def cpu_percent_between(before: dict[int, float], after: dict[int, float], elapsed: float) -> float:
     """CPU % of a set of processes between two readings; a process that started in between
     counts whole, one that exited in between is missed (short-lived backends)."""
-    used = sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
-    return used / elapsed * 100 if elapsed > 0 else 0.0
+    return seconds_between(before, after) / elapsed * 100 if elapsed > 0 else 0.0
 
 
 def combined_window(servers: list[ServerProcess], start: float, end: float) -> Window:

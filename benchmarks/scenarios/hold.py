@@ -23,11 +23,28 @@ from benchmarks.server import (
     ServerProcess,
     Window,
     combined_window,
+    cpu_of,
     cpu_percent_between,
     other_cpu,
     profile,
+    seconds_between,
     stop_profile,
 )
+
+
+@dataclass
+class RampCost:
+    """CPU seconds the servers and the load generator spent on the main ramp's connects."""
+
+    connects: int
+    deltas: int
+    """``peers_delta`` messages the agents received meanwhile (each connect sends one to
+    every online member of its org)."""
+    server_seconds: float
+    loadgen_seconds: float
+
+    def per_connect_ms(self, seconds: float) -> float:
+        return seconds / self.connects * 1000 if self.connects else math.nan
 
 
 @dataclass
@@ -55,6 +72,7 @@ class Hold:
     after: dict[str, Any] = field(default_factory=dict)
     timeouts: int = 0
     connected_rows: int = 0
+    ramp_cpu: RampCost | None = None
 
     @property
     def capped(self) -> bool:
@@ -83,6 +101,7 @@ async def run(bench: Bench) -> None:
     _record_details(bench, hold)
     _report_held(bench, hold)
     _report_resources(bench, hold)
+    _report_connect_cost(bench, hold)
     log("closing the held agents")
     await bench.lg.close(hold.indices, concurrency=MASS_CLOSE_CONCURRENCY)
     await bench.stop_extra_servers()
@@ -147,8 +166,18 @@ async def _ramp_and_hold(bench: Bench, hold: Hold) -> None:
     profile_path = bench.workdir / "py-spy-hold.txt"
     profiler = await profile(hold.servers[0].pid, profile_path) if plan.profile else None
     ramp_started = time.time()
+    totals_before = (await bench.lg.stats())["totals"]
+    server_pids = [server.pid for server in hold.servers]
+    servers_before, loadgen_before = cpu_of(server_pids), cpu_of(bench.lg.pids)
     hold.rest_ok, hold.rest_ramp, hold.ramp_stats = await bench.ramp(
         hold.indices[hold.xact_n :], f"ramp to {hold.count}"
+    )
+    servers_after, loadgen_after = cpu_of(server_pids), cpu_of(bench.lg.pids)
+    hold.ramp_cpu = RampCost(
+        connects=hold.ramp_stats["totals"]["connects"] - totals_before["connects"],
+        deltas=hold.ramp_stats["totals"]["deltas"] - totals_before["deltas"],
+        server_seconds=seconds_between(servers_before, servers_after),
+        loadgen_seconds=seconds_between(loadgen_before, loadgen_after),
     )
     hold.ramp_window = combined_window(hold.servers, ramp_started, time.time())
     hold.hold_start = time.time()
@@ -382,3 +411,33 @@ async def _xact_window(bench: Bench, agents: int) -> None:
             passed=passed,
         )
     )
+
+
+def _report_connect_cost(bench: Bench, hold: Hold) -> None:
+    """CPU per connect during the main ramp: the server's, and the load generator's own
+    (which must stay well under the server's, or it hides the server's figures)."""
+    cost = hold.ramp_cpu
+    if cost is None or cost.connects == 0:
+        bench.add(not_measured("server_cpu_per_connect", "server CPU per connect"))
+        bench.add(not_measured("loadgen_cpu_per_connect", "load generator CPU per connect"))
+        return
+    for metric, label, seconds, limit in (
+        ("server_cpu_per_connect", "server CPU per connect", cost.server_seconds, 2.0),
+        ("loadgen_cpu_per_connect", "load generator CPU per connect", cost.loadgen_seconds, 1.0),
+    ):
+        per_connect = cost.per_connect_ms(seconds)
+        verdict, passed = judge(per_connect, limit, at_most=True)
+        bench.add(
+            Row(
+                metric,
+                f"{label} (CPU seconds / connects, during the ramp)",
+                f"<= {limit:g} ms",
+                f"{per_connect:.2f} ms",
+                verdict,
+                f"{seconds:.1f} CPU s over {cost.connects:,} connects "
+                f"({cost.deltas / cost.connects:.0f} peer deltas received per connect)",
+                value=per_connect,
+                limit=limit,
+                passed=passed,
+            )
+        )

@@ -285,13 +285,14 @@ def test_enroll_with_a_state_dir_says_how_to_start_with_it(
 ) -> None:
     import shlex
 
-    import wiremesh.agent.cli as agent_cli
+    import wiremesh.agent.enroll as enroll_module
     from wiremesh.agent.state import Enrollment
 
     async def fake_enroll(directory: Path, *args: object, **kwargs: object) -> Enrollment:
         return make_enrollment(generate_keypair().public_key)
 
-    monkeypatch.setattr(agent_cli, "enroll_device", fake_enroll)
+    # the command imports it when run (it is not loaded by `up`)
+    monkeypatch.setattr(enroll_module, "enroll", fake_enroll)
     directory = tmp_path / subdirectory
     result = invoke(
         "enroll", "--server", "https://wm.example.com", "--setup-key", "wmk_x",

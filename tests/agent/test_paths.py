@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.protocol.helpers import wg_key
 from wiremesh.agent.backend import PeerState
 from wiremesh.agent.paths import (
+    CROSSED_RETRY_SECONDS,
     KNOCK_SECONDS,
     RELAY_RETRY_SECONDS,
     SILENT_SECONDS,
@@ -267,3 +268,31 @@ def test_a_long_keepalive_is_not_mistaken_for_silence_and_zero_turns_the_check_o
         )
         assert (table[B_KEY].allowed_ips == frozenset()) is knocked, (keepalive, quiet)
         assert (B_KEY in readd) is knocked
+
+
+def test_a_knock_without_a_handshake_is_re_added_once_by_the_end_whose_key_sorts_first() -> None:
+    """Initiations that crossed leave both ends waiting WireGuard's 5 s: one end knocks again
+    after a second, the other leaves it, so the two retries cannot cross again."""
+    assert ME < A_KEY
+    assert B_KEY < ME
+    a = peer(A_KEY, "100.64.0.1", ("198.18.0.201:51820", "ws"))
+    for key, other, retries in ((A_KEY, a, True), (B_KEY, B, False)):
+        selector = PathSelector(own_public_key=ME)
+        _, readd = selector.target({"p": other}, [], {}, 1000.0)
+        assert readd == {key}  # the first knock
+        _, readd = selector.target({"p": other}, [], {}, 1000.5)
+        assert readd == set()
+        _, readd = selector.target({"p": other}, [], {}, 1000.0 + CROSSED_RETRY_SECONDS)
+        assert readd == ({key} if retries else set())
+        for later in (1.5, 2.0, 2.5):
+            _, readd = selector.target({"p": other}, [], {}, 1000.0 + later)
+            assert readd == set()
+
+
+def test_a_knock_that_made_a_handshake_is_not_knocked_again() -> None:
+    a = peer(A_KEY, "100.64.0.1", ("198.18.0.201:51820", "ws"))
+    selector = PathSelector(own_public_key=ME)
+    selector.target({"a": a}, [], {}, 1000.0)
+    _, readd = selector.target({"a": a}, [], {A_KEY: 1000.3}, 1000.0 + CROSSED_RETRY_SECONDS)
+    assert readd == set()
+    assert [p.path for p in selector.paths({"a": a}, {})] == ["direct"]

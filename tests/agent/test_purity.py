@@ -110,6 +110,13 @@ def test_importing_the_agent_and_its_commands_loads_nothing_of_the_server() -> N
     assert loaded_after_importing("wiremesh.agent.cli", "wiremesh.server") == "[]"
 
 
+@pytest.mark.parametrize("library", ["httpx", "cryptography", "rich"])
+def test_the_long_running_agent_loads_no_http_client_nor_openssl(library: str) -> None:
+    """``agent up`` stays small (benchmarks/agent_footprint.py): only the commands that
+    talk HTTP or make keys load these."""
+    assert loaded_after_importing("wiremesh.agent.cli, wiremesh.cli.agent", library) == "[]"
+
+
 SERVER_STACK = ("fastapi", "sqlalchemy", "uvicorn", "starlette", "alembic", "wiremesh.server")
 
 

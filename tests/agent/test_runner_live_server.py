@@ -139,3 +139,40 @@ async def test_an_unknown_credential_is_refused(
     runner.enrollment = me.model_copy(update={"credential": me.credential + "x"})
     refused = await asyncio.wait_for(runner.run(), 5)
     assert refused == Refused(4003, "authentication failed")
+
+
+async def test_a_changed_local_address_reconnects_at_once_without_a_backoff(
+    live_server: LiveServer,
+    org: OrgFixture,
+    state_dir: Path,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """The route lookup is replaced (the real one is tested in ``test_underlay`` and, with
+    addresses that really move, in the namespace tests): everything else is real."""
+    backend = MemoryBackend()
+    runner, _ = await enrolled_runner(live_server, org, state_dir, backend)
+    runner.backoff = Backoff(base=30, cap=30)  # a reconnect after a backoff would time out
+    source = ["127.0.0.1"]
+    runner.route_lookup = lambda remote: source[0]
+    task = asyncio.create_task(runner.run())
+    try:
+        await eventually(lambda: runner.sessions == 1)
+        await asyncio.sleep(1.0)  # two path ticks: an unchanged address changes nothing
+        assert runner.sessions == 1
+
+        source[0] = "127.0.0.2"
+        await eventually(lambda: runner.sessions == 2, 5, "a second session")
+        assert runner.status.connection == "connected"
+        assert runner.servers.current == live_server.base_url
+
+        async def first_ended() -> bool:
+            first, *_ = await rows(sessionmaker)
+            return first.status != "connected"
+
+        await eventually(first_ended, 10, "the first session's row ended")
+        statuses = [row.status for row in await rows(sessionmaker)]
+        assert statuses[-1] == "connected"
+        assert statuses.count("connected") == 1
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 10)

@@ -39,6 +39,8 @@ EXPECTED_METRICS = {
     "loop_lag_p99_hold",
     "memory_per_connection",
     "connect_rate",
+    "server_cpu_per_connect",
+    "loadgen_cpu_per_connect",
     "fanout_p99_100",
     f"fanout_all_p99_{SPREAD_ORG}_1_replica",
     f"fanout_all_p99_{SPREAD_ORG}_3_replicas",
@@ -120,6 +122,9 @@ def test_holds_every_agent_without_timeouts(quick_run: tuple[str, dict[str, Any]
     assert 0 < value(result, "server_rss_hold") < 4 << 30
     assert value(result, "server_cpu_hold") >= 0
     assert value(result, "loop_lag_p99_hold") > 0
+    # Every connect costs both sides some CPU; a figure of zero would mean nothing was read.
+    assert value(result, "server_cpu_per_connect") > 0
+    assert value(result, "loadgen_cpu_per_connect") > 0
 
 
 def test_batched_heartbeat_beats_the_naive_one(quick_run: tuple[str, dict[str, Any]]) -> None:

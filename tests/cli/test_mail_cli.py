@@ -78,5 +78,20 @@ def test_retry_queues_a_failed_mail_again(settings: Settings) -> None:
     assert (mail["id"], mail["attempts"]) == (ids["acme_failed"], 0)
     not_failed = invoke("mail", "retry", str(ids["acme_sent"]))
     assert not_failed.exit_code == 1
-    assert "mail_not_failed" in not_failed.output
+    assert "mail_not_retryable" in not_failed.output
     assert invoke("mail", "retry", "999999").exit_code == 1
+
+
+def test_bulk_retry_by_org_and_status(settings: Settings) -> None:
+    ids = seed_mails(settings)
+    out = ok("mail", "retry", "--org", "beta", "--status", "failed")
+    assert "0 failed mail(s)" in out
+    out = ok("mail", "retry", "--org", "acme")
+    assert "1 failed mail(s)" in out
+    [mail] = json.loads(ok("mail", "list", "--org", "acme", "--status", "queued", "--json"))
+    assert (mail["id"], mail["attempts"]) == (ids["acme_failed"], 0)
+    # Queued mails: due now, instead of after their backoff; every org without --org.
+    assert "3 queued mail(s)" in ok("mail", "retry", "--status", "queued")
+    bad = invoke("mail", "retry", "--status", "sent")
+    assert bad.exit_code == 1
+    assert "--status" in bad.output

@@ -205,3 +205,102 @@ def test_generate_key_prints_a_usable_key() -> None:
     positions = [help_text.find(step) for step in flow]
     assert -1 not in positions, help_text
     assert positions == sorted(positions), help_text
+
+
+def test_a_lost_key_file_is_not_silently_replaced(settings: Settings) -> None:
+    """With the key file moved away, setting a password would have made a new key and left
+    the stored password undecryptable; it is refused, saying how to restore or start over."""
+    ok("org", "create", "acme")
+    ok(
+        "smtp", "set", "--server", "smtp.example.com", "--username", "mailer",
+        "--password-stdin", "--from", "noreply@example.com", input=f"{PASSWORD}\n",
+    )  # fmt: skip
+    key_file = settings.data_dir / "secret.key"
+    key_file.rename(settings.data_dir / "secret.key.moved")
+    [before] = stored_passwords(settings)
+
+    refused = invoke(
+        "smtp", "set", "--org", "acme", "--server", "smtp.acme.example.org", "--username", "u",
+        "--password-stdin", "--from", "it@acme.example.org", input="other-pw\n",
+    )  # fmt: skip
+    assert refused.exit_code == 1
+    assert "secret_key_missing" in refused.output
+    assert "Restore the key file" in refused.output
+    assert "--discard-lost-secrets" in refused.output
+    assert not key_file.exists()
+    assert stored_passwords(settings) == [before]
+    add = invoke("secrets", "add-key")
+    assert add.exit_code == 1
+    assert "Restore the key file" in add.output
+    assert not key_file.exists()
+
+    # Restored: everything works again, nothing was lost.
+    (settings.data_dir / "secret.key.moved").rename(key_file)
+    ok(
+        "smtp", "set", "--org", "acme", "--server", "smtp.acme.example.org", "--username", "u",
+        "--password-stdin", "--from", "it@acme.example.org", input="other-pw\n",
+    )  # fmt: skip
+    assert json.loads(ok("secrets", "status", "--json"))["secrets_not_decryptable"] == 0
+
+
+def test_a_key_lost_for_good_is_replaced_on_request(settings: Settings) -> None:
+    ok(
+        "smtp", "set", "--server", "smtp.example.com", "--username", "mailer",
+        "--password-stdin", "--from", "noreply@example.com", input=f"{PASSWORD}\n",
+    )  # fmt: skip
+    key_file = settings.data_dir / "secret.key"
+    key_file.unlink()
+    out = ok("secrets", "add-key", "--discard-lost-secrets")
+    assert "Cleared 1 password(s)" in out
+    assert len(parse_key_file(key_file.read_text())) == 1
+    assert stored_passwords(settings) == [None]
+    shown = json.loads(ok("smtp", "show", "--json"))
+    assert shown["password_set"] is False
+    assert "set the password again" in shown["paused_reason"]
+    ok("smtp", "set", "--password-stdin", input=f"{PASSWORD}\n")
+    shown = json.loads(ok("smtp", "show", "--json"))
+    assert (shown["password_set"], shown["paused_at"]) == (True, None)
+    assert json.loads(ok("secrets", "status", "--json"))["secrets_not_decryptable"] == 0
+
+
+def test_from_name_and_resume(settings: Settings) -> None:
+    ok("org", "create", "acme")
+    ok(
+        "smtp", "set", "--org", "acme", "--server", "smtp.acme.example.org",
+        "--from", "it@acme.example.org", "--from-name", "Acme IT",
+    )  # fmt: skip
+    ok("smtp", "set", "--org", "acme", "--port", "2525")  # the name is kept
+    shown = json.loads(ok("smtp", "show", "--org", "acme", "--json"))
+    assert (shown["from_name"], shown["smtp_port"], shown["paused_at"]) == ("Acme IT", 2525, None)
+    not_paused = invoke("smtp", "resume", "--org", "acme")
+    assert not_paused.exit_code == 1
+    assert "smtp_not_paused" in not_paused.output
+
+    async def pause(session: AsyncSession) -> None:
+        row = (await session.execute(select(SMTPSettings))).scalar_one()
+        row.paused_at = row.updated_at
+        row.paused_reason = "535 5.7.8 no"
+        await session.commit()
+
+    query(settings, pause)
+    assert json.loads(ok("smtp", "show", "--org", "acme", "--json"))["paused_reason"] == (
+        "535 5.7.8 no"
+    )
+    resumed = json.loads(ok("smtp", "resume", "--org", "acme", "--json"))
+    assert (resumed["paused_at"], resumed["paused_reason"]) == (None, None)
+    ok("smtp", "set", "--org", "acme", "--from-name", "")
+    assert json.loads(ok("smtp", "show", "--org", "acme", "--json"))["from_name"] is None
+    long_name = invoke("smtp", "set", "--org", "acme", "--from-name", "x" * 129)
+    assert long_name.exit_code == 1
+    assert "invalid_from_name" in long_name.output
+
+
+def test_status_without_the_key_file_says_to_restore_it(settings: Settings) -> None:
+    ok(
+        "smtp", "set", "--server", "smtp.example.com", "--username", "mailer",
+        "--password-stdin", "--from", "noreply@example.com", input=f"{PASSWORD}\n",
+    )  # fmt: skip
+    (settings.data_dir / "secret.key").unlink()
+    status = invoke("secrets", "status")
+    assert status.exit_code == 1
+    assert "restore it from your backup" in status.output

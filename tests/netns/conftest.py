@@ -12,7 +12,9 @@ are removed first. Skipped (with the reason) without root or the tools.
 ``start_deployment`` and ``processes`` are the shared fixtures of :mod:`tests.support`:
 ``start_deployment(2, host=lab.host_address)`` runs server replicas on one PostgreSQL
 database where the lab's machines reach them. ``nat_mesh`` is ``mesh`` with relays
-allowed and relay ``r1`` on machine 1. The classes and probes they use are in
+allowed and relay ``r1`` on machine 1. ``mesh_default_heartbeat`` is ``mesh`` with the
+server's default heartbeat (15 s / 60 s), where a lost WebSocket is not noticed for a
+minute, as in production. The classes and probes they use are in
 :mod:`tests.netns.mesh`.
 """
 
@@ -29,6 +31,7 @@ from tests.netns.lab import Lab, Machine, missing_requirements, remove_stale
 from tests.netns.mesh import RELAY_TOKEN, Mesh, NatMesh
 from tests.netns.udp import UdpSocket
 from tests.support.processes import ProcessGroup
+from wiremesh.protocol.server import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT
 
 
 @contextlib.contextmanager
@@ -85,6 +88,23 @@ async def mesh(lab: Lab, processes: ProcessGroup, tmp_path: Path) -> AsyncIterat
         yield mesh
     finally:
         processes.cleanup()  # agents first, so their namespaces empty before the lab goes
+
+
+@pytest.fixture
+async def mesh_default_heartbeat(
+    lab: Lab, processes: ProcessGroup, tmp_path: Path
+) -> AsyncIterator[Mesh]:
+    heartbeat = {
+        "WIREMESH_HEARTBEAT_INTERVAL": str(DEFAULT_HEARTBEAT_INTERVAL),
+        "WIREMESH_HEARTBEAT_TIMEOUT": str(DEFAULT_HEARTBEAT_TIMEOUT),
+    }
+    mesh = Mesh(lab, processes, tmp_path, heartbeat)
+    try:
+        await mesh.start_server()
+        await mesh.create_org()
+        yield mesh
+    finally:
+        processes.cleanup()
 
 
 @pytest.fixture

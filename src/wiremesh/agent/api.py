@@ -2,8 +2,9 @@
 
 Enrollment (:mod:`wiremesh.agent.enroll`) and key rotation
 (:mod:`wiremesh.agent.wireguard.rotate`) ask the same servers the same way, and the
-session loop connects to the WebSocket under the same base URLs; the paths come from
-:mod:`wiremesh.protocol.urls`, shared with the server.
+session loop connects to the WebSocket under the same base URLs (``websocket_url`` and
+``USER_AGENT`` live in :mod:`.servers`, so the session loop does not load httpx); the paths
+come from :mod:`wiremesh.protocol.urls`, shared with the server.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from wiremesh import __version__
-from wiremesh.protocol.urls import AGENT_WEBSOCKET_PATH
+from wiremesh.agent.servers import USER_AGENT, websocket_url
 
 __all__ = [
     "REQUEST_TIMEOUT",
@@ -30,15 +29,6 @@ __all__ = [
 logger = logging.getLogger("wiremesh.agent")
 
 REQUEST_TIMEOUT: Final = 15.0
-USER_AGENT: Final = f"wiremesh-agent/{__version__}"
-"""Sent with every request and WebSocket handshake, so server logs show agent versions."""
-
-
-def websocket_url(server_url: str) -> str:
-    """The agent WebSocket URL under ``server_url`` (ws:// for http, wss:// for https)."""
-    parts = urlsplit(server_url)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + AGENT_WEBSOCKET_PATH, "", ""))
 
 
 def server_error(response: httpx.Response) -> str:

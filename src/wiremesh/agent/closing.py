@@ -51,6 +51,9 @@ class Ended:
     code: int
     reason: str
     established_for: float | None
+    roamed: bool = False
+    """Ended by this agent because the machine's address changed: reconnect at once, to the
+    same server, without counting a failure."""
 
 
 def close_code_of(exc: ConnectionClosed) -> tuple[int, str]:

@@ -23,6 +23,11 @@ returns the peer table WireGuard should have. Rules (docs/nat-traversal.md):
   then sends at once instead of at its next 5 s retry (none when the address stays). New
   candidates that leave the endpoint in use first change nothing: a re-add would throw
   away a handshake under way.
+- Two ends that knock at each other at the same moment (a device starting while its peer
+  learns it is online) cross their handshake initiations: each answers the other's, which
+  drops its own, and both answers are refused; WireGuard would retry 5 s later. So a
+  knock without any handshake after ``CROSSED_RETRY_SECONDS`` is re-added once, by the end
+  whose public key sorts first only, so the two retries do not cross again.
 - A relay entry without a handshake yet is re-added every ``RELAY_RETRY_SECONDS``: the
   relay learns devices from the server about once a second and drops, silently, the
   initiations of a key it does not know yet; WireGuard's own retry would come 5 s later.
@@ -49,6 +54,9 @@ for this long means its end of the session is gone."""
 SILENT_FACTOR: Final = 1.6
 """A longer keepalive gives a proportionally longer bound (40 s for 25 s)."""
 RELAY_RETRY_SECONDS: Final = 1.0
+CROSSED_RETRY_SECONDS: Final = 1.0
+"""A handshake takes one round trip: none this long after a knock began means it crossed
+the peer's (or was lost); see the module doc."""
 """A relay entry with no handshake yet is re-added this often (see the module doc)."""
 
 Path = Literal["direct", "local", "relay", "none"]
@@ -98,6 +106,8 @@ class _PeerPath:
     received: int = 0
     heard_at: float = 0.0
     """Bytes received from the peer, and when that count last grew (direct peers)."""
+    crossed_retry: bool = False
+    """The knock was re-added once for a crossed handshake (see the module doc)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +167,10 @@ class PathSelector:
             state = self._track(key, peer, candidates, now)
             rx = None if received is None else received.get(key, 0)
             last = handshakes.get(key, 0.0)
-            if self._advance(state, peer, last, rx, now, relay is not None, silent):
+            breaks_ties = self.own_public_key is not None and self.own_public_key < key
+            if self._advance(
+                state, peer, last, rx, now, relay is not None, silent, breaks_ties=breaks_ties
+            ):
                 self._newly_direct.append(peer.virtual_ip)
             # a direct peer keeps the endpoint WireGuard uses now (it may have roamed)
             endpoint = candidates[state.index][0] if candidates and not state.direct else None
@@ -211,7 +224,9 @@ class PathSelector:
             state.knock_started = previous.knock_started
         # Re-added only to knock at once at a new address after one in use (WireGuard
         # would wait 5 s); a first endpoint turns the keepalive on, which sends by itself.
-        state.readd = in_use is not None and (not candidates or candidates[0][0] != in_use)
+        # No candidates (the peer went offline) is no new address: the entry keeps its
+        # endpoint and its session, which a peer that only reconnected still uses.
+        state.readd = in_use is not None and bool(candidates) and candidates[0][0] != in_use
         return state
 
     def take_newly_direct(self) -> list[str]:
@@ -234,6 +249,8 @@ class PathSelector:
         now: float,
         relayed: bool,
         silent: float | None,
+        *,
+        breaks_ties: bool = False,
     ) -> bool:
         """One tick of the peer's path: who came back, what went stale or silent, which
         handshake proves a path, and the knock's next address. Whether it went direct."""
@@ -244,6 +261,7 @@ class PathSelector:
             # only to drop such a session: a re-add could drop the one its knock just made.
             state.direct, state.index, state.pause_until = False, 0, 0.0
             state.knock_started, state.readd = now, last > 0
+            state.crossed_retry = False
             last = 0.0  # the handshake we saw was with its earlier run
         elif state.online and not peer.online:
             state.offline_since = now
@@ -270,6 +288,14 @@ class PathSelector:
             state.received, state.heard_at = rx if rx is not None else 0, now
             return True
         if state.direct or not state.candidates or now < state.pause_until:
+            return False
+        if (
+            breaks_ties
+            and last <= 0
+            and not state.crossed_retry
+            and CROSSED_RETRY_SECONDS <= now - state.knock_started < KNOCK_SECONDS
+        ):
+            state.crossed_retry = state.readd = True
             return False
         if now - state.knock_started >= KNOCK_SECONDS:
             was = state.candidates[state.index][0]

@@ -13,9 +13,17 @@ configured while the servers are away, so the mesh keeps working without its coo
 
 The last known peers and relays are kept in the state dir (:mod:`.peercache`). While no
 session is live they stay configured and their paths keep moving (knocks, relay fallback)
-on the path tick; at start, when the first connection attempt fails, they come from that
-cache, so a device restarted while the server is down still meshes. A welcome replaces
-them.
+on the path tick (:mod:`.offline`); at start, when the first connection attempt fails, they
+come from that cache, so a device restarted while the server is down still meshes. A
+welcome replaces them.
+
+When the machine's own address changes (:mod:`.underlay`, checked on the path tick), the
+session is dropped and a new one opened at once, so the server re-announces this device at
+its new address; first, one packet goes through the tunnel to every known peer, which
+moves their WireGuard endpoint for this device to the new address (WireGuard roams to the
+source of the last authenticated packet). After a key rotation (:meth:`AgentRunner.rotated`)
+the same packets make this side start the handshakes with the new key, rather than wait for
+each peer's retry.
 """
 
 from __future__ import annotations
@@ -33,15 +41,16 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from wiremesh import __version__
-from wiremesh.agent.api import USER_AGENT, websocket_url
 from wiremesh.agent.backend import DEFAULT_KEEPALIVE, WireGuardBackend
 from wiremesh.agent.backoff import Backoff
 from wiremesh.agent.closing import ABNORMAL_CLOSURE, Ended, Refused, close_code_of, code_name
 from wiremesh.agent.lan import lan_candidates
+from wiremesh.agent.nudge import endpoints_again, send_to_each
+from wiremesh.agent.offline import OfflinePeers
 from wiremesh.agent.pathreport import PathReporter
 from wiremesh.agent.paths import PathSelector
-from wiremesh.agent.peercache import KnownPeers, PeerCache, describe, known_from, load_peer_cache
-from wiremesh.agent.servers import ServerRotation
+from wiremesh.agent.peercache import KnownPeers
+from wiremesh.agent.servers import USER_AGENT, ServerRotation, websocket_url
 from wiremesh.agent.state import (
     STATE_FILE,
     Enrollment,
@@ -51,6 +60,7 @@ from wiremesh.agent.state import (
 )
 from wiremesh.agent.status import STATUS_INTERVAL, AgentStatus, Connection
 from wiremesh.agent.sync import BackendError, WireGuardSync, backend_call, device_config
+from wiremesh.agent.underlay import UnderlayWatch, route_source
 from wiremesh.agent.waiting import Wake, cancel, wait_or_stop
 from wiremesh.protocol import (
     DEFAULT_WELCOME_TIMEOUT,
@@ -149,16 +159,47 @@ class AgentRunner:
         """What ``agent status`` shows; published in the state dir."""
         self.sync = WireGuardSync(backend, self.paths, self.status)
         self._status_written = 0.0
-        self.known: KnownPeers | None = None
-        """The peers and relays the server last told of (or the cache, before it did)."""
-        self.offline = False
-        """No live session: ``known`` is configured and its paths move on the path tick."""
-        self._offline_tick = 0.0
-        self._cache = (
-            PeerCache(state_dir, enrollment.device.peer_id) if state_dir is not None else None
+        self.last_known = OfflinePeers(
+            self._reconcile_with,
+            self.paths,
+            interval=PATH_TICK,
+            state_dir=state_dir,
+            owner=enrollment.device.peer_id,
         )
+        """The peers the server last told of, configured while no session is live."""
+        self.route_lookup: Callable[[str], str | None] = route_source
+        """The local address that reaches the server now (see :mod:`.underlay`)."""
 
     # ------------------------------------------------------------------ control
+
+    def rotated(self, enrollment: Enrollment) -> None:
+        """The interface has the new private key: this device is known by the new public key,
+        and every peer gets a handshake from this side now. A peer already told the new key
+        completes it at once; without it, a peer whose own handshake reached the old key just
+        before waits WireGuard's 5 s retry. A peer told later starts one itself, which the
+        new key answers."""
+        self.enrollment = enrollment
+        sent = self.nudge_peers()
+        logger.info("re-keyed: a handshake to each of %d peers", sent)
+
+    def nudge_peers(self) -> int:
+        """One empty packet through the tunnel to every known peer (see :mod:`.nudge`): a
+        handshake with each, from this side and this address; how many were sent."""
+        if self.known is None:
+            return 0
+        peers = self.known.peers.values()
+        addresses = (peer.virtual_ip for peer in peers if peer.public_key)
+        return send_to_each(addresses, self.enrollment.device.virtual_ip)
+
+    @property
+    def known(self) -> KnownPeers | None:
+        """The peers and relays the server last told of (or the cache, before it did)."""
+        return self.last_known.known
+
+    @property
+    def offline(self) -> bool:
+        """No live session: the last known peers are configured instead."""
+        return self.last_known.offline
 
     def stop(self) -> None:
         """Ask the loop to close the session cleanly and return (safe from a signal handler)."""
@@ -174,8 +215,7 @@ class AgentRunner:
         refused: Refused | None = None
         try:
             await backend_call("set up the interface", self.backend.setup(self._device))
-            if self.state_dir is not None:
-                self.known = load_peer_cache(self.state_dir, self.enrollment.device.peer_id)
+            self.last_known.load()
             refused = await self._loop()
             return refused
         finally:
@@ -199,7 +239,12 @@ class AgentRunner:
                 break
             if not should_reconnect(ended.code):
                 return Refused(ended.code, ended.reason)
-            await self._go_offline()
+            await self.last_known.go_offline(
+                asyncio.get_running_loop().time(), never_connected=self.sessions == 0
+            )
+            if ended.roamed:
+                attempt = 0
+                continue
             if ended.established_for is not None and (
                 ended.established_for > self.backoff.reset_after
             ):
@@ -282,12 +327,14 @@ class AgentRunner:
         announced_port = self.backend.listen_port
         welcomed_at: float | None = None
 
-        def ended(code: int, reason: str) -> Ended:
+        def ended(code: int, reason: str, *, roamed: bool = False) -> Ended:
             lasted = None if welcomed_at is None else loop.time() - welcomed_at
             self._publish("disconnected", f"{code} {code_name(code)} ({reason})")
-            return Ended(code, reason, lasted)
+            return Ended(code, reason, lasted, roamed)
 
         self.status.server = self.servers.current
+        remote = websocket.remote_address
+        underlay = UnderlayWatch(str(remote[0]) if remote else None, self.route_lookup)
 
         try:
             await websocket.send(
@@ -306,6 +353,9 @@ class AgentRunner:
             while True:
                 if welcomed_at is not None and loop.time() >= next_path_tick:
                     next_path_tick = loop.time() + PATH_TICK
+                    moved = underlay.moved()
+                    if moved is not None:
+                        return await self._roam(websocket, moved, ended)
                     await self._reconcile(session)  # paths move with handshakes
                     await self._report_paths(websocket)
                 receiving = asyncio.create_task(websocket.recv())
@@ -344,7 +394,7 @@ class AgentRunner:
                         await websocket.send(encode(event))
                     elif isinstance(event, WelcomeReceived):
                         welcomed_at = loop.time()
-                        self.offline = False
+                        self.last_known.online()
                         self.sessions += 1
                         self.servers.connected()
                         self.status.reason = None
@@ -388,6 +438,30 @@ class AgentRunner:
         await websocket.close(exc.code, exc.reason)
         logger.warning("disconnected: %d %s (%s)", exc.code, exc.code.name, exc.reason)
         return ended(int(exc.code), exc.reason)
+
+    async def _roam(
+        self,
+        websocket: ClientConnection,
+        moved: tuple[str, str],
+        ended: Callable[..., Ended],
+    ) -> Ended:
+        """The machine reaches its server from another address now: tell the peers by
+        packets from it (they roam at once) and drop the session, whose TCP connection is
+        bound to the old address (no close handshake: it may never be answered). The
+        endpoints are set again first (:func:`.nudge.endpoints_again`)."""
+        old, new = moved
+        websocket.transport.abort()
+        resets = endpoints_again(await backend_call("read the peers", self.backend.peers()))
+        if resets:
+            await backend_call("set the peers' endpoints again", self.backend.apply(resets))
+        sent = self.nudge_peers()
+        logger.warning(
+            "this machine's address changed from %s to %s: reconnecting (%d peers told)",
+            old,
+            new,
+            sent,
+        )
+        return ended(CloseCode.GOING_AWAY, f"the address changed from {old} to {new}", roamed=True)
 
     async def _on_welcome(
         self,
@@ -452,25 +526,7 @@ class AgentRunner:
             self._publish(self.status.connection)
 
     def _remember(self, session: AgentSession) -> None:
-        """Keep what the server said as the last known peers (and in the cache, if new)."""
-        self.known = known_from(session.peers, session.relays, self.paths.own_public_ip)
-        if self._cache is not None:
-            self._cache.save(self.known)
-
-    async def _go_offline(self) -> None:
-        """No live session any more (or yet): keep the last known peers configured."""
-        if self.known is None or self.offline:
-            return
-        self.offline = True
-        if self.sessions == 0:
-            logger.warning(
-                "the server cannot be reached: configuring the last known %s",
-                describe(self.known),
-            )
-            if self.paths.own_public_ip is None:
-                self.paths.own_public_ip = self.known.public_ip
-        await self._reconcile_with(self.known.peers, self.known.relays)
-        self._offline_tick = asyncio.get_running_loop().time() + PATH_TICK
+        self.last_known.remember(session.peers, session.relays)
 
     async def _wait_ticking(self, task: asyncio.Task[Any] | None, seconds: float | None) -> Wake:
         """:meth:`_wait`; while offline, the last known peers' paths move every ``PATH_TICK``
@@ -478,12 +534,10 @@ class AgentRunner:
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
         while True:
-            if self.offline and self.known is not None and loop.time() >= self._offline_tick:
-                self._offline_tick = loop.time() + PATH_TICK
-                await self._reconcile_with(self.known.peers, self.known.relays)
+            await self.last_known.tick(loop.time())
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
-            if self.offline:
-                until_tick = max(0.0, self._offline_tick - loop.time())
+            until_tick = self.last_known.until_tick(loop.time())
+            if until_tick is not None:
                 timeout = until_tick if timeout is None else min(until_tick, timeout)
             woke = await self._wait(task, timeout)
             if woke is not Wake.TIMEOUT or (deadline is not None and loop.time() >= deadline):

@@ -9,14 +9,30 @@ parts here are pure (no I/O, no clock): the state file validates with
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
+from wiremesh import __version__
+from wiremesh.protocol.urls import AGENT_WEBSOCKET_PATH
+
 __all__ = [
+    "USER_AGENT",
     "InvalidServerURL",
     "ServerRotation",
     "normalize_server_url",
     "normalize_server_urls",
+    "websocket_url",
 ]
+
+USER_AGENT: Final = f"wiremesh-agent/{__version__}"
+"""Sent with every request and WebSocket handshake, so server logs show agent versions."""
+
+
+def websocket_url(server_url: str) -> str:
+    """The agent WebSocket URL under ``server_url`` (ws:// for http, wss:// for https)."""
+    parts = urlsplit(server_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + AGENT_WEBSOCKET_PATH, "", ""))
 
 
 class InvalidServerURL(ValueError):

@@ -51,12 +51,31 @@ def list_mail(
 
 
 @app.command("retry")
-def retry(mail_id: int = typer.Argument(..., min=1, help="Id of a failed mail")) -> None:
-    """Queue a failed mail again (after fixing the SMTP settings, say)."""
+def retry(
+    mail_id: int | None = typer.Argument(
+        None, min=1, help="Id of one mail; without it, every mail of --org in --status"
+    ),
+    org: str | None = typer.Option(None, "--org", help="Only this organization's mails"),
+    status: str = typer.Option(
+        "failed",
+        "--status",
+        help="failed: queue them again from their first attempt; queued: send them now",
+    ),
+) -> None:
+    """Send mails again now (after fixing the SMTP settings, say): one, or all of a status."""
+    if status not in outbox.RETRYABLE:
+        fail(f"--status must be one of {', '.join(outbox.RETRYABLE)}")
 
-    async def work() -> None:
+    async def work() -> int:
         async with unit_of_work() as session:
-            await outbox.retry_failed(session, mail_id)
+            scope = await operator_scope(session, org)
+            if mail_id is not None:
+                await outbox.retry_mail(session, scope, mail_id)
+                return 1
+            return await outbox.retry_all(session, scope, status)
 
-    run(work)
-    typer.echo(f"Mail {mail_id} is queued again; the server sends it shortly.")
+    count = run(work)
+    if mail_id is not None:
+        typer.echo(f"Mail {mail_id} is queued again; the server sends it shortly.")
+    else:
+        typer.echo(f"{count} {status} mail(s) queued again; the server sends them shortly.")

@@ -12,6 +12,7 @@ from wiremesh.server.crypto import (
     configured_keys,
     generate_key,
     key_source,
+    missing_key_message,
     read_key_file,
     write_key_file,
 )
@@ -69,7 +70,17 @@ def status(as_json: bool = JsonOption) -> None:
 
 
 @app.command("add-key")
-def add_key() -> None:
+def add_key(
+    discard_lost_secrets: bool = typer.Option(
+        False,
+        "--discard-lost-secrets",
+        help=(
+            "The key file is lost for good: make a new one anyway and clear the stored "
+            "passwords no key decrypts (their SMTP settings are paused until a password is "
+            "set again)"
+        ),
+    ),
+) -> None:
     """Put a new key first in the key file; stored secrets keep decrypting with the old one."""
     settings = cli_settings()
     source = key_source(settings)
@@ -80,11 +91,23 @@ def add_key() -> None:
         )
     path = source.path
 
-    async def work() -> list[str]:
-        return read_key_file(path) if path.exists() else []
+    async def work() -> tuple[list[str], int]:
+        if path.exists():
+            return read_key_file(path), 0
+        async with unit_of_work(settings) as session:
+            stored = len(await mail_service.settings_with_password(session))
+            if stored and not discard_lost_secrets:
+                fail(missing_key_message(path, stored))
+            cleared = await mail_service.discard_lost_passwords(session) if stored else 0
+        return [], cleared
 
-    keys = run(work)
+    keys, cleared = run(work)
     write_key_file(path, [generate_key(), *keys])
+    if cleared:
+        typer.echo(
+            f"Cleared {cleared} password(s) that no key decrypts; their SMTP settings are "
+            "paused until a password is set again (`wiremesh smtp set ... --password-stdin`)."
+        )
     typer.echo(
         f"Added a new key to {path} ({len(keys) + 1} keys); if replicas do not share this "
         "file, copy it to each. Then run `wiremesh secrets rotate`."

@@ -21,7 +21,7 @@ from wiremesh.cli._common import (
     run,
     unit_of_work,
 )
-from wiremesh.server.mail import repository, service
+from wiremesh.server.mail import pausing, repository, service
 from wiremesh.server.mail.schemas import MailTestIn, MailTestOut, SMTPSettingsOut
 from wiremesh.server.mail.service import SMTPSettingsInput, TlsModeChoice, tls_mode_choice
 from wiremesh.server.mail.testmail import send_test_mail
@@ -82,6 +82,9 @@ def set_settings(
     ),
     clear_password: bool = typer.Option(False, "--clear-password", help="Remove the password"),
     from_email: str | None = typer.Option(None, "--from", help="Sender address of every mail"),
+    from_name: str | None = typer.Option(
+        None, "--from-name", help='Display name in From ("Example Ops"); "" removes it'
+    ),
     tls: bool | None = typer.Option(
         None, "--tls/--no-tls", help="Secure the connection (default) or send in plain text"
     ),
@@ -144,6 +147,7 @@ def set_settings(
                 verify_certificate=_pick(verify, current.verify_certificate if current else True),
                 ca_certificate=ca,
                 is_active=_pick(active, current.is_active if current else True),
+                from_name=_pick(from_name, current.from_name if current else None),
             )
             row, _created = await service.put_settings(session, settings, scope, data)
             return settings_row(SMTPSettingsOut.of(row))
@@ -159,6 +163,19 @@ def show(org: str | None = OrgOption, as_json: bool = JsonOption) -> None:
         async with unit_of_work() as session:
             scope = await operator_scope(session, org)
             return settings_row(SMTPSettingsOut.of(await service.get_settings(session, scope)))
+
+    emit(run(work), as_json)
+
+
+@app.command("resume")
+def resume(org: str | None = OrgOption, as_json: bool = JsonOption) -> None:
+    """End a pause (the relay refused the login) without changing the settings, once the
+    relay's side is fixed; `smtp set` ends it too."""
+
+    async def work() -> dict[str, Any]:
+        async with unit_of_work() as session:
+            scope = await operator_scope(session, org)
+            return settings_row(SMTPSettingsOut.of(await pausing.resume(session, scope)))
 
     emit(run(work), as_json)
 

@@ -25,14 +25,13 @@ from wiremesh.server.events.feed import EventFeed
 from wiremesh.server.events.pruning import EventPruner
 from wiremesh.server.http_errors import document_error_responses, install_error_handlers
 from wiremesh.server.limits import BodyLimitMiddleware
-from wiremesh.server.mail.outbox import RetryPolicy
 from wiremesh.server.presence.cleanup import CleanupWorker
 from wiremesh.server.presence.gateway import serve_agent
 from wiremesh.server.presence.hub import PresenceHub
 from wiremesh.server.ratelimit import AuthThrottle
 from wiremesh.server.state import AppState
 from wiremesh.server.web import mount_dashboard
-from wiremesh.server.workers.mail_outbox import MailOutboxWorker, OutboxOptions
+from wiremesh.server.workers.mail_outbox import MailOutboxWorker
 from wiremesh.server.workers.periodic import PeriodicWorker
 
 logger = logging.getLogger("wiremesh.server")
@@ -106,18 +105,7 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
         workers: list[PeriodicWorker] = [
             CleanupWorker(settings, sessionmaker),
             EventPruner(settings, sessionmaker),
-            MailOutboxWorker(
-                sessionmaker,
-                settings,
-                options=OutboxOptions(
-                    poll_interval=settings.mail_poll_interval,
-                    retry=RetryPolicy(
-                        max_attempts=settings.mail_max_attempts,
-                        base_delay=settings.mail_retry_base_delay,
-                        max_delay=settings.mail_retry_max_delay,
-                    ),
-                ),
-            ),
+            MailOutboxWorker.from_settings(sessionmaker, settings),
             OfflineAlertChecker(sessionmaker, settings, interval=settings.alert_check_interval),
         ]
         for worker in workers:

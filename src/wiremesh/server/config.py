@@ -25,6 +25,8 @@ from wiremesh.protocol import (
 )
 
 CONFIG_FILE_ENV = "WIREMESH_CONFIG_FILE"
+# SMTP replies one send waits for after the greeting (see mail.transport.SmtpTransport).
+MAIL_COMMANDS_PER_SEND = 9
 
 
 class Settings(BaseSettings):
@@ -86,9 +88,52 @@ class Settings(BaseSettings):
     cleanup_batch_size: int = Field(default=5000, ge=1)
 
     mail_poll_interval: float = Field(default=5.0, gt=0, le=3600)
-    mail_max_attempts: int = Field(default=10, ge=1, le=1000)
+    mail_max_attempts: int = Field(default=100, ge=1, le=1000)
     mail_retry_base_delay: float = Field(default=30.0, gt=0)
     mail_retry_max_delay: float = Field(default=3600.0, gt=0)
+    mail_give_up_after_hours: float = Field(
+        default=72.0,
+        gt=0,
+        le=24 * 90,
+        description="A mail still failing temporarily this long after it was queued fails",
+    )
+    mail_max_in_flight: int = Field(
+        default=16, ge=1, le=1000, description="Mails this replica sends at once, in all"
+    )
+    mail_max_in_flight_per_org: int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description="Mails of one organization sent at once, so a slow relay holds only these",
+    )
+    mail_connect_timeout: float = Field(default=5.0, gt=0, le=300)
+    mail_greeting_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="For the SMTP banner (and implicit TLS)"
+    )
+    mail_command_timeout: float = Field(
+        default=30.0, gt=0, le=600, description="For each later SMTP command's reply"
+    )
+    mail_claim_lease: float = Field(
+        default=600.0,
+        gt=0,
+        le=86400,
+        description=(
+            "How long a mail being sent stays claimed; another replica resends it after this "
+            "when its sender died (this replica takes its own back when it starts)"
+        ),
+    )
+    mail_shutdown_grace: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="On stop, how long a mail whose data was sent may wait for its reply",
+    )
+    mail_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        le=3650,
+        description="Sent and failed mails older than this are deleted by the cleanup",
+    )
     alert_check_interval: float = Field(default=30.0, gt=0, le=86400)
     smtp_allow_private_hosts: bool = Field(
         default=False,
@@ -193,6 +238,16 @@ class Settings(BaseSettings):
     def _timeout_exceeds_interval(self) -> Settings:
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise ValueError("heartbeat_timeout must be longer than heartbeat_interval")
+        longest_send = (
+            self.mail_connect_timeout
+            + self.mail_greeting_timeout
+            + self.mail_command_timeout * MAIL_COMMANDS_PER_SEND
+        )
+        if self.mail_claim_lease <= longest_send:
+            raise ValueError(
+                f"mail_claim_lease must be longer than the longest send ({longest_send:.0f} s: "
+                f"connect + greeting + {MAIL_COMMANDS_PER_SEND} x command timeout)"
+            )
         return self
 
     @cached_property

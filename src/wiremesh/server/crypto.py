@@ -6,7 +6,10 @@ Where the keys come from, in order:
    every key decrypts.
 2. ``Settings.secret_key_file``: a file with one key per line, newest first (``#`` comments and
    blank lines are ignored). It must exist.
-3. Neither: ``<data_dir>/secret.key``, created (mode 0600) the first time a secret is encrypted.
+3. Neither: ``<data_dir>/secret.key``, created (mode 0600) the first time a secret is encrypted,
+   but never while the database holds secrets encrypted before: those were encrypted with a
+   key that is now missing, and a new key would silently make them unreadable
+   (``SecretKeyMissing`` says how to restore the file or start over).
 
 A value that no configured key decrypts is refused with ``secret_key_mismatch``: the server
 never sends a garbled password to an SMTP server.
@@ -44,6 +47,24 @@ class SecretKeyInvalid(ApiError):
 
     def __init__(self, message: str) -> None:
         super().__init__(500, "secret_key_invalid", message)
+
+
+class SecretKeyMissing(ApiError):
+    """The key file is gone while the database holds secrets encrypted with its key."""
+
+    def __init__(self, path: Path, stored: int) -> None:
+        super().__init__(409, "secret_key_missing", missing_key_message(path, stored))
+
+
+def missing_key_message(path: Path, stored: int) -> str:
+    return (
+        f"the key file {path} does not exist, but the database holds {stored} secret(s) "
+        "encrypted with a key; no new key is made, since it could not decrypt them. Restore "
+        "the key file from your backup (or point WIREMESH_SECRET_KEY_FILE or "
+        "WIREMESH_SECRET_KEYS at the keys). If the key is lost for good, `wiremesh secrets "
+        "add-key --discard-lost-secrets` makes a new key and clears the passwords no key "
+        "decrypts (their SMTP settings are paused until a password is set again)"
+    )
 
 
 def generate_key() -> str:
@@ -86,7 +107,8 @@ def read_key_file(path: Path) -> list[str]:
         content = path.read_text(encoding="ascii")
     except FileNotFoundError:
         raise SecretKeyMismatch(
-            f"the key file {path} does not exist, so stored secrets cannot be decrypted"
+            f"the key file {path} does not exist, so stored secrets cannot be decrypted; "
+            "restore it from your backup (`wiremesh secrets --help` says what else can be done)"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SecretKeyInvalid(f"the key file {path} cannot be read: {exc}") from None
@@ -129,12 +151,15 @@ def _create_default_key_file(path: Path) -> list[str]:
     return [key]
 
 
-def configured_keys(settings: Settings, *, create: bool = False) -> list[str]:
-    """The keys, newest first. ``create`` makes the default key file when it is missing."""
+def configured_keys(settings: Settings, *, create: bool = False, stored: int = 0) -> list[str]:
+    """The keys, newest first. ``create`` makes the default key file when it is missing and
+    no secret is ``stored`` in the database yet."""
     source = key_source(settings)
     if source.path is None:
         return list(settings.secret_keys)
     if source.is_default_file and create and not source.path.exists():
+        if stored:
+            raise SecretKeyMissing(source.path, stored)
         return _create_default_key_file(source.path)
     return read_key_file(source.path)
 
@@ -189,6 +214,13 @@ class SecretBox:
         return True
 
 
-def secret_box(settings: Settings, *, for_encrypting: bool = False) -> SecretBox:
-    """The box for the configured keys; the default key file is made only to encrypt."""
-    return SecretBox(configured_keys(settings, create=for_encrypting))
+def secret_box(settings: Settings, *, for_encrypting: bool = False, stored: int = 0) -> SecretBox:
+    """The box for the configured keys; the default key file is made only to encrypt, and
+    only while no secret is ``stored`` (see ``configured_keys``)."""
+    return SecretBox(configured_keys(settings, create=for_encrypting, stored=stored))
+
+
+def missing_key_file(settings: Settings) -> Path | None:
+    """The key file the keys should come from, when it does not exist."""
+    source = key_source(settings)
+    return source.path if source.path is not None and not source.path.exists() else None

@@ -57,4 +57,5 @@ def test_no_threshold_alerts_at_the_transition() -> None:
 def test_reasons_in_words() -> None:
     assert reason_text("timeout") == "stopped answering heartbeats (timed out)"
     assert reason_text("disconnected") == "disconnected"
-    assert reason_text("something_else") == "something_else"
+    assert reason_text("heartbeat_timeout") == "stopped answering heartbeats (timed out)"
+    assert reason_text("something_else") == "disconnected (something else)"

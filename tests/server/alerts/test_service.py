@@ -255,3 +255,29 @@ async def test_after_a_restart_offline_clocks_start_when_the_replica_started(
     assert await check_offline_devices(session, later, not_before=grace_end) == 1
     [alert, _second_admin] = await mails(session)
     assert "host-gone" in alert.subject
+
+
+async def test_the_offline_mail_words_the_end_reason_the_transition_passes(
+    session: AsyncSession,
+) -> None:
+    """The transition passes the session's end reason (``heartbeat_timeout``, ...), not its
+    status: each reads as words in the rendered mail, never as the raw code."""
+    site = await make_site(session)
+    await alerts.put_alert_settings(session, site.org.id, enabled=True, now=T0)
+    expected = {
+        "heartbeat_timeout": "stopped answering heartbeats (timed out)",
+        "client_closed": "the agent closed its connection",
+        "protocol_malformed": "disconnected after a protocol error (malformed)",
+        "client_closed_4321": "the agent closed its connection (close code 4321)",
+    }
+    for number, (reason, words) in enumerate(expected.items()):
+        device = await make_device(session, site, f"r{number}")
+        assert await on_device_offline(
+            session, site.org.id, device.peer_id, device.hostname, device.virtual_ip, reason,
+            T0 + timedelta(minutes=number + 1),
+        )  # fmt: skip
+        mail = (await mails(session))[-1]
+        assert f"Reason:      {words}\n" in mail.text
+        assert reason not in mail.text
+        assert mail.html is not None
+        assert f"<td>{words}</td>" in mail.html

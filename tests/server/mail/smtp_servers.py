@@ -85,6 +85,10 @@ class Inbox:
     messages: list[EmailMessage] = field(default_factory=list)
     recipients: list[list[str]] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+    failed_logins: list[str] = field(default_factory=list)
+    # Seconds between taking a message (it counts as delivered: a real relay has queued it)
+    # and answering 250: a slow relay, for stops in the middle of DATA.
+    data_delay: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -93,6 +97,8 @@ class Inbox:
         with self._lock:
             self.messages.append(message)
             self.recipients.append(list(envelope.rcpt_tos))
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         return "250 2.0.0 OK: queued as test"
 
 
@@ -112,9 +118,11 @@ def _authenticator(inbox: Inbox, username: str, password: str) -> Callable[..., 
             and auth_data.login == username.encode()
             and auth_data.password == password.encode()
         )
-        if ok:
-            with inbox._lock:
+        with inbox._lock:
+            if ok:
                 inbox.logins.append(username)
+            else:
+                inbox.failed_logins.append(mechanism)
         return AuthResult(success=ok, handled=False)
 
     return authenticate
@@ -146,10 +154,13 @@ def start_server(
     password: str = "s3cret-pw",  # noqa: S107 - the test server's login
     port: int | None = None,
     reject_recipients: bool = False,
+    data_delay: float = 0.0,
 ) -> SmtpServer:
     """``starttls``: STARTTLS required, AUTH only over TLS; ``implicit``: TLS from the first
-    byte (port-465 style), AUTH required."""
+    byte (port-465 style), AUTH required; ``plain``: no TLS offered at all, AUTH in plain
+    text."""
     inbox: Inbox = _RejectingInbox() if reject_recipients else Inbox()
+    inbox.data_delay = data_delay
     port = port or free_port()
     common: dict[str, Any] = {
         "hostname": HOST,
@@ -168,6 +179,9 @@ def start_server(
         # on this (TLS-only) socket without it; the inbox records every successful login.
         common.update(auth_required=False, auth_require_tls=False)
         controller = Controller(inbox, ssl_context=certificate.server_context(), **common)
+    elif mode == "plain":
+        common.update(auth_required=False, auth_require_tls=False)
+        controller = Controller(inbox, **common)
     else:
         raise ValueError(mode)
     controller.start()

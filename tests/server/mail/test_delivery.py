@@ -23,18 +23,15 @@ from tests.server.mail.helpers import PASSWORD, make_world, outbox_rows, smtp_bo
 from tests.server.mail.smtp_servers import Certificate, SmtpServer, start_server
 from tests.support.ports import free_port
 from wiremesh.server.config import Settings
+from wiremesh.server.db.base import utcnow
 from wiremesh.server.mail import outbox, service
 from wiremesh.server.mail.models import MailOutbox
 from wiremesh.server.mail.outbox import RetryPolicy
+from wiremesh.server.mail.outcomes import DeliveryReport
 from wiremesh.server.mail.render import RenderedMail
 from wiremesh.server.mail.schemas import SMTPSettingsIn
 from wiremesh.server.mail.service import SMTPSettingsInput
-from wiremesh.server.mail.transport import (
-    DeliveryReport,
-    FakeTransport,
-    OutgoingMail,
-    ResolvedSMTP,
-)
+from wiremesh.server.mail.transport import FakeTransport, OutgoingMail, ResolvedSMTP, SendProgress
 from wiremesh.server.tenancy import SERVER_SCOPE, OrgScope
 from wiremesh.server.workers.mail_outbox import MailOutboxWorker, OutboxOptions
 
@@ -46,12 +43,13 @@ async def queue(
     org_id: int | None,
     to: str = "someone@example.org",
     subject: str = "Hello",
+    kind: str = "test",
 ) -> int:
     async with sessionmaker() as session:
         row = await outbox.enqueue(
             session,
             org_id=org_id,
-            kind="test",
+            kind=kind,
             to=to,
             rendered=RenderedMail(subject=subject, text="body text", html="<p>body</p>"),
         )
@@ -284,11 +282,48 @@ async def test_too_many_attempts_fail_the_mail(
     assert (row.status, row.attempts, row.last_outcome) == ("failed", 3, "smtp_not_configured")
 
 
-async def test_backoff_grows_exponentially() -> None:
-    policy = RetryPolicy(base_delay=30, max_delay=600)
-    assert [policy.delay(n).total_seconds() for n in (1, 2, 3, 4, 5, 6)] == [
-        30, 60, 120, 240, 480, 600,
-    ]  # fmt: skip
+async def test_backoff_grows_exponentially_with_jitter() -> None:
+    """The exponential ceiling, scaled by a random factor in [0.5, 1]: at the extremes of the
+    random source the delay is half the ceiling and the whole ceiling."""
+    lowest = RetryPolicy(base_delay=30, max_delay=600, jitter=lambda: 0.0)
+    highest = RetryPolicy(base_delay=30, max_delay=600, jitter=lambda: 1.0)
+    ceilings = [30, 60, 120, 240, 480, 600]
+    assert [highest.delay(n).total_seconds() for n in range(1, 7)] == ceilings
+    assert [lowest.delay(n).total_seconds() for n in range(1, 7)] == [c / 2 for c in ceilings]
+    delays = {RetryPolicy(base_delay=30).delay(3).total_seconds() for _ in range(50)}
+    assert len(delays) > 1
+    assert all(60 <= delay <= 120 for delay in delays)
+
+
+async def test_a_long_outage_fails_a_mail_only_past_the_give_up_horizon(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    """Hours of temporary failures keep the mail queued; past the horizon it fails."""
+    await make_world(session)
+    mail_id = await queue(sessionmaker, None)  # no SMTP configured: a temporary failure
+    policy = RetryPolicy(base_delay=0.0, give_up_after=timedelta(hours=72))
+    worker = MailOutboxWorker(sessionmaker, settings, options=OutboxOptions(retry=policy))
+
+    async def queued_ago(hours: float) -> None:
+        async with sessionmaker() as db:
+            await db.execute(
+                update(MailOutbox)
+                .where(MailOutbox.id == mail_id)
+                .values(created_at=utcnow() - timedelta(hours=hours))
+            )
+            await db.commit()
+
+    await queued_ago(10)
+    for _ in range(12):
+        await worker.run_once()
+    row = await get_row(sessionmaker, mail_id)
+    assert (row.status, row.attempts) == ("queued", 12)
+    await queued_ago(73)
+    await worker.run_once()
+    row = await get_row(sessionmaker, mail_id)
+    assert (row.status, row.attempts, row.last_outcome) == ("failed", 13, "smtp_not_configured")
 
 
 async def test_a_failed_attempt_waits_for_its_backoff(
@@ -304,7 +339,8 @@ async def test_a_failed_attempt_waits_for_its_backoff(
     await worker.run_once()
     row = await get_row(sessionmaker, mail_id)
     assert row.status == "queued"
-    assert timedelta(seconds=590) < row.next_attempt_at - row.created_at < timedelta(seconds=700)
+    # 600 s scaled by the jitter factor in [0.5, 1].
+    assert timedelta(seconds=290) < row.next_attempt_at - row.created_at < timedelta(seconds=700)
     assert await worker.run_once() == 0
     assert (await get_row(sessionmaker, mail_id)).attempts == 1
 
@@ -351,10 +387,12 @@ async def test_unexpected_errors_are_logged_with_context_and_the_worker_goes_on(
         await db.commit()
 
     class Exploding(FakeTransport):
-        async def send(self, config: ResolvedSMTP, mail: OutgoingMail) -> DeliveryReport:
+        async def send(
+            self, config: ResolvedSMTP, mail: OutgoingMail, progress: SendProgress | None = None
+        ) -> DeliveryReport:
             if mail.subject == "boom":
                 raise RuntimeError("transport bug")
-            return await super().send(config, mail)
+            return await super().send(config, mail, progress)
 
     transport = Exploding()
     boom = await queue(sessionmaker, world.a.id, subject="boom")

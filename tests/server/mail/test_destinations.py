@@ -18,14 +18,9 @@ from wiremesh.server.config import Settings
 from wiremesh.server.mail import service
 from wiremesh.server.mail.api import get_mail_transport
 from wiremesh.server.mail.models import SMTPSettings, TlsMode
+from wiremesh.server.mail.outcomes import Outcome
 from wiremesh.server.mail.service import SMTPSettingsInput
-from wiremesh.server.mail.transport import (
-    FakeTransport,
-    Outcome,
-    OutgoingMail,
-    ResolvedSMTP,
-    SmtpTransport,
-)
+from wiremesh.server.mail.transport import FakeTransport, OutgoingMail, ResolvedSMTP, SmtpTransport
 from wiremesh.server.tenancy import OrgScope
 
 PRIVATE = ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.169.254",

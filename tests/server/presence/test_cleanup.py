@@ -12,8 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.factories import auth, make_org, make_token, make_user
+from tests.support.waiting import eventually
 from wiremesh.server.config import Settings
 from wiremesh.server.db.base import utcnow
+from wiremesh.server.mail.models import MailOutbox
 from wiremesh.server.presence import repository
 from wiremesh.server.presence.cleanup import CleanupWorker, delete_old_connections
 from wiremesh.server.presence.models import ConnectionStatus
@@ -154,10 +156,15 @@ async def test_the_worker_uses_the_retention_setting(
 
 
 async def test_cleanup_endpoint_for_the_server_administrator(
+    batches: list[int],
     client: httpx.AsyncClient,
     sessionmaker: async_sessionmaker[AsyncSession],
     owner: Owner,
 ) -> None:
+    # The app's own cleanup runs once as it starts: let it finish on an empty table, or it
+    # could delete the old rows seeded here before the endpoint is asked to.
+    await eventually(lambda: batches, what="the start-up cleanup run")
+    batches.clear()
     ids = await _seed(sessionmaker, owner, old=5)
     refused = await client.post("/api/v1/connections/cleanup", headers=auth(owner.user_token))
     assert refused.status_code == 403
@@ -183,3 +190,34 @@ async def test_cleanup_endpoint_for_the_server_administrator(
             headers=auth(owner.admin_token),
         )
         assert invalid.status_code == 422, bad
+
+
+async def test_the_worker_deletes_finished_mails_past_their_retention(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], owner: Owner
+) -> None:
+    """Sent and failed mails (an invitation's link in the body) go after the mail retention;
+    queued and sending ones stay, however old."""
+    now = utcnow()
+    ages = {"sent": 40, "failed": 40, "queued": 400, "sending": 400}
+    async with sessionmaker() as session:
+        for status, days in ages.items():
+            for recent in (False, True):
+                at = now - (DAY if recent else days * DAY)
+                session.add(
+                    MailOutbox(
+                        org_id=owner.org_id, kind="invitation", to="x@example.org",
+                        subject=f"{status}-{'recent' if recent else 'old'}", text="body",
+                        status=status, next_attempt_at=at, created_at=at,
+                        sent_at=at if status == "sent" else None,
+                    )
+                )  # fmt: skip
+        await session.commit()
+    worker = CleanupWorker(
+        settings.model_copy(update={"mail_retention_days": 30, "cleanup_batch_size": 1}),
+        sessionmaker,
+    )
+    assert await worker.run_once() == 2
+    async with sessionmaker() as session:
+        left = (await session.execute(select(MailOutbox.subject))).scalars().all()
+    kept = ["sent-recent", "failed-recent", "queued-old", "queued-recent", "sending-old"]
+    assert sorted(left) == sorted([*kept, "sending-recent"])

@@ -1,13 +1,21 @@
 """A running agent follows its private key file, so ``rotate-key`` needs no restart.
 
-Design: the agent polls the key file once a second (``stat``: inode, mtime, size) rather
-than waiting for SIGHUP. ``rotate-key`` then works without knowing the agent's pid or
-having the right to signal it, and a key restored from a backup is picked up the same
-way. When the file changes, the agent loads the enrollment and the key and checks that
-they belong together (``rotate-key`` writes the key first, then the state file: between
-the two they differ and the agent waits for the next poll). Then it re-applies
-``setup`` with the new key, which for the real backends is one
-``wg set <iface> private-key /dev/stdin``: the address, port and peers stay.
+Design: the agent polls the key file ten times a second (``stat``: inode, mtime, size; a
+few microseconds each) rather than waiting for SIGHUP. ``rotate-key`` then works without
+knowing the agent's pid or having the right to signal it, and a key restored from a backup
+is picked up the same way. When the file changes, the agent loads the enrollment and the
+key and checks that they belong together (``rotate-key`` writes the key first, then the
+state file: between the two they differ and the agent waits for the next poll). Then it
+re-applies ``setup`` with the new key, which for the real backends is one ``wg set
+<iface> private-key /dev/stdin``: the address, port and peers stay. Then ``on_rotated``
+runs: the agent starts a handshake with every peer (see ``AgentRunner.rotated``).
+
+Why the poll is that quick: the server tells the peers the new key as soon as it accepts
+it, before ``rotate-key`` has written the file. A peer whose handshake reaches this device
+while it still has the old key is not answered and retries only after WireGuard's 5 s
+``REKEY_TIMEOUT``; the handshake this device starts once it has the new key ends that
+wait. What remains of the gap is the time from the server's answer to the new key on the
+interface: the file written, the next poll (at most 0.1 s), ``wg set``, a round trip.
 
 :class:`KeyFollower` wraps the backend the session loop uses, so every later ``setup``
 (the server assigning another address, say) also uses the newest key.
@@ -43,7 +51,8 @@ __all__ = ["POLL_INTERVAL", "KeyFollower"]
 
 logger = logging.getLogger("wiremesh.agent")
 
-POLL_INTERVAL: Final = 1.0
+POLL_INTERVAL: Final = 0.1
+"""See the module doc: this bounds how long peers told the new key cannot reach this device."""
 MISMATCH_WARNING_AFTER: Final = 10.0
 """A key file that stays unusable this long (not a rotation in progress) is reported."""
 

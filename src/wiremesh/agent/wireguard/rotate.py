@@ -11,8 +11,10 @@ Order, so that no step can leave a device the server does not know:
    atomically, mode 0600), under the state lock and onto the state as it is then, so a
    ``servers set`` made meanwhile is kept.
 
-A running agent notices the new key file within a second and re-keys its interface
-(:class:`wiremesh.agent.wireguard.keywatch.KeyFollower`). If the command is interrupted
+A running agent notices the new key file within a tenth of a second, re-keys its
+interface and starts a handshake with every peer
+(:class:`wiremesh.agent.wireguard.keywatch.KeyFollower`): peers already told the new key
+reach it again at once, the others when their delta comes. If the command is interrupted
 between 2 and 3, the server has a key whose private half is lost: run it again, it only
 needs the credential and makes (and sends) another pair.
 """

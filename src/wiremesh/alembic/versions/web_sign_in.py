@@ -1,7 +1,7 @@
 """Sign-in for people: a password hash per user, dashboard sessions, one-time mailed links.
 
 Revision ID: web_sign_in
-Revises: relay_credentials
+Revises: smtp_from_name_and_pause
 Create Date: 2026-12-13
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "web_sign_in"
-down_revision: str | None = "relay_credentials"
+down_revision: str | None = "smtp_from_name_and_pause"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

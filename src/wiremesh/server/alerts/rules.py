@@ -15,8 +15,14 @@ DEFAULT_DEBOUNCE_SECONDS = 3600
 MAX_THRESHOLD_SECONDS = 30 * 86400
 MAX_DEBOUNCE_SECONDS = 7 * 86400
 
+_TIMED_OUT = "stopped answering heartbeats (timed out)"
 _REASONS = {
-    ConnectionState.TIMEOUT.value: "stopped answering heartbeats (timed out)",
+    # What the transition passes: the session's end reason.
+    "heartbeat_timeout": _TIMED_OUT,
+    "client_closed": "the agent closed its connection",
+    "server_lost": "the server replica it was connected to stopped answering",
+    # What the offline checker passes: the session's status.
+    ConnectionState.TIMEOUT.value: _TIMED_OUT,
     ConnectionState.DISCONNECTED.value: "disconnected",
 }
 
@@ -70,5 +76,17 @@ def overdue(
 
 
 def reason_text(reason: str) -> str:
-    """How an offline mail words why the device went offline."""
-    return _REASONS.get(reason, reason)
+    """How an offline mail words why the device went offline: ``reason`` is a session's end
+    reason (``heartbeat_timeout``, ``client_closed``, ``protocol_<close code>``, a close code's
+    name ...) or, from the offline checker, its status (``timeout``, ``disconnected``)."""
+    if reason in _REASONS:
+        return _REASONS[reason]
+    if reason.startswith("protocol_"):
+        return f"disconnected after a protocol error ({_words(reason.removeprefix('protocol_'))})"
+    if reason.startswith("client_closed_"):
+        return f"the agent closed its connection (close code {reason.rpartition('_')[2]})"
+    return f"disconnected ({_words(reason)})"
+
+
+def _words(name: str) -> str:
+    return name.replace("_", " ")

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from wiremesh.server.auth.deps import DbSession, State, require_json_body
 from wiremesh.server.http_errors import error_responses
-from wiremesh.server.mail import outbox, service
+from wiremesh.server.mail import outbox, pausing, service
 from wiremesh.server.mail.schemas import (
     MailOut,
+    MailRetryIn,
+    MailRetryOut,
     MailStatusName,
     MailTestIn,
     MailTestOut,
@@ -52,6 +54,7 @@ Transport = Annotated[MailTransport, Depends(get_mail_transport)]
 
 Limit = Annotated[int, Query(ge=1, le=500, description="At most this many, newest first")]
 Offset = Annotated[int, Query(ge=0, le=MAX_DB_ID)]
+MailId = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
 StatusFilter = Annotated[MailStatusName | None, Query(description="Only mails in this state")]
 
 
@@ -98,6 +101,16 @@ def _smtp_routes(scope_of: ScopeDependency) -> APIRouter:
         charge_test_mail(state, scope)
         return await send_test_mail(session, state.settings, transport, scope, body.to)
 
+    @routes.post("/resume", response_model=SMTPSettingsOut, responses=error_responses(404, 409))
+    async def resume_smtp(
+        session: DbSession, scope: TenantScope = Depends(scope_of)
+    ) -> SMTPSettingsOut:
+        """End a pause (after the relay refused the login) without changing the settings,
+        when the relay's side was fixed; saving the settings ends it too."""
+        row = await pausing.resume(session, scope)
+        await session.commit()
+        return SMTPSettingsOut.of(row)
+
     return routes
 
 
@@ -128,6 +141,27 @@ def _outbox_routes(scope_of: ScopeDependency) -> APIRouter:
     ) -> list[MailOut]:
         rows = await outbox.list_mail(session, scope, status=status, limit=limit, offset=offset)
         return [MailOut.of(row) for row in rows]
+
+    @routes.post("/mail/retry", response_model=MailRetryOut, responses=error_responses(422))
+    async def retry_mails(
+        body: MailRetryIn, session: DbSession, scope: TenantScope = Depends(scope_of)
+    ) -> MailRetryOut:
+        """Send every failed (or queued) mail of the scope again now."""
+        retried = await outbox.retry_all(session, scope, body.status)
+        await session.commit()
+        return MailRetryOut(retried=retried)
+
+    @routes.post(
+        "/mail/{mail_id}/retry", response_model=MailOut, responses=error_responses(404, 409)
+    )
+    async def retry_mail(
+        mail_id: MailId, session: DbSession, scope: TenantScope = Depends(scope_of)
+    ) -> MailOut:
+        """Send a failed mail again from its first attempt, or a queued one without waiting
+        out its backoff."""
+        row = await outbox.retry_mail(session, scope, mail_id)
+        await session.commit()
+        return MailOut.of(row)
 
     return routes
 

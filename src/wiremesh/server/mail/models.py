@@ -79,6 +79,12 @@ class SMTPSettings(Base):
     tls_mode: Mapped[str | None] = mapped_column(String(16))
     verify_certificate: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     ca_certificate: Mapped[str | None] = mapped_column(Text)
+    # Shown beside from_email ("Example Ops <noreply@example.com>").
+    from_name: Mapped[str | None] = mapped_column(String(128))
+    # Set when the relay refused the credentials (5xx to AUTH): the org's mails wait, so a
+    # wrong password does not lock the account out; cleared by saving the settings or resuming.
+    paused_at: Mapped[datetime | None]
+    paused_reason: Mapped[str | None] = mapped_column(String(1024))
 
     @property
     def effective_tls(self) -> TlsMode:
@@ -106,6 +112,7 @@ class MailKind(enum.StrEnum):
     INVITATION = "invitation"
     DEVICE_OFFLINE = "device_offline"
     DEVICE_ONLINE = "device_online"
+    SMTP_PAUSED = "smtp_paused"
     SIGN_IN = "sign_in"
 
 

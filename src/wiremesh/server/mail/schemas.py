@@ -8,8 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from wiremesh.server.mail.models import MailOutbox, MailStatus, SMTPSettings
+from wiremesh.server.mail.outcomes import DeliveryReport
 from wiremesh.server.mail.service import SMTPSettingsInput, TlsModeChoice, tls_mode_choice
-from wiremesh.server.mail.transport import DeliveryReport, ResolvedSMTP
+from wiremesh.server.mail.transport import ResolvedSMTP
 from wiremesh.server.users.schemas import Email
 
 MailStatusName = Literal["queued", "sending", "sent", "failed"]
@@ -30,6 +31,12 @@ class SMTPSettingsIn(BaseModel):
     )
     clear_password: bool = Field(default=False, description="Remove the stored password")
     from_email: str = Field(max_length=320, examples=["noreply@example.com"])
+    from_name: str | None = Field(
+        default=None,
+        max_length=128,
+        examples=["Example Ops"],
+        description='Display name in From ("Example Ops <noreply@example.com>"); blank: none',
+    )
     use_tls: bool = Field(default=True, description="False sends in plain text (not advised)")
     tls_mode: TlsModeChoice = Field(
         default="auto",
@@ -56,6 +63,7 @@ class SMTPSettingsIn(BaseModel):
             verify_certificate=self.verify_certificate,
             ca_certificate=self.ca_certificate,
             is_active=self.is_active,
+            from_name=self.from_name,
         )
 
 
@@ -68,12 +76,18 @@ class SMTPSettingsOut(BaseModel):
     smtp_username: str | None
     password_set: bool
     from_email: str
+    from_name: str | None
     use_tls: bool
     tls_mode: TlsModeChoice
     effective_tls: Literal["none", "starttls", "implicit"]
     verify_certificate: bool
     ca_certificate: str | None
     is_active: bool
+    paused_at: datetime | None = Field(
+        description="Set when the relay refused the login: the org's mails wait until the "
+        "settings are saved again or resumed"
+    )
+    paused_reason: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -88,12 +102,15 @@ class SMTPSettingsOut(BaseModel):
             smtp_username=row.smtp_username,
             password_set=row.smtp_password is not None,
             from_email=row.from_email,
+            from_name=row.from_name,
             use_tls=row.use_tls,
             tls_mode=tls_mode_choice(row),
             effective_tls=row.effective_tls.value,
             verify_certificate=row.verify_certificate,
             ca_certificate=row.ca_certificate,
             is_active=row.is_active,
+            paused_at=row.paused_at,
+            paused_reason=row.paused_reason,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -171,3 +188,17 @@ class MailOut(BaseModel):
             created_at=row.created_at,
             sent_at=row.sent_at,
         )
+
+
+class MailRetryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["failed", "queued"] = Field(
+        default="failed",
+        description="failed: queue them again from their first attempt; queued: send them "
+        "now instead of after their backoff",
+    )
+
+
+class MailRetryOut(BaseModel):
+    retried: int

@@ -99,6 +99,22 @@ def validate_ca_certificate(value: str) -> str:
     return pem + "\n"
 
 
+MAX_FROM_NAME_LENGTH = 128
+
+
+def validate_from_name(value: str | None) -> str | None:
+    """A display name for From; blank means none. Encoded by the mail library, so any
+    characters but control characters (which could break the header) are fine."""
+    if value is None or not value.strip():
+        return None
+    name = " ".join(value.split())
+    if len(name) > MAX_FROM_NAME_LENGTH:
+        raise Invalid(
+            "invalid_from_name", f"the From name is longer than {MAX_FROM_NAME_LENGTH} characters"
+        )
+    return _no_control_characters(name, code="invalid_from_name", what="the From name")
+
+
 def _no_control_characters(value: str, *, code: str, what: str) -> str:
     if any(ord(char) < 32 or ord(char) == 127 for char in value):
         raise Invalid(code, f"{what} must not contain control characters")
@@ -123,6 +139,7 @@ class SMTPSettingsInput:
     verify_certificate: bool = True
     ca_certificate: str | None = None
     is_active: bool = True
+    from_name: str | None = None
 
 
 def tls_mode_choice(row: SMTPSettings) -> TlsModeChoice:
@@ -184,6 +201,7 @@ async def put_settings(
             "tls_mode_conflict",
             f"tls_mode {data.tls_mode!r} needs use_tls; without TLS leave it auto",
         )
+    from_name = validate_from_name(data.from_name)
     ca_certificate = None
     if data.ca_certificate is not None and data.ca_certificate.strip():
         if not data.verify_certificate:
@@ -208,7 +226,9 @@ async def put_settings(
     if data.clear_password:
         password_token = None
     elif data.smtp_password is not None:
-        password_token = secret_box(settings, for_encrypting=True).encrypt(data.smtp_password)
+        stored = len(await repository.settings_with_password(session))
+        box = secret_box(settings, for_encrypting=True, stored=stored)
+        password_token = box.encrypt(data.smtp_password)
     else:
         password_token = row.smtp_password
 
@@ -222,6 +242,10 @@ async def put_settings(
     row.verify_certificate = data.verify_certificate
     row.ca_certificate = ca_certificate
     row.is_active = data.is_active
+    row.from_name = from_name
+    # Saved settings are new settings: a pause after a refused login ends here.
+    row.paused_at = None
+    row.paused_reason = None
     row.updated_at = utcnow()
     session.add(row)
     try:
@@ -259,6 +283,8 @@ async def resolve(session: AsyncSession, settings: Settings, org_id: int | None)
         verify_certificate=row.verify_certificate,
         ca_certificate=row.ca_certificate,
         restrict_destination=row.org_id is not None and not settings.smtp_allow_private_hosts,
+        from_name=row.from_name,
+        settings_version=row.updated_at,
     )
 
 
@@ -359,5 +385,25 @@ async def rotate_passwords(session: AsyncSession, box: SecretBox) -> int:
             f"{', '.join(map(str, failed))}; nothing was rotated. Put the old key back in the "
             "key list (after the new one), or set those passwords again"
         )
+    await session.flush()
+    return len(rows)
+
+
+async def settings_with_password(session: AsyncSession) -> list[SMTPSettings]:
+    return list(await repository.settings_with_password(session))
+
+
+LOST_KEY_REASON = "the key that encrypted the SMTP password was lost: set the password again"
+
+
+async def discard_lost_passwords(session: AsyncSession) -> int:
+    """After the key was lost for good: clear every stored password (none can be decrypted)
+    and pause its settings until a password is set again (saving the settings resumes)."""
+    rows = await repository.settings_with_password(session)
+    now = utcnow()
+    for row in rows:
+        row.smtp_password = None
+        row.paused_at = now
+        row.paused_reason = LOST_KEY_REASON
     await session.flush()
     return len(rows)
