@@ -8,8 +8,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.server.web.dashboard import csrf_of, form_token, sign_in
 from tests.server.web.fixtures import Tenant, make_tenant
+from tests.support.ports import free_port
 from wiremesh.server.alerts.service import get_alert_settings
+from wiremesh.server.config import Settings
 from wiremesh.server.devices.models import VirtualIPMapping
+from wiremesh.server.mail import service as mail_service
+from wiremesh.server.mail.models import MailOutbox, MailStatus
+from wiremesh.server.mail.outbox import enqueue
+from wiremesh.server.mail.render import RenderedMail
+from wiremesh.server.mail.service import SMTPSettingsInput
+from wiremesh.server.tenancy import OrgScope
 
 
 @pytest.fixture
@@ -233,3 +241,50 @@ async def test_a_malformed_form_and_an_unknown_page_are_pages_and_the_api_keeps_
     api = await browser.get("/api/v1/no/such/endpoint")
     assert api.status_code == 404
     assert api.json()["error"]["code"] == "not_found"
+
+
+async def test_a_failed_mail_is_retried_from_the_outbox_of_its_own_org_only(
+    browser: httpx.AsyncClient,
+    tenants: tuple[Tenant, Tenant],
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    acme, globex = tenants
+    async with sessionmaker() as session:
+        # Nothing listens there: a send the worker tries after the retry fails for a while
+        # and the mail stays queued, whenever the worker gets to it.
+        await mail_service.put_settings(
+            session,
+            settings,
+            OrgScope(acme.org.id),
+            SMTPSettingsInput(
+                smtp_server="127.0.0.1", smtp_port=free_port(), from_email="a@example.com"
+            ),
+        )
+        ids = []
+        for tenant in (acme, globex):
+            mail = await enqueue(
+                session,
+                org_id=tenant.org.id,
+                kind="test",
+                to="x@example.com",
+                rendered=RenderedMail(subject="s", text="t", html="h"),
+            )
+            mail.status = MailStatus.FAILED.value
+            ids.append(mail.id)
+        await session.commit()
+    await sign_in(browser, acme.owner.email)
+    page = f"/orgs/{acme.org.id}/mail"
+    listing = await browser.get(page)
+    assert f"{page}/{ids[0]}/retry" in listing.text
+    token = csrf_of(listing.text)
+    other = await browser.post(f"{page}/{ids[1]}/retry", data={"csrf": token})
+    assert other.status_code == 404
+    own = await browser.post(f"{page}/{ids[0]}/retry", data={"csrf": token})
+    assert own.status_code == 303
+    async with sessionmaker() as session:
+        rows = [await session.get(MailOutbox, mail_id) for mail_id in ids]
+    assert [row.status if row else None for row in rows] == [
+        MailStatus.QUEUED.value,
+        MailStatus.FAILED.value,
+    ]

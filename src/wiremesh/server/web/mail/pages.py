@@ -19,7 +19,8 @@ from wiremesh.server.mail.service import SMTPSettingsInput, TlsModeChoice
 from wiremesh.server.mail.testmail import charge_test_mail, send_test_mail
 from wiremesh.server.mail.transport import SmtpTransport
 from wiremesh.server.tenancy import SERVER_SCOPE, TenantScope
-from wiremesh.server.web.orgs.access import AdminPage
+from wiremesh.server.web.errors import as_page_refusal
+from wiremesh.server.web.orgs.access import AdminPage, IdPath
 from wiremesh.server.web.security import ServerAdminViewer
 from wiremesh.server.web.templating import render_page
 
@@ -58,6 +59,7 @@ async def _mail_page(
         "notice": notice,
         "error": error,
         "test": test,
+        "retryable": outbox.RETRYABLE,
     }
     return render_page(request, "mail/mail.html", page, status=status)
 
@@ -172,6 +174,19 @@ async def org_test(
     )
 
 
+@router.post("/orgs/{org_id}/mail/{mail_id}/retry")
+async def org_retry(page: AdminPage, session: DbSession, mail_id: IdPath) -> Response:
+    return await _retry(session, page.scope, mail_id, _org_base(page))
+
+
+async def _retry(session: DbSession, scope: TenantScope, mail_id: int, base: str) -> Response:
+    """Send a failed or waiting mail again now (``outbox.retry_mail``: the scope's mails only)."""
+    with as_page_refusal():
+        await outbox.retry_mail(session, scope, mail_id)
+    await session.commit()
+    return RedirectResponse(base, status_code=303)
+
+
 # --- the global mail (server administrators) ------------------------------------------------
 
 GLOBAL_BASE = "/admin/mail"
@@ -210,3 +225,8 @@ async def global_test(
     request: Request, viewer: ServerAdminViewer, session: DbSession, state: State, to: Text
 ) -> Response:
     return await _test(request, session, state, SERVER_SCOPE, GLOBAL_BASE, {}, to)
+
+
+@router.post(f"{GLOBAL_BASE}/{{mail_id}}/retry")
+async def global_retry(viewer: ServerAdminViewer, session: DbSession, mail_id: IdPath) -> Response:
+    return await _retry(session, SERVER_SCOPE, mail_id, GLOBAL_BASE)
