@@ -6,6 +6,7 @@ import itertools
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wiremesh.server.auth.passwords import hash_password
 from wiremesh.server.auth.service import create_token
 from wiremesh.server.orgs.models import Membership, Organization, OrgRole
 from wiremesh.server.users.models import User
@@ -14,13 +15,18 @@ _counter = itertools.count(1)
 
 
 async def make_user(
-    session: AsyncSession, *, email: str | None = None, server_admin: bool = False
+    session: AsyncSession,
+    *,
+    email: str | None = None,
+    server_admin: bool = False,
+    password: str | None = None,
 ) -> User:
     number = next(_counter)
     user = User(
         email=email or f"user{number}@example.com",
         name=f"User {number}",
         is_server_admin=server_admin,
+        password_hash=None if password is None else hash_password(password),
     )
     session.add(user)
     await session.flush()

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.cli.operator_cli import invoke, query
+from wiremesh.server.auth.links import LinkPurpose, find_link
 from wiremesh.server.auth.service import authenticate_token
 from wiremesh.server.config import Settings
 from wiremesh.server.users.models import User
@@ -52,3 +53,38 @@ def test_bootstrap_refuses_a_bad_email() -> None:
     result = invoke("admin", "bootstrap", "--email", "not an email")
     assert result.exit_code == 1
     assert "validation_error" in result.stderr
+
+
+def test_bootstrap_prints_a_one_time_link_to_choose_the_dashboard_password(
+    settings: Settings,
+) -> None:
+    result = invoke("admin", "bootstrap", "--email", "first@example.com")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().startswith("wm_")  # stdout stays the token alone
+    line = next(part for part in result.stderr.split() if "/password/choose?token=" in part)
+    token = line.split("token=", 1)[1]
+
+    async def owner(session: AsyncSession) -> str | None:
+        found = await find_link(session, token, LinkPurpose.PASSWORD)
+        return None if found is None else found[1].email
+
+    assert query(settings, owner) == "first@example.com"
+
+
+def test_password_link_gives_any_user_a_fresh_link_and_voids_the_old(settings: Settings) -> None:
+    first = invoke("admin", "bootstrap", "--email", "first@example.com", "--json")
+    old = first.stdout.split('"password_link": "', 1)[1].split('"', 1)[0].split("token=", 1)[1]
+    result = invoke("admin", "password-link", "--email", "First@Example.com")
+    assert result.exit_code == 0, result.output
+    new = result.stdout.strip().split("token=", 1)[1]
+
+    async def usable(session: AsyncSession) -> tuple[bool, bool]:
+        return (
+            await find_link(session, old, LinkPurpose.PASSWORD) is not None,
+            await find_link(session, new, LinkPurpose.PASSWORD) is not None,
+        )
+
+    assert query(settings, usable) == (False, True)
+    unknown = invoke("admin", "password-link", "--email", "nobody@example.com")
+    assert unknown.exit_code == 1
+    assert unknown.stdout == ""

@@ -10,8 +10,9 @@ import wiremesh.server
 SERVER_DIR = Path(wiremesh.server.__file__).parent
 WEB_FRAMEWORK = ("fastapi", "starlette")
 # Where HTTP lives: the app, the endpoint and dependency modules, the error handlers, the
-# agent WebSocket gateway and the ASGI middleware that acts before parsing.
+# agent WebSocket gateway, the ASGI middleware that acts before parsing, and the dashboard.
 WEB_MODULES = {"app.py", "http_errors.py", "presence/gateway.py", "limits.py"}
+WEB_PACKAGES = ("web/",)
 
 
 def imports(path: Path) -> set[str]:
@@ -34,7 +35,10 @@ def _name(path: Path) -> str:
 
 
 def _is_web_module(path: Path) -> bool:
-    return path.name in {"api.py", "deps.py"} or _name(path) in WEB_MODULES
+    name = _name(path)
+    return (
+        path.name in {"api.py", "deps.py"} or name in WEB_MODULES or name.startswith(WEB_PACKAGES)
+    )
 
 
 def test_only_the_web_layer_imports_the_web_framework() -> None:
@@ -70,4 +74,17 @@ def test_alerts_depend_one_way_on_presence_and_mail() -> None:
     ]
     assert modules("mail")
     assert modules("presence")
+    assert not offenders
+
+
+def test_only_the_app_mounts_the_dashboard() -> None:
+    """The dashboard is an HTTP layer like the ``api.py`` modules: no domain module uses it."""
+    offenders = [
+        f"{_name(path)}: {module}"
+        for path in SERVER_DIR.rglob("*.py")
+        if _name(path) != "app.py" and not _name(path).startswith(WEB_PACKAGES)
+        for module in imports(path)
+        if module.startswith("wiremesh.server.web")
+    ]
+    assert modules("web")
     assert not offenders

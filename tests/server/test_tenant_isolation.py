@@ -8,6 +8,7 @@ Each call must be refused (403/404), and A's rows must be unchanged afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import types
 import uuid
@@ -24,7 +25,10 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.factories import auth, make_member, make_org, make_token, make_user
+from wiremesh.protocol.urls import API_PREFIX
+from wiremesh.server.auth import websessions
 from wiremesh.server.auth.models import ApiToken
+from wiremesh.server.auth.service import authenticate_token
 from wiremesh.server.db.models import (
     Base,
     ConnectionStatus,
@@ -57,13 +61,19 @@ class OrgRoute:
     route: APIRoute
 
 
-def org_routes(app: FastAPI) -> list[OrgRoute]:
-    """Every HTTP route whose path holds ``{org_id}``, through included routers too."""
+def org_routes(app: FastAPI, *, api: bool = True) -> list[OrgRoute]:
+    """Every HTTP route whose path holds ``{org_id}``, through included routers too: the
+    API's (``api``), or else the dashboard's pages."""
     found = []
     for context in iter_route_contexts(app.routes):
         route = context.original_route
         path = context.path
-        if isinstance(route, APIRoute) and path and "{org_id" in path:
+        if (
+            isinstance(route, APIRoute)
+            and path
+            and "{org_id" in path
+            and path.startswith(API_PREFIX) is api
+        ):
             found.append(OrgRoute(path, frozenset(context.methods or route.methods), route))
     return found
 
@@ -324,6 +334,57 @@ async def test_no_org_route_lets_another_tenant_in(
         "another tenant got through (org routes must check access first, e.g. with the "
         "OrgMember/OrgAdmin dependencies of wiremesh.server.orgs.deps):\n" + "\n".join(leaks)
     )
+    after = await snapshot(sessionmaker, tenants.org_a.id, tenants.a_member_ids)
+    assert after == before
+
+
+async def test_no_dashboard_page_lets_another_tenant_in(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """The same sweep over the dashboard: B's people, signed in with a session and posting
+    forms with their valid CSRF token, get a refusal page from every page and form of A's."""
+    tenants = await make_tenants(session)
+    routes = org_routes(app, api=False)
+    assert routes, "no dashboard page with {org_id} was found: the discovery is broken"
+    before = await snapshot(sessionmaker, tenants.org_a.id, tenants.a_member_ids)
+
+    leaks: list[str] = []
+    for actor, token in (
+        ("B's admin", tenants.b_admin_token),
+        ("B's member", tenants.b_member_token),
+    ):
+        async with sessionmaker() as own:
+            _token, user = await authenticate_token(own, token)
+            _row, secret = await websessions.start_session(own, user)
+            await own.commit()
+        client.cookies.set("wiremesh_session", secret)
+        for org_route in routes:
+            for method in sorted(org_route.methods - {"HEAD", "OPTIONS"}):
+                url, query, body = build_request(org_route, tenants.org_a.id, tenants.path_values)
+                form = {key: str(value) for key, value in (body or {}).items()}
+                try:
+                    async with asyncio.timeout(30):  # a leaked live stream would never end
+                        response = await client.request(
+                            method,
+                            url,
+                            params=query,
+                            data={**form, "csrf": websessions.csrf_token(secret)}
+                            if method == "POST"
+                            else None,
+                        )
+                except TimeoutError:
+                    leaks.append(f"{actor}: {method} {url} -> an open stream")
+                    continue
+                if response.status_code not in REFUSED:
+                    leaks.append(f"{actor}: {method} {url} -> {response.status_code}")
+                else:
+                    assert "text/html" in response.headers["content-type"]
+        client.cookies.clear()
+
+    assert not leaks, "another tenant got through a dashboard page:\n" + "\n".join(leaks)
     after = await snapshot(sessionmaker, tenants.org_a.id, tenants.a_member_ids)
     assert after == before
 

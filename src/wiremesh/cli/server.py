@@ -14,8 +14,10 @@ from uvicorn.config import WS_PROTOCOLS
 from wiremesh.cli._common import cli_settings, fail, run, unit_of_work
 from wiremesh.cli.db import database_step
 from wiremesh.server.app import create_app
+from wiremesh.server.auth.links import printed_password_link
 from wiremesh.server.config import Settings
 from wiremesh.server.db import migrate
+from wiremesh.server.orgs.invitations import public_base_url
 from wiremesh.server.state import AppState
 from wiremesh.server.users import service as users_service
 
@@ -73,10 +75,14 @@ def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
     )
 
 
-async def _bootstrap_if_empty(settings: Settings) -> tuple[str, str] | None:
+async def _bootstrap_if_empty(settings: Settings) -> tuple[str, str, str] | None:
     async with unit_of_work(settings) as session:
         created = await users_service.bootstrap_if_empty(session)
-        return None if created is None else (created[0].email, created[1])
+        if created is None:
+            return None
+        user, token = created
+        link = await printed_password_link(session, user, public_base_url(settings))
+        return user.email, token, link
 
 
 class WiremeshServer(uvicorn.Server):
@@ -150,9 +156,10 @@ def server(
     if settings.public_url:
         typer.echo(f"public URL: {settings.public_url}")
     if created is not None:
-        email, token = created
+        email, token, link = created
         typer.echo(f"First start: created the server administrator {email}.")
         typer.echo(f"Its API token, shown only this once: {token}")
+        typer.echo(f"Choose its dashboard password (once, within 24 h): {link}")
     serve_forever(uvicorn_config(settings, host, port))
 
 

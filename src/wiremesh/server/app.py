@@ -21,6 +21,7 @@ from wiremesh.server.config import Settings, load_settings, split_listen_address
 from wiremesh.server.db import migrate
 from wiremesh.server.db.session import create_engine, create_sessionmaker
 from wiremesh.server.errors import ApiError
+from wiremesh.server.events.broadcast import EventBroadcast
 from wiremesh.server.events.feed import EventFeed
 from wiremesh.server.events.pruning import EventPruner
 from wiremesh.server.http_errors import document_error_responses, install_error_handlers
@@ -33,6 +34,7 @@ from wiremesh.server.presence.gateway import serve_agent
 from wiremesh.server.presence.hub import PresenceHub
 from wiremesh.server.ratelimit import AuthThrottle, OrgBudget
 from wiremesh.server.state import AppState
+from wiremesh.server.web import mount_dashboard
 from wiremesh.server.workers.mail_outbox import MailOutboxWorker
 from wiremesh.server.workers.periodic import PeriodicWorker
 
@@ -123,7 +125,10 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
             settings, sessionmaker, on_transition=alert_on_transition, metrics=metrics
         )
         await hub.start()
-        await feed.start(sessionmaker, apply=hub.apply_events, reset=hub.reload_view)
+        broadcast = EventBroadcast()
+        await feed.start(
+            sessionmaker, apply=broadcast.chain(hub.apply_events), reset=hub.reload_view
+        )
         workers: list[PeriodicWorker] = [
             CleanupWorker(settings, sessionmaker),
             EventPruner(settings, sessionmaker),
@@ -155,6 +160,7 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
                 code="too_many_invitations",
                 too_many="sent too many invitations",
             ),
+            broadcast=broadcast,
         )
         try:
             yield
@@ -221,4 +227,5 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool = Tru
     for router in _api_routers():
         document_error_responses(router)
         app.include_router(router, prefix=API_PREFIX)
+    mount_dashboard(app, settings)
     return app

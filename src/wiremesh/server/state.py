@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from wiremesh.server.config import Settings
 
 if TYPE_CHECKING:
+    from wiremesh.server.events.broadcast import EventBroadcast
     from wiremesh.server.events.feed import EventFeed
     from wiremesh.server.metrics.exposition import MetricsExporter
     from wiremesh.server.presence.hub import PresenceHub
@@ -27,3 +28,4 @@ class AppState:
     test_mail_budget: TokenBuckets | None = None  # per org; made by mail.api on first use
     metrics: MetricsExporter | None = None
     invitation_budget: OrgBudget | None = None
+    broadcast: EventBroadcast | None = None  # wakes the dashboard's live pages

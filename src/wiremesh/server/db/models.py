@@ -1,7 +1,7 @@
 """Imports every model so that ``Base.metadata`` is complete (Alembic and tests use it)."""
 
 from wiremesh.server.alerts.models import DeviceAlertState, OrgAlertSettings
-from wiremesh.server.auth.models import ApiToken
+from wiremesh.server.auth.models import ApiToken, SignInLink, WebSession
 from wiremesh.server.db.base import Base
 from wiremesh.server.devices.models import SetupKey, VirtualIPMapping
 from wiremesh.server.events.models import MeshEvent
@@ -28,6 +28,8 @@ __all__ = [
     "SMTPSettings",
     "ServerReplica",
     "SetupKey",
+    "SignInLink",
     "User",
     "VirtualIPMapping",
+    "WebSession",
 ]

@@ -7,13 +7,11 @@ every mail. Each set of endpoints is written once and mounted for both scopes.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from wiremesh.server.auth.deps import DbSession, State, require_json_body
-from wiremesh.server.errors import ApiError
 from wiremesh.server.http_errors import error_responses
 from wiremesh.server.mail import outbox, pausing, service
 from wiremesh.server.mail.schemas import (
@@ -26,7 +24,7 @@ from wiremesh.server.mail.schemas import (
     SMTPSettingsIn,
     SMTPSettingsOut,
 )
-from wiremesh.server.mail.testmail import send_test_mail
+from wiremesh.server.mail.testmail import charge_test_mail, send_test_mail
 from wiremesh.server.mail.transport import MailTransport, SmtpTransport
 from wiremesh.server.orgs.deps import (
     ORG_PREFIX,
@@ -36,9 +34,7 @@ from wiremesh.server.orgs.deps import (
     server_scope,
     server_scope_or_one_org,
 )
-from wiremesh.server.ratelimit import TokenBuckets
-from wiremesh.server.state import AppState
-from wiremesh.server.tenancy import OrgScope, TenantScope
+from wiremesh.server.tenancy import TenantScope
 from wiremesh.server.users.schemas import MAX_DB_ID
 
 router = APIRouter(tags=["mail"], dependencies=[Depends(require_json_body)])
@@ -54,28 +50,6 @@ def get_mail_transport() -> MailTransport:
 
 
 Transport = Annotated[MailTransport, Depends(get_mail_transport)]
-
-
-def _charge_test_mail(state: AppState, scope: TenantScope) -> None:
-    """Take one of the org's test mails, or refuse with 429 ``too_many_test_mails``; the
-    server's own tests (server administrators) are not limited."""
-    if not isinstance(scope, OrgScope):
-        return
-    if state.test_mail_budget is None:
-        state.test_mail_budget = TokenBuckets(
-            state.settings.smtp_test_burst, state.settings.smtp_test_per_minute / 60
-        )
-    key = str(scope.org_id)
-    wait = state.test_mail_budget.retry_after(key)
-    if wait is not None:
-        seconds = max(1, math.ceil(wait))
-        raise ApiError(
-            429,
-            "too_many_test_mails",
-            f"this organization sent too many test mails; retry in {seconds} s",
-            retry_after=seconds,
-        )
-    state.test_mail_budget.take(key)
 
 
 Limit = Annotated[int, Query(ge=1, le=500, description="At most this many, newest first")]
@@ -124,7 +98,7 @@ def _smtp_routes(scope_of: ScopeDependency) -> APIRouter:
     ) -> MailTestOut:
         """Send through exactly the configuration the scope's mail uses (an org's own, else
         the global one). Rate-limited per org: a test is a diagnosis, not a probe."""
-        _charge_test_mail(state, scope)
+        charge_test_mail(state, scope)
         return await send_test_mail(session, state.settings, transport, scope, body.to)
 
     @routes.post("/resume", response_model=SMTPSettingsOut, responses=error_responses(404, 409))

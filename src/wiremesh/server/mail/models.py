@@ -113,6 +113,7 @@ class MailKind(enum.StrEnum):
     DEVICE_OFFLINE = "device_offline"
     DEVICE_ONLINE = "device_online"
     SMTP_PAUSED = "smtp_paused"
+    SIGN_IN = "sign_in"
 
 
 class MailOutbox(Base):

@@ -203,6 +203,29 @@ async def revoke_invitation(session: AsyncSession, org_id: int, invitation_id: i
         await session.flush()
 
 
+async def find_pending(
+    session: AsyncSession, token: str, *, now: datetime | None = None
+) -> OrgInvitation | None:
+    """The pending invitation a token opens, without spending it (the accept page shows what
+    it invites to); None when the token is unknown, used, revoked or expired."""
+    lookup = parse_lookup(TOKEN_KIND, token.strip())
+    if lookup is None:
+        return None
+    invitation = (
+        await session.execute(select(OrgInvitation).where(OrgInvitation.lookup == lookup))
+    ).scalar_one_or_none()
+    if invitation is None or not secret_matches(token.strip(), invitation.token_hash):
+        return None
+    now = now or utcnow()
+    if (
+        invitation.accepted_at is not None
+        or invitation.revoked_at is not None
+        or invitation.expires_at <= now
+    ):
+        return None
+    return invitation
+
+
 async def accept_invitation(
     session: AsyncSession, principal: Principal, token: str, *, now: datetime | None = None
 ) -> Membership:

@@ -19,3 +19,5 @@ class User(Base):
     is_server_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    """argon2id; None for a user who signs in only by API token or e-mailed link."""
