@@ -223,6 +223,44 @@ async def test_alert_settings_are_saved_and_bad_values_refused(
     assert (view.enabled, view.offline_threshold_seconds, view.debounce_seconds) == (True, 300, 600)
 
 
+async def test_the_smtp_form_saves_a_from_name_and_an_empty_one_clears_it(
+    browser: httpx.AsyncClient,
+    tenants: tuple[Tenant, Tenant],
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    acme, _ = tenants
+    await sign_in(browser, acme.owner.email)
+    path = f"/orgs/{acme.org.id}/mail"
+    form = {
+        "smtp_server": "smtp.example.com",
+        "smtp_port": "587",
+        "from_email": "ops@example.com",
+        "tls_mode": "starttls",
+        "use_tls": "true",
+        "verify_certificate": "true",
+        "is_active": "true",
+    }
+    token = await form_token(browser, path)
+    named = await browser.post(
+        f"{path}/smtp", data={"csrf": token, **form, "from_name": "Acme Ops"}
+    )
+    assert named.status_code == 303, named.text
+    async with sessionmaker() as session:
+        row = await mail_service.get_settings(session, OrgScope(acme.org.id))
+        assert (row.from_email, row.from_name) == ("ops@example.com", "Acme Ops")
+    page = await browser.get(path)
+    assert 'value="Acme Ops"' in page.text
+    cleared = await browser.post(f"{path}/smtp", data={"csrf": token, **form, "from_name": ""})
+    assert cleared.status_code == 303
+    # Line breaks fold into spaces; a control character is refused and changes nothing.
+    bad = await browser.post(f"{path}/smtp", data={"csrf": token, **form, "from_name": "A\x07"})
+    assert bad.status_code == 422
+    assert "control characters" in bad.text
+    async with sessionmaker() as session:
+        row = await mail_service.get_settings(session, OrgScope(acme.org.id))
+        assert row.from_name is None
+
+
 async def test_a_malformed_form_and_an_unknown_page_are_pages_and_the_api_keeps_json(
     browser: httpx.AsyncClient, tenants: tuple[Tenant, Tenant]
 ) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from wiremesh.server.auth.deps import DbSession, State
@@ -104,21 +104,24 @@ async def _test(
 
 
 def settings_input(
-    smtp_server: str,
-    smtp_port: int,
-    from_email: str,
-    smtp_username: str,
-    smtp_password: str,
-    tls_mode: TlsModeChoice,
-    use_tls: bool,
-    verify_certificate: bool,
-    is_active: bool,
+    smtp_server: Annotated[str, Form(max_length=253)],
+    smtp_port: Annotated[int, Form(ge=1, le=65535)],
+    from_email: Text,
+    from_name: Annotated[str, Form(max_length=128)] = "",
+    smtp_username: Optional = "",
+    smtp_password: Optional = "",
+    tls_mode: Annotated[TlsModeChoice, Form()] = "auto",
+    use_tls: Annotated[bool, Form()] = False,
+    verify_certificate: Annotated[bool, Form()] = False,
+    is_active: Annotated[bool, Form()] = False,
 ) -> SMTPSettingsInput:
-    """The form as the service takes it; an empty password field keeps the stored one."""
+    """The SMTP form as the service takes it (one dependency for the org's and the global
+    form); an empty password field keeps the stored one, an empty From name clears it."""
     return SMTPSettingsInput(
         smtp_server=smtp_server,
         smtp_port=smtp_port,
         from_email=from_email,
+        from_name=from_name or None,
         smtp_username=smtp_username or None,
         smtp_password=smtp_password or None,
         use_tls=use_tls,
@@ -126,6 +129,9 @@ def settings_input(
         verify_certificate=verify_certificate,
         is_active=is_active,
     )
+
+
+SettingsForm = Annotated[SMTPSettingsInput, Depends(settings_input)]
 
 
 # --- an org's mail (org admins) -------------------------------------------------------------
@@ -142,24 +148,8 @@ async def org_mail(request: Request, page: AdminPage, session: DbSession) -> Res
 
 @router.post("/orgs/{org_id}/mail/smtp")
 async def org_save(
-    request: Request,
-    page: AdminPage,
-    session: DbSession,
-    state: State,
-    smtp_server: Annotated[str, Form(max_length=253)],
-    smtp_port: Annotated[int, Form(ge=1, le=65535)],
-    from_email: Text,
-    smtp_username: Optional = "",
-    smtp_password: Optional = "",
-    tls_mode: Annotated[TlsModeChoice, Form()] = "auto",
-    use_tls: Annotated[bool, Form()] = False,
-    verify_certificate: Annotated[bool, Form()] = False,
-    is_active: Annotated[bool, Form()] = False,
+    request: Request, page: AdminPage, session: DbSession, state: State, form: SettingsForm
 ) -> Response:
-    form = settings_input(
-        smtp_server, smtp_port, from_email, smtp_username, smtp_password,
-        tls_mode, use_tls, verify_certificate, is_active,
-    )  # fmt: skip
     return await _save(
         request, session, state, page.scope, _org_base(page), page.context("mail"), form
     )
@@ -203,20 +193,8 @@ async def global_save(
     viewer: ServerAdminViewer,
     session: DbSession,
     state: State,
-    smtp_server: Annotated[str, Form(max_length=253)],
-    smtp_port: Annotated[int, Form(ge=1, le=65535)],
-    from_email: Text,
-    smtp_username: Optional = "",
-    smtp_password: Optional = "",
-    tls_mode: Annotated[TlsModeChoice, Form()] = "auto",
-    use_tls: Annotated[bool, Form()] = False,
-    verify_certificate: Annotated[bool, Form()] = False,
-    is_active: Annotated[bool, Form()] = False,
+    form: SettingsForm,
 ) -> Response:
-    form = settings_input(
-        smtp_server, smtp_port, from_email, smtp_username, smtp_password,
-        tls_mode, use_tls, verify_certificate, is_active,
-    )  # fmt: skip
     return await _save(request, session, state, SERVER_SCOPE, GLOBAL_BASE, {}, form)
 
 
