@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from wiremesh.server.auth.passwords import MIN_LENGTH, hash_password, password_matches
+from wiremesh.server.auth.passwords import (
+    MIN_LENGTH,
+    hash_off_loop,
+    hash_password,
+    matches_off_loop,
+    password_matches,
+)
 from wiremesh.server.auth.websessions import csrf_matches, csrf_token
 from wiremesh.server.errors import ApiError
 
@@ -37,3 +45,21 @@ def test_a_csrf_token_belongs_to_one_session_secret() -> None:
     assert csrf_matches("wms_one", token)
     assert not csrf_matches("wms_two", token)
     assert not csrf_matches("wms_one", token[:-1] + ("0" if token[-1] != "0" else "1"))
+
+
+async def test_the_server_hashes_and_checks_off_the_event_loop() -> None:
+    hashed = await hash_off_loop("correct horse battery")
+    assert password_matches("correct horse battery", hashed)
+    assert await matches_off_loop("correct horse battery", hashed)
+    assert not await matches_off_loop("correct horse batterY", hashed)
+    with pytest.raises(ApiError):
+        await hash_off_loop("short")
+    # While a check runs, the loop goes on turning (on the loop itself, the check would have
+    # finished inside the first turn, before any other coroutine ran).
+    check = asyncio.create_task(matches_off_loop("correct horse battery", hashed))
+    turns = 0
+    while not check.done():
+        await asyncio.sleep(0.001)
+        turns += 1
+    assert check.result()
+    assert turns > 3

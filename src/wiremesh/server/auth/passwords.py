@@ -3,9 +3,18 @@
 Unlike the random bearer secrets (``secrets.py``), a password is chosen by a person and may
 be weak: it gets a slow, salted hash, and checking an unknown address costs the same time as
 checking a known one, so the answer's timing does not tell which addresses have accounts.
+
+A hash costs about 0.2 s of CPU and 64 MiB: on the event loop it would stall every agent's
+heartbeat for that long, once per sign-in attempt. The server therefore hashes and checks
+through :func:`hash_off_loop` and :func:`matches_off_loop`, on two threads of their own
+(argon2 releases the GIL), so a burst of attempts queues there instead of on the loop or on
+the default executor that name resolution shares.
 """
 
 from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -16,6 +25,8 @@ MIN_LENGTH = 10
 MAX_LENGTH = 1024
 _hasher = PasswordHasher()  # argon2id with the library's RFC 9106 "low memory" profile
 _UNKNOWN_USER_HASH = _hasher.hash("a password nobody has, checked so unknown users cost the same")
+HASHING_THREADS = 2
+_hashing = ThreadPoolExecutor(max_workers=HASHING_THREADS, thread_name_prefix="wiremesh-argon2")
 
 
 def validate_password(password: str) -> str:
@@ -41,3 +52,15 @@ def password_matches(password: str, stored_hash: str | None) -> bool:
         )
     except (VerificationError, InvalidHashError):
         return False
+
+
+async def hash_off_loop(password: str) -> str:
+    """:func:`hash_password` on the hashing threads (a weak password is refused at once)."""
+    validate_password(password)
+    return await asyncio.get_running_loop().run_in_executor(_hashing, hash_password, password)
+
+
+async def matches_off_loop(password: str, stored_hash: str | None) -> bool:
+    """:func:`password_matches` on the hashing threads."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_hashing, password_matches, password, stored_hash)

@@ -132,7 +132,7 @@ async def accept_with_new_account(
     if invitation is None:
         raise _not_usable()
     try:
-        hashed = passwords.hash_password(password)
+        hashed = await passwords.hash_off_loop(password)
         async with session.begin_nested():
             user = await users_service.create_user(session, email=invitation.email, name=name)
     except ApiError as exc:

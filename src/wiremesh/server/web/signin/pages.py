@@ -74,7 +74,8 @@ async def sign_in(
         return response
     user = await users_repository.get_by_email(session, address)
     known = user is not None and user.is_active
-    if not passwords.password_matches(password, user.password_hash if known and user else None):
+    stored = user.password_hash if known and user else None
+    if not await passwords.matches_off_loop(password, stored):
         count_failure(request, state, address)
         return render_page(
             request,
@@ -182,7 +183,7 @@ async def choose_password(
     if found is None:
         raise _link_refused()
     try:
-        hashed = passwords.hash_password(password)
+        hashed = await passwords.hash_off_loop(password)
     except ApiError as exc:
         context = {"token": token, "email": found[1].email, "error": exc.message}
         return render_page(request, "signin/choose_password.html", context, status=422)
