@@ -23,10 +23,13 @@ from wiremesh.server.presence.models import ConnectionState, ConnectionStatus, S
 _CONNECTED = ConnectionState.CONNECTED.value
 
 
-async def insert_connection(session: AsyncSession, row: ConnectionStatus) -> ConnectionStatus:
-    session.add(row)
-    await session.flush()
-    return row
+_insert_connection = insert(ConnectionStatus).returning(ConnectionStatus.id)
+
+
+async def insert_connection(session: AsyncSession, values: dict[str, Any]) -> int:
+    """A new session's row; its id. Core, not ORM: every agent connect runs it."""
+    connection = await session.connection()
+    return int((await connection.execute(_insert_connection, values)).scalar_one())
 
 
 @dataclass(frozen=True, slots=True)
