@@ -60,8 +60,14 @@ _agent_credential_query = (
 
 async def get_agent_credential(session: AsyncSession, lookup: str) -> AgentCredential | None:
     """Core, not ORM: every agent connect runs it, and a reconnect storm runs it thousands
-    of times a second; the org's network comes along so no second query is needed."""
-    connection = await session.connection()
+    of times a second; the org's network comes along so no second query is needed.
+
+    On PostgreSQL the read runs outside a transaction: one round trip instead of BEGIN,
+    SELECT, ROLLBACK. So it must be the first statement of its session."""
+    autocommit = session.get_bind().dialect.name == "postgresql"
+    connection = await session.connection(
+        execution_options={"isolation_level": "AUTOCOMMIT"} if autocommit else None
+    )
     row = (await connection.execute(_agent_credential_query, {"lookup": lookup})).first()
     return AgentCredential._make(row) if row is not None else None
 
