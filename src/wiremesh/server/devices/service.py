@@ -219,6 +219,18 @@ async def authenticate_device(session: AsyncSession, credential: str) -> Virtual
     return device
 
 
+async def authenticate_agent(session: AsyncSession, credential: str) -> repository.AgentCredential:
+    """``authenticate_device`` for the agent connect path: the same checks and errors, in
+    one Core statement that brings the org's network too."""
+    lookup = parse_lookup(DEVICE_CREDENTIAL_KIND, credential)
+    device = await repository.get_agent_credential(session, lookup) if lookup else None
+    if device is None or not secret_matches(credential, device.credential_hash):
+        raise ApiError(401, "invalid_credential", "the device credential is not valid")
+    if device.revoked_at is not None:
+        raise ApiError(403, "device_revoked", "this device has been revoked")
+    return device
+
+
 async def get_device(session: AsyncSession, org_id: int, device_id: int) -> VirtualIPMapping:
     device = await repository.get_device(session, org_id, device_id)
     if device is None:

@@ -6,23 +6,32 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Text, cast, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices.models import VirtualIPMapping
 from wiremesh.server.orgs.models import Organization
 from wiremesh.server.paths.models import DeviceCandidates, PeerPath, Relay, RelayCredential
 
 
 async def set_lan(session: AsyncSession, device_id: int, org_id: int, lan: Sequence[str]) -> None:
-    """Store the device's own addresses (its agent reports them at every connect)."""
-    row = await session.get(DeviceCandidates, device_id)
-    if row is None:
-        session.add(DeviceCandidates(device_id=device_id, org_id=org_id, lan=list(lan)))
-    elif list(row.lan) != list(lan):
-        row.lan = list(lan)
-    await session.flush()
+    """Store the device's own addresses (its agent reports them at every connect).
+
+    One upsert, written only when the list changed: it is on every agent connect's path."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(DeviceCandidates).values(
+        device_id=device_id, org_id=org_id, lan=list(lan), updated_at=utcnow()
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[DeviceCandidates.device_id],
+        set_={"lan": statement.excluded.lan, "updated_at": statement.excluded.updated_at},
+        where=cast(DeviceCandidates.lan, Text) != cast(statement.excluded.lan, Text),
+    )
+    connection = await session.connection()
+    await connection.execute(statement)
 
 
 async def set_observed(

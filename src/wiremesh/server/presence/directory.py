@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wiremesh.protocol import PeerRemove, PeerUpsert
 from wiremesh.server.devices.models import VirtualIPMapping
+from wiremesh.server.devices.repository import AgentCredential
 from wiremesh.server.events.schemas import (
     AnyEvent,
     DeviceChanged,
@@ -38,7 +39,7 @@ from wiremesh.server.presence.roster import (
 )
 
 
-def identity_of(device: VirtualIPMapping, network: str) -> DeviceIdentity:
+def identity_of(device: VirtualIPMapping | AgentCredential, network: str) -> DeviceIdentity:
     return DeviceIdentity(
         device_id=device.id,
         org_id=device.org_id,

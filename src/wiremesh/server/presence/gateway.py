@@ -29,7 +29,6 @@ from wiremesh.server import forwarded
 from wiremesh.server.config import Settings
 from wiremesh.server.devices import service as devices_service
 from wiremesh.server.errors import ApiError
-from wiremesh.server.orgs.models import Organization
 from wiremesh.server.presence.directory import identity_of
 from wiremesh.server.presence.hub import PresenceHub
 from wiremesh.server.presence.models import ConnectionState
@@ -190,7 +189,7 @@ async def _admit(
     loop = asyncio.get_running_loop()
     async with state.sessionmaker() as session:
         try:
-            device = await devices_service.authenticate_device(session, auth.credential)
+            device = await devices_service.authenticate_agent(session, auth.credential)
         except ApiError as exc:
             code = (
                 CloseCode.DEVICE_REVOKED if exc.code == "device_revoked" else CloseCode.AUTH_FAILED
@@ -206,9 +205,7 @@ async def _admit(
             protocol.close(code)
             await _refuse(websocket, code, state)
             return None
-        org = await session.get(Organization, device.org_id)
-        assert org is not None  # the foreign key guarantees it
-        identity = identity_of(device, org.network_cidr)
+        identity = identity_of(device, device.network_cidr)
     try:
         protocol.authenticated(loop.time())
     except ProtocolError as exc:  # the auth deadline passed while the database answered

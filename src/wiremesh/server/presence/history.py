@@ -22,7 +22,7 @@ from wiremesh.server.events import recorder
 from wiremesh.server.events.schemas import EndpointChanged, SessionEnded, SessionOpened
 from wiremesh.server.paths import repository as paths_repository
 from wiremesh.server.presence import repository
-from wiremesh.server.presence.models import ConnectionState, ConnectionStatus
+from wiremesh.server.presence.models import ConnectionState
 from wiremesh.server.presence.sessions import LiveSession
 
 logger = logging.getLogger("wiremesh.presence")
@@ -86,24 +86,24 @@ class SessionHistory:
             superseded = await repository.supersede_live_rows(
                 session, device.org_id, device.peer_id, live.connected_at
             )
-            row = await repository.insert_connection(
+            row_id = await repository.insert_connection(
                 session,
-                ConnectionStatus(
-                    user_id=device.user_id,
-                    org_id=device.org_id,
-                    virtual_ip=device.virtual_ip,
-                    peer_id=device.peer_id,
-                    connection_id=live.connection_id,
-                    public_ip=live.public_ip,
-                    public_port=live.public_port,
-                    status=ConnectionState.CONNECTED.value,
-                    connected_at=live.connected_at,
-                    last_ping_at=live.last_ping_at,
-                    last_pong_at=live.last_pong_at,
-                    last_seen_at=live.connected_at,
-                    server_id=self.server_id,
-                    agent_version=live.agent_version,
-                ),
+                {
+                    "user_id": device.user_id,
+                    "org_id": device.org_id,
+                    "virtual_ip": device.virtual_ip,
+                    "peer_id": device.peer_id,
+                    "connection_id": live.connection_id,
+                    "public_ip": live.public_ip,
+                    "public_port": live.public_port,
+                    "status": ConnectionState.CONNECTED.value,
+                    "connected_at": live.connected_at,
+                    "last_ping_at": live.last_ping_at,
+                    "last_pong_at": live.last_pong_at,
+                    "last_seen_at": live.connected_at,
+                    "server_id": self.server_id,
+                    "agent_version": live.agent_version,
+                },
             )
             await self._run_transition_hook(session, live, ConnectionState.CONNECTED, "connected")
             await recorder.record(
@@ -122,7 +122,7 @@ class SessionHistory:
             if live.protocol_version >= 2:
                 await paths_repository.set_lan(session, device.device_id, device.org_id, live.lan)
             await session.commit()
-            live.row_id = row.id
+            live.row_id = row_id
         # The next flush writes the device's last_seen_at, in its batch.
         self._dirty[live.connection_id] = live
 

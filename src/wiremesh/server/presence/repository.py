@@ -23,10 +23,13 @@ from wiremesh.server.presence.models import ConnectionState, ConnectionStatus, S
 _CONNECTED = ConnectionState.CONNECTED.value
 
 
-async def insert_connection(session: AsyncSession, row: ConnectionStatus) -> ConnectionStatus:
-    session.add(row)
-    await session.flush()
-    return row
+_insert_connection = insert(ConnectionStatus).returning(ConnectionStatus.id)
+
+
+async def insert_connection(session: AsyncSession, values: dict[str, Any]) -> int:
+    """A new session's row; its id. Core, not ORM: every agent connect runs it."""
+    connection = await session.connection()
+    return int((await connection.execute(_insert_connection, values)).scalar_one())
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,26 +191,33 @@ def _ended(rows: Iterable[Any]) -> list[EndedRow]:
     return [EndedRow(*row) for row in rows]
 
 
+_supersede_live_rows = (
+    update(ConnectionStatus)
+    .where(
+        ConnectionStatus.org_id == bindparam("match_org_id"),
+        ConnectionStatus.peer_id == bindparam("match_peer_id"),
+        ConnectionStatus.status == _CONNECTED,
+    )
+    .values(
+        status=ConnectionState.DISCONNECTED.value,
+        disconnected_at=bindparam("at"),
+        end_reason="superseded",
+    )
+    .returning(*_ENDED_COLUMNS)
+)
+
+
 async def supersede_live_rows(
     session: AsyncSession, org_id: int, peer_id: str, at: datetime
 ) -> list[EndedRow]:
     """End the device's live row(s) wherever they are: a new session of it is starting.
 
-    With the partial unique index, at most one row is live per device; this frees it."""
-    result = await session.execute(
-        update(ConnectionStatus)
-        .where(
-            ConnectionStatus.org_id == org_id,
-            ConnectionStatus.peer_id == peer_id,
-            ConnectionStatus.status == _CONNECTED,
-        )
-        .values(
-            status=ConnectionState.DISCONNECTED.value,
-            disconnected_at=at,
-            end_reason="superseded",
-        )
-        .returning(*_ENDED_COLUMNS)
-        .execution_options(synchronize_session=False)
+    With the partial unique index, at most one row is live per device; this frees it.
+    Built once and run on the connection (Core, not an ORM bulk update): every agent
+    connect runs it."""
+    connection = await session.connection()
+    result = await connection.execute(
+        _supersede_live_rows, {"match_org_id": org_id, "match_peer_id": peer_id, "at": at}
     )
     return _ended(result)
 
