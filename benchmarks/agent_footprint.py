@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.netns.lab import Lab, Machine, missing_requirements, remove_stale
-from tests.netns.mesh import PYTHON, Mesh, ping
+from tests.netns.lab import Lab, missing_requirements, remove_stale
+from tests.netns.mesh import PYTHON, Mesh
 from tests.support.processes import AGENT_ENV, Process, ProcessGroup, clean_environ
 from tests.support.waiting import eventually
 
 from benchmarks.loadgen import LoadGen
-from benchmarks.nat_paths import quantile
+from benchmarks.nat_paths import first_reply_after, quantile
 from benchmarks.report import log
 from wiremesh.agent.enroll import enroll
 from wiremesh.agent.keys import generate_keypair
@@ -48,7 +48,6 @@ from wiremesh.agent.keys import generate_keypair
 FIRST_PING_TARGET = 1.0
 RSS_TARGET_MIB = 45.0
 RSS_TARGET_PEERS = 100
-PING_EVERY = 0.1
 FIRST_PING_LIMIT = 30.0
 WIREMESH_COMMAND = (PYTHON, "-m", "wiremesh")
 """``wiremesh`` as installed: the console script runs this module's ``main``."""
@@ -73,17 +72,6 @@ def memory_mib(pid: int) -> tuple[float, float]:
         if name in ("VmRSS", "VmHWM"):
             fields[name] = int(value.split()[0]) / 1024
     return fields["VmRSS"], fields["VmHWM"]
-
-
-async def first_reply_after(machine: Machine, address: str, started: float) -> float | None:
-    """Seconds from ``started`` (monotonic) to the first echo reply, pinging every 0.1 s."""
-    deadline = started + FIRST_PING_LIMIT
-    while time.monotonic() < deadline:
-        attempt = time.monotonic()
-        if await ping(machine, address, 0.3):
-            return time.monotonic() - started
-        await asyncio.sleep(max(0.0, PING_EVERY - (time.monotonic() - attempt)))
-    return None
 
 
 class Bench:
@@ -133,7 +121,7 @@ class Bench:
         process.start()
         self.mesh.lab.record(process.pid)
         try:
-            took = await first_reply_after(self.machine, real_peer, started)
+            took = await first_reply_after(self.machine, real_peer, started, FIRST_PING_LIMIT)
             if took is None:
                 raise RuntimeError(f"no reply from the real peer:\n{process.log()}")
 

@@ -57,9 +57,12 @@ def quantile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def first_reply_after(machine: Machine, address: str, started: float) -> float | None:
-    """Seconds from ``started`` (monotonic) to the first echo reply, pinging every 0.1 s."""
-    deadline = started + FIRST_PING_LIMIT
+async def first_reply_after(
+    machine: Machine, address: str, started: float, limit: float = FIRST_PING_LIMIT
+) -> float | None:
+    """Seconds from ``started`` (monotonic) to the first echo reply, pinging every 0.1 s;
+    None if none came within ``limit`` seconds."""
+    deadline = started + limit
     while time.monotonic() < deadline:
         attempt = time.monotonic()
         if await ping(machine, address, 0.3):
