@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from wiremesh.server.web.account.pages import router as account_router
 from wiremesh.server.web.admin.pages import router as admin_router
 from wiremesh.server.web.devices.pages import router as devices_router
 from wiremesh.server.web.devices.stream import router as stream_router
@@ -27,6 +28,7 @@ def dashboard_router() -> APIRouter:
         devices_router,
         invitations_router,
         tokens_router,
+        account_router,
         mail_router,
         alerts_router,
         admin_router,
