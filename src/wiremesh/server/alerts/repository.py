@@ -13,9 +13,7 @@ from wiremesh.server.alerts.models import DeviceAlertState, OrgAlertSettings
 from wiremesh.server.alerts.rules import OfflineDevice
 from wiremesh.server.db.base import utcnow
 from wiremesh.server.devices.models import VirtualIPMapping
-from wiremesh.server.orgs.models import Membership, OrgRole
 from wiremesh.server.presence.models import ConnectionState, ConnectionStatus
-from wiremesh.server.users.models import User
 
 
 async def get_settings(session: AsyncSession, org_id: int) -> OrgAlertSettings | None:
@@ -106,21 +104,6 @@ async def close_alert(
         return False, None
     offline_since: datetime | None = closed[0]
     return True, offline_since
-
-
-async def admin_addresses(session: AsyncSession, org_id: int) -> list[str]:
-    """Where an org's alerts go: its active owners and admins."""
-    statement = (
-        select(User.email)
-        .join(Membership, Membership.user_id == User.id)
-        .where(
-            Membership.org_id == org_id,
-            Membership.role.in_([OrgRole.OWNER.value, OrgRole.ADMIN.value]),
-            User.is_active.is_(True),
-        )
-        .order_by(User.id)
-    )
-    return list((await session.execute(statement)).scalars().all())
 
 
 async def offline_devices(session: AsyncSession, org_ids: list[int]) -> list[OfflineDevice]:

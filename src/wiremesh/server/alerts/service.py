@@ -36,6 +36,7 @@ from wiremesh.server.errors import Invalid, NotFound
 from wiremesh.server.mail import outbox
 from wiremesh.server.mail.models import MailKind
 from wiremesh.server.mail.render import format_duration, format_time, render
+from wiremesh.server.orgs import repository as orgs_repository
 from wiremesh.server.orgs.models import Organization
 
 logger = logging.getLogger("wiremesh.server.alerts")
@@ -141,7 +142,7 @@ async def _mail_admins(
     org = await session.get(Organization, org_id)
     if org is None:
         return 0
-    addresses = await repository.admin_addresses(session, org_id)
+    addresses = await orgs_repository.admin_addresses(session, org_id)
     if not addresses:
         logger.warning("org %s: a %s alert has no recipient (no active admin)", org_id, kind)
         return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wiremesh.server.db.base import utcnow
@@ -20,23 +20,9 @@ from wiremesh.server.mail.models import MailKind, MailStatus, SMTPSettings
 from wiremesh.server.mail.outcomes import DeliveryReport
 from wiremesh.server.mail.render import format_time, render
 from wiremesh.server.mail.transport import ResolvedSMTP
-from wiremesh.server.orgs.models import Membership, Organization, OrgRole
+from wiremesh.server.orgs import repository as orgs_repository
+from wiremesh.server.orgs.models import Organization
 from wiremesh.server.tenancy import TenantScope
-from wiremesh.server.users.models import User
-
-
-async def _admin_addresses(session: AsyncSession, org_id: int) -> list[str]:
-    statement = (
-        select(User.email)
-        .join(Membership, Membership.user_id == User.id)
-        .where(
-            Membership.org_id == org_id,
-            Membership.role.in_([OrgRole.OWNER.value, OrgRole.ADMIN.value]),
-            User.is_active.is_(True),
-        )
-        .order_by(User.id)
-    )
-    return list((await session.execute(statement)).scalars().all())
 
 
 async def pause_on_auth_failure(
@@ -84,7 +70,7 @@ async def pause_on_auth_failure(
             reason=report.message,
             at=format_time(now),
         )
-        for address in await _admin_addresses(session, config.org_id):
+        for address in await orgs_repository.admin_addresses(session, config.org_id):
             await outbox.enqueue(
                 session,
                 org_id=config.org_id,

@@ -138,3 +138,18 @@ async def orgs_solely_owned_by(session: AsyncSession, user_id: int) -> Sequence[
 
 async def delete_membership(session: AsyncSession, membership_id: int) -> None:
     await session.execute(delete(Membership).where(Membership.id == membership_id))
+
+
+async def admin_addresses(session: AsyncSession, org_id: int) -> list[str]:
+    """The e-mail addresses of an org's active owners and admins (alerts, paused mail)."""
+    statement = (
+        select(User.email)
+        .join(Membership, Membership.user_id == User.id)
+        .where(
+            Membership.org_id == org_id,
+            Membership.role.in_([OrgRole.OWNER.value, OrgRole.ADMIN.value]),
+            User.is_active.is_(True),
+        )
+        .order_by(User.id)
+    )
+    return list((await session.execute(statement)).scalars().all())
