@@ -14,6 +14,7 @@ the default executor that name resolution shares.
 from __future__ import annotations
 
 import asyncio
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
@@ -24,7 +25,6 @@ from wiremesh.server.errors import ApiError
 MIN_LENGTH = 10
 MAX_LENGTH = 1024
 _hasher = PasswordHasher()  # argon2id with the library's RFC 9106 "low memory" profile
-_UNKNOWN_USER_HASH = _hasher.hash("a password nobody has, checked so unknown users cost the same")
 HASHING_THREADS = 2
 _hashing = ThreadPoolExecutor(max_workers=HASHING_THREADS, thread_name_prefix="wiremesh-argon2")
 
@@ -40,6 +40,13 @@ def validate_password(password: str) -> str:
     return password
 
 
+@functools.cache
+def _unknown_user_hash() -> str:
+    """Checked when a user has no hash, so unknown users cost the same. Made on first use:
+    a hash is 0.2 s of CPU, which every process importing this module would pay at start."""
+    return _hasher.hash("a password nobody has, checked so unknown users cost the same")
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(validate_password(password))
 
@@ -47,7 +54,7 @@ def hash_password(password: str) -> str:
 def password_matches(password: str, stored_hash: str | None) -> bool:
     """Constant work whether or not the user has a password (an unknown hash is checked too)."""
     try:
-        return _hasher.verify(stored_hash or _UNKNOWN_USER_HASH, password) and (
+        return _hasher.verify(stored_hash or _unknown_user_hash(), password) and (
             stored_hash is not None
         )
     except (VerificationError, InvalidHashError):
